@@ -1,0 +1,165 @@
+"""The ingest agent: raw topics → validate, normalize, dedup, aggregate → sinks → ack.
+
+Thin on purpose: the work is ``BatchProcessor`` (pure) and ``BatchWriter`` (sinks).  Each
+micro-batch is written everywhere before its Kafka messages are acked, and only acked
+offsets are ever committed.  Also serves the worker's HTTP API: /api/status, /api/sql and
+/metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.app import Pipeline
+from pipeline.core.batch import SINKS, RawMessage
+from pipeline.errors import TaskpulseError
+from pipeline.topics import RAW_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+class _State:
+    """What the agent learned at start and keeps between batches."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.reload_watermarks = True
+        self.rejected_by_reason: Counter[str] = Counter()
+        self.duplicates = 0
+        self.accepted = 0
+        self.replayed = 0
+
+
+async def _prepare(p: Pipeline, st: _State) -> None:
+    """Before the first batch: start the output producer and warm the dedup memory."""
+    if not st.ready:
+        await p.producer.start()
+        ids = await asyncio.to_thread(p.store.recent_ids, p.settings.dedup_capacity)
+        p.processor.seen.preload(ids)
+        log.info("dedup memory warmed with %d ids", len(ids))
+        st.ready = True
+    if st.reload_watermarks:
+        marks = await asyncio.to_thread(p.store.watermarks)
+        for sink in SINKS:
+            p.processor.set_watermarks(sink, marks.get(sink, {}))
+        st.reload_watermarks = False
+
+
+def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
+    """Define the ingest agent and the HTTP pages on ``p.app``."""
+    app = p.app
+    settings = p.settings
+    st = _State()
+    source = app.topic(*RAW_TOPICS.values(), value_type=bytes, key_type=bytes)
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        st.reload_watermarks = True
+
+    async def ingest(stream: faust.StreamT) -> None:  # type: ignore[name-defined]
+        try:
+            async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):
+                await _prepare(p, st)
+                msgs = [
+                    RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                    for e in events
+                ]
+                now = time.time()
+                out = p.processor.process(msgs, int(now * 1000))
+                await p.writer.write(out)  # every sink, retried until written
+                for e in events:  # only now may these offsets be committed
+                    await stream.ack(e)
+                _account(p, st, msgs, out, now)
+        finally:
+            await p.producer.stop()
+
+    agent = app.agent(source, name="taskpulse.ingest")(ingest)
+
+    @app.page("/api/status")
+    async def status(web: View, request: Request) -> Response:
+        return web.json(await _status(p, st))
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(generate_latest(p.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/api/sql")
+    async def sql(web: View, request: Request) -> Response:
+        body = await request.json()
+        query = str(body.get("query", ""))
+        try:
+            result = await asyncio.to_thread(p.store.query, query)
+        except TaskpulseError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        rows = [[_jsonable(v) for v in row] for row in result.result_rows]
+        return web.json({"columns": list(result.column_names), "rows": rows})
+
+    return agent
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+def _account(p: Pipeline, st: _State, msgs: list[RawMessage], out: Any, now: float) -> None:
+    m = p.metrics
+    p.consumed_messages += len(msgs)
+    p.consumed_events += out.accepted + out.rejected_count + out.duplicates
+    for msg in msgs:
+        tp = (msg.topic, msg.partition)
+        if msg.offset > p.last_offsets.get(tp, -1):
+            p.last_offsets[tp] = msg.offset
+        m.messages.labels(msg.topic).inc()
+    m.batch_messages.observe(len(msgs))
+    m.accepted.inc(out.accepted)
+    m.duplicates.inc(out.duplicates)
+    m.replayed.inc(out.replayed)
+    st.accepted += out.accepted
+    st.duplicates += out.duplicates
+    st.replayed += out.replayed
+    for r in out.rejected:
+        m.rejected.labels(r.reason.value).inc()
+        st.rejected_by_reason[r.reason.value] += 1
+    if out.max_event_time_ms is not None:
+        m.event_delay.observe(max(0.0, now - out.max_event_time_ms / 1000))
+    for topic, lag in p.lag().items():
+        m.consumer_lag.labels(topic).set(lag)
+
+
+async def _status(p: Pipeline, st: _State) -> dict[str, Any]:
+    try:
+        tables = await asyncio.to_thread(p.store.table_counts)
+    except TaskpulseError as exc:
+        tables = {"error": str(exc)}  # type: ignore[dict-item]
+    return {
+        "uptime_s": round(time.time() - p.started_at, 1),
+        "ready": st.ready,
+        "messages_consumed": p.consumed_messages,
+        "events_consumed": p.consumed_events,
+        "events_accepted": st.accepted,
+        "duplicates": st.duplicates,
+        "replayed_messages": st.replayed,
+        "rejected": dict(st.rejected_by_reason),
+        "rows_written": dict(p.writer.rows_written),
+        "table_rows": tables,
+        "lag": p.lag(),
+        "backpressure": p.writer.unavailable_since is not None,
+        "last_sink_error": p.writer.last_error,
+        "dedup_ids": len(p.processor.seen),
+    }

@@ -1,0 +1,96 @@
+"""The composition root: the one place that turns Settings into a Faust app, sinks, a
+processor and a metrics registry.  Everything else takes plain arguments."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from pipeline.core.aggregates import SketchMapping
+from pipeline.core.batch import BatchProcessor
+from pipeline.core.decode import Decoder
+from pipeline.core.dedup import SeenIds
+from pipeline.metrics import PipelineMetrics
+from pipeline.settings import Settings
+from pipeline.sinks.clickhouse import ClickHouseStore
+from pipeline.sinks.kafka import OutputProducer, bootstrap
+from pipeline.sinks.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    """Everything a worker runs, wired together."""
+
+    settings: Settings
+    kafka_url: str
+    app: faust.App
+    store: ClickHouseStore
+    producer: OutputProducer
+    processor: BatchProcessor
+    writer: BatchWriter
+    metrics: PipelineMetrics
+    started_at: float = field(default_factory=time.time)
+    consumed_messages: int = 0
+    consumed_events: int = 0
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def lag(self) -> dict[str, int]:
+        """Messages not yet consumed per topic (highwater from fetch responses)."""
+        out: dict[str, int] = {}
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if not tp.topic.startswith("taskpulse.events."):
+                continue
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                continue
+            if hw is None:
+                continue
+            done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, int(hw) - done)
+        return out
+
+
+def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
+    """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
+    servers = bootstrap(kafka_url)
+    store = ClickHouseStore(
+        clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value()
+    )
+    store.migrate(settings.sketch_relative_accuracy)
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{servers}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        web_enabled=True,
+        web_bind=settings.api_host,
+        web_port=settings.api_port,
+        web_host=settings.api_host,
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+    )
+    metrics = PipelineMetrics(CollectorRegistry())
+    processor = BatchProcessor(
+        Decoder(settings.max_message_bytes, int(settings.max_future_skew_s * 1000)),
+        SeenIds(settings.dedup_capacity),
+        SketchMapping(settings.sketch_relative_accuracy),
+    )
+    producer = OutputProducer(servers)
+    writer = BatchWriter(store, producer, processor, metrics)
+    return Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics)

@@ -1,0 +1,471 @@
+"""The ``taskpulse`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.errors import TaskpulseError
+from pipeline.settings import Settings
+
+cli = typer.Typer(
+    name="taskpulse",
+    help="See what fleets of AI agents and task runners are doing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------- worker
+
+
+@cli.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "",
+) -> None:
+    """Run the pipeline worker (Faust): ingest, normalize, dedup, aggregate, write."""
+    settings = _settings()
+    if not settings.kafka_url:
+        _fail(
+            "the worker needs TASKPULSE_KAFKA_URL (e.g. kafka://127.0.0.1:9092); "
+            "`taskpulse up` starts an embedded broker and a worker for you"
+        )
+    from pipeline.agents.ingest import register
+    from pipeline.app import build_pipeline
+    from pipeline.sinks.kafka import bootstrap, ensure_topics
+    from pipeline.topics import ALL_TOPICS
+
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("taskpulse.worker")
+    log.warning("starting worker with settings %s", json.dumps(settings.masked()))
+    try:
+        asyncio.run(
+            ensure_topics(
+                bootstrap(settings.kafka_url),
+                ALL_TOPICS,
+                settings.partitions,
+                settings.topic_retention_ms,
+                settings.topic_retention_bytes,
+            )
+        )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
+    except TaskpulseError as exc:
+        _fail(str(exc))
+        return
+    register(pipeline)
+    import faust
+
+    class _Worker(faust.Worker):  # type: ignore[misc]
+        """A Faust worker without the terminal spinner (it forces DEBUG on the root logger)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.spinner = None
+
+    w = _Worker(pipeline.app, loglevel=level, quiet=True, redirect_stdouts=False)
+    w.execute_from_commandline()
+
+
+# --------------------------------------------------------------------------- up
+
+
+@contextlib.contextmanager
+def _embedded(settings: Settings) -> Iterator[str]:
+    """The Kafka URL to use: the configured one, or an embedded broker for the duration."""
+    if settings.kafka_url:
+        yield settings.kafka_url
+        return
+    from pipeline.embedded import EmbeddedBroker
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=settings.data_dir / "tansu.log") as broker:
+        yield broker.url
+
+
+def _spawn_worker(settings: Settings, kafka_url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TASKPULSE_KAFKA_URL": kafka_url}
+    out = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+async def _get_status(session: aiohttp.ClientSession, api: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(f"{api}/api/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            if r.status == 200:
+                data: dict[str, Any] = await r.json()
+                return data
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    return None
+
+
+@cli.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="Publish realistic demo traffic.")] = True,
+    rate: Annotated[float, typer.Option(help="Demo tasks started per second.")] = 20.0,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: run until Ctrl-C).")] = 0.0,  # noqa: E501
+) -> None:
+    """Start the embedded stack (broker, ClickHouse, worker), demo traffic and a live status view."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "worker.log"
+    with _embedded(settings) as kafka_url:
+        console.print(f"[bold]taskpulse[/] broker {kafka_url}, ClickHouse {settings.effective_clickhouse_url}")
+        console.print(f"worker log: {log_path}; API: {settings.effective_api_url}")
+        proc = _spawn_worker(settings, kafka_url, log_path)
+        try:
+            asyncio.run(_up_loop(settings, kafka_url, proc, demo, rate, duration))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            console.print("stopping worker…")
+            _stop(proc)
+    console.print("stopped.")
+
+
+async def _up_loop(
+    settings: Settings,
+    kafka_url: str,
+    proc: subprocess.Popen[bytes],
+    demo: bool,
+    rate: float,
+    duration: float,
+) -> None:
+    from pipeline.status import RateTracker, render
+
+    api = settings.effective_api_url
+    published = [0]
+    demo_task: asyncio.Task[None] | None = None
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        with console.status("starting the worker (opening ClickHouse, joining the consumer group)…"):
+            while (status := await _get_status(session, api)) is None:
+                if proc.poll() is not None:
+                    _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
+                await asyncio.sleep(0.5)
+        if demo:
+            demo_task = asyncio.create_task(_demo_traffic(kafka_url, rate, published))
+        rates = RateTracker()
+        hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
+        try:
+            with Live(render(status, rates), console=console, refresh_per_second=2) as live:
+                while not duration or time.monotonic() - started < duration:
+                    await asyncio.sleep(1.0)
+                    if proc.poll() is not None:
+                        _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
+                    status = await _get_status(session, api) or status
+                    live.update(render(status, rates, {"published": published[0], "hint": hint}))
+        finally:
+            if demo_task:
+                demo_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo_task
+
+
+async def _demo_traffic(kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
+    """Publish the demo fleet's events in real time (event time = now)."""
+    from pipeline.demo import DemoFleet
+    from pipeline.sdk import TaskpulseProducer
+
+    fleet = DemoFleet(seed=int(time.time()), tasks_per_s=tasks_per_s)
+    start = int(time.time() * 1000)
+    async with TaskpulseProducer(kafka_url, batch_size=50, linger_ms=50) as producer:
+        last_flush = time.monotonic()
+        for ts, event in fleet.timed(start):
+            ahead = ts / 1000 - time.time()
+            if ahead > 0:
+                await producer.flush()
+                await asyncio.sleep(min(ahead, 1.0))
+            await producer.send(event)
+            published[0] += 1
+            if time.monotonic() - last_flush > 0.2:
+                await producer.flush()
+                last_flush = time.monotonic()
+
+
+# --------------------------------------------------------------------------- producers
+
+
+@cli.command()
+def emit(
+    event_type: Annotated[str, typer.Argument(help="e.g. task.created")],
+    entity_id: Annotated[str, typer.Argument(help="the task / agent / component / user id")],
+    state: Annotated[str, typer.Option("--state", "-s", help="current_state as JSON")] = "{}",
+    metrics: Annotated[str, typer.Option(help="metrics as JSON, e.g. '{\"duration_ms\": 150}'")] = "{}",
+    metadata: Annotated[str, typer.Option(help="metadata as JSON")] = "{}",
+    timestamp: Annotated[str, typer.Option(help="event time; default now")] = "",
+) -> None:
+    """Publish one event."""
+    from pipeline.sdk import TaskpulseProducer
+
+    settings = _settings()
+    url = _require_kafka(settings)
+    try:
+        parsed = {k: orjson.loads(v) for k, v in (("state", state), ("metrics", metrics), ("metadata", metadata))}
+    except orjson.JSONDecodeError as exc:
+        _fail(f"--state/--metrics/--metadata must be JSON objects: {exc}")
+        return
+
+    async def go() -> str:
+        async with TaskpulseProducer(url, batch_size=1) as p:
+            return await p.emit(
+                event_type, entity_id, parsed["state"], metrics=parsed["metrics"],
+                metadata=parsed["metadata"], timestamp=timestamp or None,
+            )  # fmt: skip
+
+    console.print(f"published {event_type} {entity_id} id={asyncio.run(go())}")
+
+
+def _require_kafka(settings: Settings) -> str:
+    if not settings.kafka_url:
+        _fail(
+            "set TASKPULSE_KAFKA_URL to the broker (the URL `taskpulse up` printed, "
+            "or your Kafka cluster, e.g. kafka://127.0.0.1:9092)"
+        )
+    return settings.kafka_url
+
+
+@cli.command("demo")
+def demo_cmd(
+    events: Annotated[int, typer.Option(help="How many events to publish.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Events per Kafka message (1: one each).")] = 100,
+    seed: int = 7,
+) -> None:
+    """Publish realistic synthetic traffic (a fleet taking tasks through the lifecycle)."""
+    from rich.progress import Progress
+
+    from pipeline.demo import DemoFleet
+    from pipeline.sdk import TaskpulseProducer
+
+    url = _require_kafka(_settings())
+    start = int(time.time() * 1000) - 3_600_000
+
+    async def go() -> None:
+        fleet = DemoFleet(seed=seed)
+        async with TaskpulseProducer(url, batch_size=batch_size) as p:
+            with Progress(console=console) as bar:
+                task = bar.add_task("publishing", total=events)
+                for i, ev in enumerate(fleet.stream(start)):
+                    if i >= events:
+                        break
+                    await p.send(ev)
+                    if i % 1000 == 0:
+                        bar.update(task, completed=i)
+                await p.flush()
+                bar.update(task, completed=events)
+
+    asyncio.run(go())
+    console.print(f"published {events:,} events")
+
+
+@cli.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="NDJSON file: one event per line")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines.")] = False,
+) -> None:
+    """Publish the events of an NDJSON file (each line as it is; the pipeline validates)."""
+    from pipeline.sdk import TaskpulseProducer
+    from pipeline.topics import RAW_TOPICS
+
+    url = _require_kafka(_settings())
+    if not file.exists():
+        _fail(f"{file} does not exist")
+
+    async def go() -> int:
+        n = 0
+        async with TaskpulseProducer(url, batch_size=1) as p:
+            with file.open("rb") as fh:
+                while True:
+                    line = fh.readline()
+                    if not line:
+                        if not follow:
+                            break
+                        await p.flush()
+                        await asyncio.sleep(0.5)
+                        continue
+                    line = line.strip()
+                    if not line:
+                        continue
+                    topic, key = RAW_TOPICS["system"], None
+                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                        doc = orjson.loads(line)
+                        topic = RAW_TOPICS.get(str(doc.get("entity_type")), topic)
+                        key = str(doc.get("entity_id", "")).encode() or None
+                    await p.send_raw(topic, line, key=key)
+                    n += 1
+        return n
+
+    try:
+        console.print(f"published {asyncio.run(go()):,} lines from {file}")
+    except KeyboardInterrupt:
+        pass
+
+
+# --------------------------------------------------------------------------- analysts
+
+
+@cli.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A ClickHouse SQL query")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, tsv or json")] = "table",
+) -> None:
+    """Run a SQL query on the taskpulse ClickHouse (through the running worker if there is one)."""
+    settings = _settings()
+    result = _query_via_worker(settings, query)
+    if result is None:
+        result = _query_direct(settings, query)
+    columns, rows = result
+    if fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str) + "\n")
+    elif fmt == "tsv":
+        sys.stdout.write("\t".join(columns) + "\n")
+        for r in rows:
+            sys.stdout.write("\t".join("" if v is None else str(v) for v in r) + "\n")
+    else:
+        table = Table(*columns)
+        for r in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in r))
+        console.print(table)
+
+
+def _query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[list[Any]]] | None:
+    async def go() -> tuple[list[str], list[list[Any]]] | None:
+        try:
+            async with aiohttp.ClientSession() as s, s.post(
+                f"{settings.effective_api_url}/api/sql",
+                json={"query": query},
+                timeout=aiohttp.ClientTimeout(total=120, connect=2),
+            ) as r:
+                body = await r.json()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        if "error" in body:
+            _fail(body["error"])
+        return body["columns"], body["rows"]
+
+    return asyncio.run(go())
+
+
+def _query_direct(settings: Settings, query: str) -> tuple[list[str], list[list[Any]]]:
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    try:
+        store = ClickHouseStore(
+            settings.effective_clickhouse_url,
+            settings.clickhouse_database,
+            settings.clickhouse_password.get_secret_value(),
+        )
+        store.migrate(settings.sketch_relative_accuracy)
+        res = store.query(query)
+    except TaskpulseError as exc:
+        _fail(str(exc))
+        raise
+    return list(res.column_names), [list(r) for r in res.result_rows]
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the ClickHouse schema (idempotent)."""
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    settings = _settings()
+    try:
+        store = ClickHouseStore(
+            settings.effective_clickhouse_url,
+            settings.clickhouse_database,
+            settings.clickhouse_password.get_secret_value(),
+        )
+        n = len(store.migrate(settings.sketch_relative_accuracy))
+    except TaskpulseError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"schema applied: {n} statements on {settings.clickhouse_database}")
+
+
+@cli.command()
+def status(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second.")] = False,
+) -> None:
+    """Show the running worker's status."""
+    from pipeline.status import RateTracker, render
+
+    settings = _settings()
+    api = settings.effective_api_url
+
+    async def go() -> None:
+        rates = RateTracker()
+        async with aiohttp.ClientSession() as s:
+            st = await _get_status(s, api)
+            if st is None:
+                _fail(f"no worker answers at {api} (start one with `taskpulse up`)")
+                return
+            if not watch:
+                console.print(render(st, rates))
+                return
+            with Live(render(st, rates), console=console) as live:
+                while True:
+                    await asyncio.sleep(1)
+                    st = await _get_status(s, api) or st
+                    live.update(render(st, rates))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+@cli.command()
+def schemas(
+    out: Annotated[Path, typer.Option(help="Where to write them")] = Path("schemas"),
+) -> None:
+    """Write the JSON Schemas of the event models and the ClickHouse DDL to schemas/."""
+    from pipeline.schema_export import write_schemas
+
+    files = write_schemas(out)
+    console.print(f"wrote {len(files)} files under {out}/")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,143 @@
+"""The ClickHouse schema of taskpulse (database ``taskpulse`` by default), as DDL text.
+
+Applied idempotently by ``taskpulse migrate`` and at worker start; exported to
+``schemas/clickhouse.sql`` (a test fails when that copy is stale).
+
+Atomicity: the tables are not partitioned, so one INSERT of fewer than
+``max_insert_block_size`` rows is one part, committed atomically.  Each table's write
+watermark lives inside its own rows (``src_*`` columns, read through the
+``src_watermarks`` projection, or the ``src_offsets`` map of rollups), so data and
+watermark are committed together: that is what makes replays after a crash exact.
+"""
+
+from __future__ import annotations
+
+from pipeline.core.aggregates import ZERO_KEY, SketchMapping
+from pipeline.core.windows import RETENTION_DAYS
+
+EVENTS_TTL_DAYS = 30
+DLQ_TTL_DAYS = 30
+
+
+def _src_columns() -> str:
+    return """    src_topic LowCardinality(String),
+    src_partition UInt32,
+    src_offset Int64,
+    src_index UInt32,"""
+
+
+def ddl_statements(database: str = "taskpulse", relative_accuracy: float = 0.005) -> list[str]:
+    """Every statement, in order; each is idempotent (IF NOT EXISTS / OR REPLACE)."""
+    m = SketchMapping(relative_accuracy)
+    db = database
+    tiers = ", ".join(f"granularity = '{g}', {d}" for g, d in RETENTION_DAYS.items() if g != "1d")
+    ttl_rollups = f"multiIf({tiers}, {RETENTION_DAYS['1d']})"
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
+        f"""CREATE TABLE IF NOT EXISTS {db}.events
+(
+    id String,
+    event_time DateTime64(3, 'UTC'),
+    timestamp_raw String,
+    event_type LowCardinality(String),
+    entity_type LowCardinality(String),
+    entity_id String,
+    agent LowCardinality(String),
+    task_type LowCardinality(String),
+    outcome LowCardinality(String),
+    duration_ms Nullable(Float64),
+    triggered_by String,
+    correlation_id String,
+    session_id String,
+    tags Array(String),
+    previous_state String,
+    current_state String,
+    metadata String,
+    metrics String,
+    extra String,
+    ingested_at DateTime64(3, 'UTC'),
+{_src_columns()}
+    INDEX ingested_at_idx ingested_at TYPE minmax GRANULARITY 1,
+    INDEX id_idx id TYPE bloom_filter(0.01) GRANULARITY 4,
+    PROJECTION src_watermarks
+    (
+        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
+    )
+)
+ENGINE = MergeTree
+ORDER BY (entity_type, event_type, event_time, id)
+TTL toDateTime(event_time) + INTERVAL {EVENTS_TTL_DAYS} DAY""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.rollups
+(
+    granularity LowCardinality(String),
+    window_start DateTime('UTC'),
+    entity_type LowCardinality(String),
+    event_type LowCardinality(String),
+    agent LowCardinality(String),
+    task_type LowCardinality(String),
+    outcome LowCardinality(String),
+    count SimpleAggregateFunction(sum, UInt64),
+    successes SimpleAggregateFunction(sum, UInt64),
+    failures SimpleAggregateFunction(sum, UInt64),
+    duration_count SimpleAggregateFunction(sum, UInt64),
+    duration_sum SimpleAggregateFunction(sum, Float64),
+    duration_min SimpleAggregateFunction(min, Nullable(Float64)),
+    duration_max SimpleAggregateFunction(max, Nullable(Float64)),
+    duration_sketch SimpleAggregateFunction(sumMap, Map(Int16, UInt64)),
+    src_offsets SimpleAggregateFunction(maxMap, Map(String, Int64)),
+    updated_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (granularity, window_start, entity_type, event_type, agent, task_type, outcome)
+TTL window_start + toIntervalDay({ttl_rollups})""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.dlq
+(
+    received_at DateTime64(3, 'UTC'),
+    reason LowCardinality(String),
+    detail String,
+    event_id String,
+    original String,
+{_src_columns()}
+    PROJECTION src_watermarks
+    (
+        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
+    )
+)
+ENGINE = MergeTree
+ORDER BY (received_at, reason)
+TTL toDateTime(received_at) + INTERVAL {DLQ_TTL_DAYS} DAY""",
+        # tpQuantile(sumMap(duration_sketch), 0.95): the q-quantile (ms) of a merged sketch,
+        # rank floor(q * (n - 1)) as in pipeline.core.aggregates.sketch_quantile.
+        # tpSketchValue(key): the value (ms) a sketch bucket stands for.
+        f"""CREATE FUNCTION IF NOT EXISTS tpSketchValue AS (k) ->
+    if(k = {ZERO_KEY}, 0., pow(2., k / {m.multiplier!r}) * {2.0 / (1 + m.gamma)!r})""",
+        f"""CREATE FUNCTION IF NOT EXISTS tpQuantile AS (sketch, q) ->
+    if(empty(sketch), nan,
+       tpSketchValue(arrayElement(mapKeys(sketch),
+           arrayFirstIndex(c -> c > floor(q * (arraySum(mapValues(sketch)) - 1)),
+                           arrayCumSum(mapValues(sketch))))))""",
+        f"""CREATE VIEW IF NOT EXISTS {db}.rollup_stats AS
+SELECT
+    r.granularity AS granularity, r.window_start AS window_start,
+    r.entity_type AS entity_type, r.event_type AS event_type, r.agent AS agent,
+    r.task_type AS task_type, r.outcome AS outcome,
+    sum(r.count) AS count,
+    sum(r.successes) AS successes,
+    sum(r.failures) AS failures,
+    sum(r.duration_count) AS duration_count,
+    if(sum(r.duration_count) = 0, NULL, sum(r.duration_sum) / sum(r.duration_count)) AS avg_ms,
+    min(r.duration_min) AS min_ms,
+    max(r.duration_max) AS max_ms,
+    tpQuantile(sumMap(r.duration_sketch), 0.50) AS p50_ms,
+    tpQuantile(sumMap(r.duration_sketch), 0.95) AS p95_ms,
+    tpQuantile(sumMap(r.duration_sketch), 0.99) AS p99_ms
+FROM {db}.rollups AS r
+GROUP BY r.granularity, r.window_start, r.entity_type, r.event_type, r.agent, r.task_type,
+    r.outcome""",
+    ]
+
+
+def ddl_text(database: str = "taskpulse", relative_accuracy: float = 0.005) -> str:
+    """The whole schema as one SQL script (what ``schemas/clickhouse.sql`` holds)."""
+    head = "-- Generated by `taskpulse schemas`; do not edit by hand.\n\n"
+    return head + ";\n\n".join(ddl_statements(database, relative_accuracy)) + ";\n"

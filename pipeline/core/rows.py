@@ -1,0 +1,124 @@
+"""Pipeline values → ClickHouse column names and row tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import orjson
+
+from pipeline.core.aggregates import Measures, RollupKey
+from pipeline.core.batch import TP, Accepted
+from pipeline.core.timestamps import ms_to_datetime
+from pipeline.events import Rejected
+
+EVENT_COLUMNS = [
+    "id", "event_time", "timestamp_raw", "event_type", "entity_type", "entity_id", "agent",
+    "task_type", "outcome", "duration_ms", "triggered_by", "correlation_id", "session_id",
+    "tags", "previous_state", "current_state", "metadata", "metrics", "extra", "ingested_at",
+    "src_topic", "src_partition", "src_offset", "src_index",
+]  # fmt: skip
+
+ROLLUP_COLUMNS = [
+    "granularity", "window_start", "entity_type", "event_type", "agent", "task_type",
+    "outcome", "count", "successes", "failures", "duration_count", "duration_sum",
+    "duration_min", "duration_max", "duration_sketch", "src_offsets", "updated_at",
+]  # fmt: skip
+
+DLQ_COLUMNS = [
+    "received_at", "reason", "detail", "event_id", "original",
+    "src_topic", "src_partition", "src_offset", "src_index",
+]  # fmt: skip
+
+_dumps = orjson.dumps
+
+
+def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
+    rows = []
+    for a in accepted:
+        e = a.event
+        md = e.metadata
+        rows.append(
+            (
+                e.id,
+                ms_to_datetime(e.event_time_ms),
+                e.timestamp_raw,
+                e.event_type,
+                e.entity_type.value,
+                e.entity_id,
+                e.agent,
+                e.task_type,
+                e.outcome,
+                e.duration_ms,
+                md.get("triggered_by") or "",
+                md.get("correlation_id") or "",
+                md.get("session_id") or "",
+                md.get("tags") or [],
+                _dumps(e.previous_state).decode(),
+                _dumps(e.current_state).decode(),
+                _dumps(md).decode(),
+                _dumps(e.metrics).decode(),
+                _dumps(e.extra).decode() if e.extra else "{}",
+                ms_to_datetime(e.ingested_ms),
+                a.topic,
+                a.partition,
+                a.offset,
+                a.index,
+            )
+        )
+    return rows
+
+
+def tp_key(tp: TP) -> str:
+    return f"{tp[0]}:{tp[1]}"
+
+
+def rollup_rows(
+    rollups: dict[RollupKey, Measures], offsets: dict[TP, int], now: datetime
+) -> list[tuple[object, ...]]:
+    """One row per (granularity, window, dims).  The newest window's row carries the
+    batch's source offsets (the rollups watermark), so it is inserted atomically with them.
+    """
+    rows: list[tuple[object, ...]] = []
+    if not rollups:
+        return rows
+    marker_key = max(rollups, key=lambda k: k[1])
+    marker = {tp_key(tp): off for tp, off in offsets.items()}
+    for key, m in rollups.items():
+        gran, start_ms, dims = key
+        has = m.duration_count > 0
+        rows.append(
+            (
+                gran,
+                ms_to_datetime(start_ms),
+                *dims,
+                m.count,
+                m.successes,
+                m.failures,
+                m.duration_count,
+                m.duration_sum,
+                m.duration_min if has else None,
+                m.duration_max if has else None,
+                m.sketch,
+                marker if key == marker_key else {},
+                now,
+            )
+        )
+    return rows
+
+
+def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, ...]]:
+    return [
+        (
+            now,
+            r.reason.value,
+            r.detail,
+            r.event_id or "",
+            r.original,
+            r.source.topic,
+            r.source.partition,
+            r.source.offset,
+            r.source.index,
+        )
+        for r in rejected
+    ]

@@ -1,0 +1,89 @@
+"""The one frozen settings object: environment variables with the prefix ``TASKPULSE_``.
+
+Built once (in the CLI), then passed down as plain arguments.  Empty URLs mean
+"embedded": the Tansu broker child process and the in-process chDB engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of taskpulse, with defaults that work without configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKPULSE_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(Path(".taskpulse"), description="Where the embedded stack keeps its data.")
+    kafka_url: str = Field(
+        "", description="kafka://host:port[,host:port]; empty starts the embedded Tansu broker."
+    )
+    clickhouse_url: str = Field(
+        "",
+        description="http(s)://user:pass@host:8123 or chdb:///path; empty uses chDB in data_dir.",
+    )
+    clickhouse_password: SecretStr = Field(SecretStr(""), description="Overrides the URL password.")
+    clickhouse_database: str = "taskpulse"
+
+    partitions: int = Field(4, ge=1, description="Partitions for topics taskpulse creates.")
+    topic_retention_ms: int = Field(6 * 3600 * 1000, description="retention.ms of created topics.")
+    topic_retention_bytes: int = Field(
+        512 * 1024 * 1024, description="retention.bytes per partition of created topics."
+    )
+
+    consumer_group: str = Field("taskpulse", description="Kafka consumer group (Faust app id).")
+    batch_max: int = Field(5000, ge=1, description="Max Kafka messages per processing batch.")
+    batch_within_s: float = Field(0.25, gt=0, description="Max wait to fill a batch.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often acked offsets are committed.")
+    session_timeout_s: float = Field(10.0, gt=0)
+
+    max_message_bytes: int = Field(1024 * 1024, description="Larger raw messages go to the DLQ.")
+    max_future_skew_s: float = Field(
+        300.0, description="Events timestamped further ahead of now are rejected."
+    )
+    dedup_capacity: int = Field(
+        1_000_000, ge=1000, description="Event ids remembered for duplicate detection."
+    )
+    sketch_relative_accuracy: float = Field(0.005, gt=0, lt=0.05)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")
+    api_url: str = Field("", description="Where `taskpulse sql` finds a running worker.")
+
+    alert_rules: Path = Path("deploy/alerts/rules.yml")
+    log_level: str = "WARNING"
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict for logging, secrets and URL passwords masked."""
+        out = self.model_dump(mode="json")
+        out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
+        for key in ("kafka_url", "clickhouse_url"):
+            out[key] = _mask_url(out[key])
+        return out
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return not self.kafka_url
+
+    @property
+    def effective_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def effective_clickhouse_url(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def _mask_url(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

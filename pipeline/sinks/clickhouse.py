@@ -1,0 +1,160 @@
+"""ClickHouse through clickhouse-connect: an HTTP server, or chDB in-process (``chdb:///path``).
+
+Blocking calls; callers run them off the event loop.  Connection-level failures become
+``SinkUnavailable`` (retry the same batch later); refusals of the data itself become
+``SinkRejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import (
+    ClickHouseError,
+    DatabaseError,
+    OperationalError,
+)
+
+from pipeline.core.batch import TP
+from pipeline.core.ddl import ddl_statements
+from pipeline.core.dedup import Origin
+from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
+from pipeline.errors import ConfigError, SinkRejected, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Words in an error message that mean "the server is not there", whatever the class.
+_UNAVAILABLE_HINTS = ("connection", "timed out", "timeout", "refused", "unreachable", "reset")
+
+
+def _classify(exc: Exception, what: str) -> Exception:
+    text = str(exc)
+    if isinstance(exc, OperationalError) or any(h in text.lower() for h in _UNAVAILABLE_HINTS):
+        return SinkUnavailable(f"ClickHouse unavailable during {what}: {text[:300]}")
+    return SinkRejected(f"ClickHouse refused {what}: {text[:500]}")
+
+
+class ClickHouseStore:
+    """The taskpulse tables in one ClickHouse database."""
+
+    def __init__(self, url: str, database: str = "taskpulse", password: str = "") -> None:
+        self.url = url
+        self.database = database
+        self._lock = threading.Lock()  # chDB: one engine per process, one call at a time
+        try:
+            kwargs: dict[str, Any] = {"dsn": url}
+            if password:
+                kwargs["password"] = password
+            if not url.startswith("chdb"):
+                kwargs["autogenerate_session_id"] = False
+            self.client = clickhouse_connect.get_client(**kwargs)
+        except OperationalError as exc:
+            raise SinkUnavailable(
+                f"cannot reach ClickHouse at {_safe(url)}: {exc}; check "
+                "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
+            ) from exc
+        except (ClickHouseError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot open ClickHouse at {_safe(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
+            ) from exc
+
+    # ------------------------------------------------------------------ schema
+    def migrate(self, relative_accuracy: float = 0.005) -> list[str]:
+        """Apply the schema idempotently; returns the statements run."""
+        stmts = ddl_statements(self.database, relative_accuracy)
+        for stmt in stmts:
+            self.command(stmt)
+        return stmts
+
+    # ------------------------------------------------------------------ writes
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
+        if not rows:
+            return
+        try:
+            with self._lock:
+                self.client.insert(f"{self.database}.{table}", rows, column_names=columns)
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc, f"insert into {table}") from exc
+
+    def insert_events(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.insert("events", rows, EVENT_COLUMNS)
+
+    def insert_rollups(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.insert("rollups", rows, ROLLUP_COLUMNS)
+
+    def insert_dlq(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.insert("dlq", rows, DLQ_COLUMNS)
+
+    # ------------------------------------------------------------------ reads
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        try:
+            with self._lock:
+                return self.client.query(sql, parameters=parameters)
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc, "query") from exc
+
+    def command(self, sql: str) -> Any:
+        try:
+            with self._lock:
+                return self.client.command(sql)
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc, f"command {sql.split(chr(10))[0][:80]!r}") from exc
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.query(sql, parameters).result_rows]
+
+    def watermarks(self) -> dict[str, dict[TP, int]]:
+        """Per sink table, the highest source offset written for each (topic, partition)."""
+        db = self.database
+        out: dict[str, dict[TP, int]] = {}
+        for table in ("events", "dlq"):
+            sql = (
+                f"SELECT src_topic, src_partition, max(src_offset) FROM {db}.{table} "
+                "GROUP BY src_topic, src_partition"
+            )
+            out[table] = {(t, int(p)): int(o) for t, p, o in self.rows(sql)}
+        marks: dict[TP, int] = {}
+        for (offsets,) in self.rows(f"SELECT maxMap(src_offsets) FROM {db}.rollups"):
+            for key, off in (offsets or {}).items():
+                topic, _, part = key.rpartition(":")
+                marks[(topic, int(part))] = int(off)
+        out["rollups"] = marks
+        return out
+
+    def recent_ids(self, limit: int) -> list[tuple[str, Origin]]:
+        """The ``limit`` most recently ingested event ids with their origins, oldest first."""
+        sql = (
+            f"SELECT id, src_topic, src_partition, src_offset, src_index FROM {self.database}.events "
+            "ORDER BY ingested_at DESC, src_offset DESC LIMIT {limit:UInt64}"
+        )
+        rows = self.rows(sql, {"limit": limit})
+        rows.reverse()
+        return [(r[0], (r[1], int(r[2]), int(r[3]), int(r[4]))) for r in rows]
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows per taskpulse table (from system.parts: cheap, approximate for merging engines)."""
+        sql = (
+            "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} AND active "
+            "GROUP BY table"
+        )
+        return {t: int(n) for t, n in self.rows(sql, {"db": self.database})}
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            log.debug("closing ClickHouse client failed", exc_info=True)
+
+
+def _safe(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+__all__ = ["ClickHouseStore", "DatabaseError"]

@@ -1,0 +1,146 @@
+"""Write one processed batch to every sink, in order, before its offsets may be acked.
+
+Order: Kafka outputs (normalized events, DLQ, rollups) first, then the ClickHouse tables.
+A sink that is unavailable is retried with backoff, for the same batch, for as long as it
+takes (backpressure: nothing new is consumed meanwhile).  Parts already written are not
+written again within the same attempt chain, and ClickHouse parts carry their watermarks,
+so a crash at any point replays without double counting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+
+from pipeline.core.batch import BatchOutput, BatchProcessor
+from pipeline.core.rows import dlq_rows, event_rows, rollup_rows
+from pipeline.errors import SinkRejected, SinkUnavailable
+from pipeline.metrics import PipelineMetrics
+from pipeline.sinks.clickhouse import ClickHouseStore
+from pipeline.sinks.kafka import OutputProducer
+from pipeline.topics import DLQ, NORMALIZED, ROLLUPS
+
+log = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    """Writes BatchOutputs; tracks totals for the status view."""
+
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        producer: OutputProducer,
+        processor: BatchProcessor,
+        metrics: PipelineMetrics,
+        max_backoff_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.processor = processor
+        self.metrics = metrics
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self.rows_written: dict[str, int] = defaultdict(int)
+        self.unavailable_since: float | None = None
+        self.last_error: str = ""
+
+    async def write(self, out: BatchOutput) -> None:
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if out.events or out.rejected or out.rollups:
+            steps.append(("kafka", lambda: self._kafka(out)))
+        if out.events:
+            steps.append(("events", lambda: self._insert("events", out)))
+        if out.rollups:
+            steps.append(("rollups", lambda: self._insert("rollups", out)))
+        if out.rejected:
+            steps.append(("dlq", lambda: self._insert("dlq", out)))
+        for name, step in steps:
+            await self._retrying(name, step)
+
+    async def _retrying(self, name: str, step: Callable[[], object]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+                if self.unavailable_since is not None:
+                    log.warning(
+                        "sink %s is back after %.1fs; resuming", name, self.clock() - self.unavailable_since
+                    )
+                    self.unavailable_since = None
+                    self.metrics.backpressure.set(0)
+                return
+            except SinkUnavailable as exc:
+                self.metrics.write_errors.labels(name).inc()
+                self.last_error = str(exc)
+                if self.unavailable_since is None:
+                    self.unavailable_since = self.clock()
+                    self.metrics.backpressure.set(1)
+                    log.warning("%s; holding the batch and retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+            except SinkRejected:
+                self.metrics.write_errors.labels(name).inc()
+                raise
+
+    async def _kafka(self, out: BatchOutput) -> None:
+        p = self.producer
+        if out.events:
+            parts = await p.partitions_for(NORMALIZED)
+            grouped: dict[int, list[bytes]] = defaultdict(list)
+            for a in out.events:
+                ev = a.event
+                grouped[p.partition_of(ev.entity_id.encode(), parts)].append(
+                    orjson.dumps(ev.model_dump(mode="json"))
+                )
+            for part, items in grouped.items():
+                await p.send(NORMALIZED, b"[" + b",".join(items) + b"]", partition=part)
+        for r in out.rejected:
+            await p.send(
+                DLQ,
+                orjson.dumps(
+                    {
+                        "reason": r.reason.value,
+                        "detail": r.detail,
+                        "event_id": r.event_id,
+                        "source": r.source.model_dump(),
+                        "original": r.original.decode("utf-8", errors="replace"),
+                        "original_b64": base64.b64encode(r.original).decode(),
+                    }
+                ),
+            )
+        if out.rollups:
+            payload = [
+                {"granularity": g, "window_start_ms": ws, "dims": dims, **m.result(self.processor.mapping),
+                 "sketch": m.sketch}
+                for (g, ws, dims), m in out.rollups.items()
+            ]  # fmt: skip
+            await p.send(ROLLUPS, orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS))
+        await p.flush()
+
+    async def _insert(self, table: str, out: BatchOutput) -> None:
+        now = datetime.now(UTC)
+        if table == "events":
+            rows = event_rows(out.events)
+            fn = self.store.insert_events
+        elif table == "rollups":
+            rows = rollup_rows(out.rollups, out.offsets.get("rollups", {}), now)
+            fn = self.store.insert_rollups
+        else:
+            rows = dlq_rows(out.rejected, now)
+            fn = self.store.insert_dlq
+        t0 = time.perf_counter()
+        await asyncio.to_thread(fn, rows)
+        self.metrics.write_seconds.labels(table).observe(time.perf_counter() - t0)
+        self.metrics.rows.labels(table).inc(len(rows))
+        self.rows_written[table] += len(rows)
+        self.processor.committed(out, table)
