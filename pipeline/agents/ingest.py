@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.app import Pipeline
 from pipeline.core.batch import SINKS, RawMessage
-from pipeline.errors import TaskpulseError
+from pipeline.errors import SinkUnavailable, TaskpulseError
 from pipeline.topics import RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class _State:
 
     def __init__(self) -> None:
         self.ready = False
+        self.producer_started = False
         self.reload_watermarks = True
         self.rejected_by_reason: Counter[str] = Counter()
         self.duplicates = 0
@@ -39,18 +40,30 @@ class _State:
 
 
 async def _prepare(p: Pipeline, st: _State) -> None:
-    """Before the first batch: start the output producer and warm the dedup memory."""
-    if not st.ready:
-        await p.producer.start()
-        ids = await asyncio.to_thread(p.store.recent_ids, p.settings.dedup_capacity)
-        p.processor.seen.preload(ids)
-        log.info("dedup memory warmed with %d ids", len(ids))
-        st.ready = True
-    if st.reload_watermarks:
-        marks = await asyncio.to_thread(p.store.watermarks)
-        for sink in SINKS:
-            p.processor.set_watermarks(sink, marks.get(sink, {}))
-        st.reload_watermarks = False
+    """Before the first batch (and after a rebalance): start the output producer, warm the
+    dedup memory and load every sink's watermarks.  Waits out a ClickHouse outage."""
+    delay = 0.2
+    while True:
+        try:
+            if not st.ready:
+                if not st.producer_started:
+                    await p.producer.start()
+                    st.producer_started = True
+                ids = await asyncio.to_thread(p.store.recent_ids, p.settings.dedup_capacity)
+                p.processor.seen.preload(ids)
+                log.info("dedup memory warmed with %d ids", len(ids))
+                st.ready = True
+            if st.reload_watermarks:
+                marks = await asyncio.to_thread(p.store.watermarks)
+                for sink in SINKS:
+                    p.processor.set_watermarks(sink, marks.get(sink, {}))
+                st.reload_watermarks = False
+            return
+        except SinkUnavailable as exc:
+            log.warning("%s; retrying start-up reads in %.1fs", exc, delay)
+            p.writer.last_error = str(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
@@ -92,15 +105,25 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
         return web.bytes(generate_latest(p.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/api/sql")
-    async def sql(web: View, request: Request) -> Response:
-        body = await request.json()
-        query = str(body.get("query", ""))
-        try:
-            result = await asyncio.to_thread(p.store.query, query)
-        except TaskpulseError as exc:
-            return web.json({"error": str(exc)}, status=400)
-        rows = [[_jsonable(v) for v in row] for row in result.result_rows]
-        return web.json({"columns": list(result.column_names), "rows": rows})
+    class SqlView(View):  # type: ignore[misc]
+        """POST {"query": "SELECT …"} (or GET ?query=…) → {"columns": [...], "rows": [[...]]}."""
+
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            return await self._run(str(body.get("query", "")))
+
+        async def get(self, request: Request) -> Response:
+            return await self._run(str(request.query.get("query", "")))
+
+        async def _run(self, query: str) -> Response:
+            if not query.strip():
+                return self.json({"error": "no query given"}, status=400)
+            try:
+                result = await asyncio.to_thread(p.store.query, query)
+            except TaskpulseError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            rows = [[_jsonable(v) for v in row] for row in result.result_rows]
+            return self.json({"columns": list(result.column_names), "rows": rows})
 
     return agent
 
