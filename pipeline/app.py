@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry
@@ -21,6 +22,22 @@ from pipeline.sinks.kafka import OutputProducer, bootstrap
 from pipeline.sinks.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+
+class LeanApp(faust.App):  # type: ignore[misc]
+    """A Faust app without the Monitor sensor.
+
+    Faust calls every sensor several times per message (message in, stream event in/out,
+    message out); the Monitor keeps per-message statistics that taskpulse does not use
+    (its own Prometheus metrics are counted per batch).  Removing it is the largest cut
+    in Faust's per-message path that does not change behaviour.
+    """
+
+    def on_init_dependencies(self) -> Any:
+        deps = super().on_init_dependencies()
+        if self.monitor in self.sensors:
+            self.sensors.remove(self.monitor)
+        return deps
 
 
 @dataclass
@@ -65,7 +82,7 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value()
     )
     store.migrate(settings.sketch_relative_accuracy)
-    app = faust.App(
+    app = LeanApp(
         settings.consumer_group,
         broker=f"kafka://{servers}",
         value_serializer="raw",

@@ -78,6 +78,7 @@ def worker(
             )
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _use_uvloop()
         asyncio.set_event_loop(asyncio.new_event_loop())
         pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
     except TaskpulseError as exc:
@@ -95,6 +96,14 @@ def worker(
 
     w = _Worker(pipeline.app, loglevel=level, quiet=True, redirect_stdouts=False)
     w.execute_from_commandline()
+
+
+def _use_uvloop() -> None:
+    """uvloop makes Faust's per-message scheduling cheaper; plain asyncio if it is missing."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 # --------------------------------------------------------------------------- up

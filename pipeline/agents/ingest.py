@@ -78,6 +78,16 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
         st.reload_watermarks = True
 
     async def ingest(stream: faust.StreamT) -> None:  # type: ignore[name-defined]
+        # Batch N+1 is decoded and aggregated while batch N is being written; writes stay
+        # strictly ordered (one in flight), and a batch is acked only once it is written.
+        in_flight: asyncio.Task[None] | None = None
+
+        async def write_then_ack(out: Any, events: list[Any], msgs: list[RawMessage], now: float) -> None:  # noqa: E501
+            await p.writer.write(out)  # every sink, retried until written
+            for e in events:  # only now may these offsets be committed
+                await stream.ack(e)
+            _account(p, st, msgs, out, now)
+
         try:
             async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):
                 await _prepare(p, st)
@@ -87,11 +97,12 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
                 ]
                 now = time.time()
                 out = p.processor.process(msgs, int(now * 1000))
-                await p.writer.write(out)  # every sink, retried until written
-                for e in events:  # only now may these offsets be committed
-                    await stream.ack(e)
-                _account(p, st, msgs, out, now)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(write_then_ack(out, list(events), msgs, now))
         finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
             await p.producer.stop()
 
     agent = app.agent(source, name="taskpulse.ingest")(ingest)

@@ -160,22 +160,28 @@ class Decoder:
                 raw,
                 event_id,
             )
-        return _normalize(env, payload, ts_ms, now_ms)
+        return _normalize(doc, env, payload, ts_ms, now_ms)
 
 
-def _normalize(env: Envelope, payload: BaseModel, ts_ms: int, now_ms: int) -> NormalizedEvent:
-    state = payload.model_dump(exclude_unset=True)
+def _normalize(
+    doc: dict[str, Any], env: Envelope, payload: BaseModel, ts_ms: int, now_ms: int
+) -> NormalizedEvent:
+    # The validated input dicts are kept as sent (no model_dump round trip: it costs more
+    # than the validation); values the pipeline computes with come from the models.
+    state: dict[str, Any] = doc.get("current_state") or {}
     event_type = env.event_type
-    agent = state.get("agent_id") or (env.entity_id if env.entity_type == "agent" else "")
-    task_type = state.get("task_type") or ""
+    agent = getattr(payload, "agent_id", None) or (
+        env.entity_id if env.entity_type == "agent" else ""
+    )
+    task_type = getattr(payload, "task_type", None) or ""
     outcome = ""
     if event_type == "task.completed":
-        outcome = "success" if state.get("success", True) else "failure"
+        outcome = "success" if getattr(payload, "success", True) else "failure"
     elif event_type in _TERMINAL_OUTCOMES:
         outcome = _TERMINAL_OUTCOMES[event_type]
     elif event_type == "agent.self_report":
-        outcome = _SELF_REPORT_OUTCOMES.get(state["status"], "")
-    metrics = env.metrics.model_dump()
+        outcome = _SELF_REPORT_OUTCOMES.get(getattr(payload, "status", ""), "")
+    metrics: dict[str, Any] = doc.get("metrics") or {}
     extra = env.__pydantic_extra__ or {}
     return NormalizedEvent.model_construct(
         id=env.id,
@@ -187,10 +193,10 @@ def _normalize(env: Envelope, payload: BaseModel, ts_ms: int, now_ms: int) -> No
         agent=str(agent),
         task_type=str(task_type),
         outcome=outcome,
-        duration_ms=metrics.get("duration_ms"),
+        duration_ms=env.metrics.duration_ms,
         previous_state=env.previous_state,
         current_state=state,
-        metadata=env.metadata.model_dump(),
+        metadata=doc.get("metadata") or {},
         metrics=metrics,
         ingested_ms=now_ms,
         extra=dict(extra),

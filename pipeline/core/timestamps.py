@@ -70,7 +70,10 @@ def to_epoch_ms(value: object) -> int:
         ms = epoch_to_ms(value)
     elif isinstance(value, str):
         stripped = value.strip()
-        if stripped and (stripped[0].isdigit() and _is_number(stripped)):
+        # ISO dates have '-' after the year ("2025-…"); epoch strings are plain numbers.
+        if len(stripped) > 4 and stripped[4] == "-":
+            ms = iso_to_ms(stripped)
+        elif stripped and stripped[0].isdigit() and _is_number(stripped):
             ms = epoch_to_ms(float(stripped))
         else:
             ms = iso_to_ms(stripped)

@@ -1,0 +1,319 @@
+"""`make bench`: end-to-end throughput and latency of one taskpulse worker, next to the
+ceiling of a plain aiokafka loop doing the same decoding and window updates.
+
+For each message shape (one event per Kafka message; SDK batches of 100):
+  1. start a fresh Tansu broker, publish the same N demo events (default 200,000);
+  2. start one `taskpulse worker` (fresh chDB) and time it until ClickHouse holds all N;
+     sample the worker's RSS meanwhile;
+  3. on the same topics, a plain aiokafka consumer decodes every event with pydantic and
+     updates 1m/5m/1h/1d windows in dicts: the ceiling.
+Then a paced run at 5,000 events/s measures publish → visible-in-ClickHouse latency.
+
+Prints a table; writes bench/results/latest.json.  Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.core.timestamps import to_epoch_ms  # noqa: E402
+from pipeline.demo import DemoFleet  # noqa: E402
+from pipeline.embedded import EmbeddedBroker, free_port  # noqa: E402
+from pipeline.events import Envelope  # noqa: E402
+from pipeline.sdk import TaskpulseProducer  # noqa: E402
+from pipeline.sinks.kafka import ensure_topics  # noqa: E402
+from pipeline.topics import ALL_TOPICS, RAW_TOPICS  # noqa: E402
+
+console = Console()
+WINDOWS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
+
+
+def events_for(n: int) -> list[dict[str, Any]]:
+    start = int(time.time() * 1000) - 12 * 3_600_000
+    # ~14 events per task; enough tasks per second that n events span a few hours
+    return DemoFleet(seed=2024, tasks_per_s=3.0).take(n, start)
+
+
+async def publish(url: str, events: list[dict[str, Any]], batch_size: int) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    async with TaskpulseProducer(url, batch_size=batch_size, linger_ms=20) as p:
+        await p.send_many(events)
+    return p.sent_messages, time.perf_counter() - t0
+
+
+class WorkerProc:
+    def __init__(self, broker: EmbeddedBroker, data_dir: Path) -> None:
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "TASKPULSE_KAFKA_URL": broker.url,
+            "TASKPULSE_DATA_DIR": str(data_dir),
+            "TASKPULSE_API_PORT": str(self.port),
+            "TASKPULSE_SESSION_TIMEOUT_S": "6",
+        }
+        self.log = open(data_dir.parent / "worker.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        self.peak_rss = 0
+
+    def sample_rss(self) -> None:
+        try:
+            self.peak_rss = max(self.peak_rss, self.ps.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def count(self) -> int | None:
+        req = urllib.request.Request(
+            f"{self.api}/api/sql",
+            data=json.dumps({"query": "SELECT count() FROM taskpulse.events"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(json.load(r)["rows"][0][0])
+        except Exception:  # noqa: BLE001 - not up yet
+            return None
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def wait_all(w: WorkerProc, n: int, timeout_s: float, poll_s: float = 0.1) -> list[tuple[float, int]]:
+    """(time, rows visible) samples until all n rows are visible."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c = w.count()
+        now = time.monotonic()
+        w.sample_rss()
+        if c is not None:
+            samples.append((now, c))
+            if c >= n:
+                return samples
+        time.sleep(poll_s)
+    raise SystemExit(f"timed out: {samples[-1] if samples else 'no rows'} of {n}")
+
+
+async def ceiling(broker: EmbeddedBroker, n: int) -> float:
+    """Plain aiokafka + pydantic + four windows in dicts, on the same topics: events/s."""
+    consumer = AIOKafkaConsumer(
+        *RAW_TOPICS.values(),
+        bootstrap_servers=broker.bootstrap,
+        group_id=f"ceiling-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    windows: dict[tuple[str, int, str], int] = defaultdict(int)
+    seen = 0
+    t0: float | None = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if t0 is None and batch:
+                t0 = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    for item in doc if isinstance(doc, list) else [doc]:
+                        ev = Envelope.model_validate(item)
+                        ts = to_epoch_ms(ev.timestamp)
+                        for g, size in WINDOWS.items():
+                            windows[(g, ts - ts % size, ev.event_type)] += 1
+                        seen += 1
+    finally:
+        await consumer.stop()
+    assert t0 is not None
+    return n / (time.perf_counter() - t0)
+
+
+def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path) -> dict[str, Any]:
+    n = len(events)
+    with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
+        messages, pub_s = asyncio.run(publish(broker.url, events, batch_size))
+        console.print(f"  published {n:,} events in {messages:,} messages ({n / pub_s:,.0f} events/s)")
+        w = WorkerProc(broker, workdir / "data")
+        t_start = time.monotonic()
+        try:
+            samples = wait_all(w, n, timeout_s=900)
+        finally:
+            w.stop()
+        first = next(t for t, c in samples if c > 0)
+        last = samples[-1][0]
+        rate = n / (last - first)
+        console.print(f"  pipeline: {rate:,.0f} events/s (first row → all rows), peak RSS {w.peak_rss / 2**20:,.0f} MiB")
+        ceil = asyncio.run(ceiling(broker, n))
+        console.print(f"  ceiling (aiokafka + pydantic + 4 windows in dicts): {ceil:,.0f} events/s")
+    return {
+        "events": n,
+        "messages": messages,
+        "events_per_message": batch_size,
+        "pipeline_events_per_s": round(rate),
+        "including_startup_s": round(last - t_start, 1),
+        "ceiling_events_per_s": round(ceil),
+        "ratio": round(rate / ceil, 3),
+        "peak_rss_mib": round(w.peak_rss / 2**20),
+    }
+
+
+def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path) -> dict[str, Any]:
+    """Publish at a steady rate; the k-th published event is visible when the table holds k rows."""
+    with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
+        w = WorkerProc(broker, workdir / "data")
+        try:
+            while w.count() is None:
+                time.sleep(0.2)
+            fleet = DemoFleet(seed=7, tasks_per_s=rate / 14)
+            publish_times: list[float] = []
+
+            async def paced() -> None:
+                stream = fleet.timed(int(time.time() * 1000) - 60_000)
+                async with TaskpulseProducer(broker.url, batch_size=batch_size, linger_ms=5) as p:
+                    t0 = time.monotonic()
+                    tick = 0.02
+                    per_tick = max(1, int(rate * tick))
+                    while time.monotonic() - t0 < seconds:
+                        for _ in range(per_tick):
+                            _, ev = next(stream)
+                            ev["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+                            await p.send(ev)
+                        await p.flush()
+                        now = time.monotonic()
+                        publish_times.extend([now] * per_tick)
+                        tick_end = t0 + (len(publish_times) / rate)
+                        await asyncio.sleep(max(0.0, tick_end - time.monotonic()))
+
+            import threading
+
+            samples: list[tuple[float, int]] = []
+            stop = threading.Event()
+
+            def poll() -> None:
+                while not stop.is_set():
+                    c = w.count()
+                    if c is not None:
+                        samples.append((time.monotonic(), c))
+                    w.sample_rss()
+                    time.sleep(0.05)
+
+            th = threading.Thread(target=poll, daemon=True)
+            th.start()
+            asyncio.run(paced())
+            n = len(publish_times)
+            deadline = time.monotonic() + 60
+            while (not samples or samples[-1][1] < n) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stop.set()
+            th.join()
+        finally:
+            w.stop()
+    lat = []
+    j = 0
+    for k, pt in enumerate(publish_times, start=1):
+        while j < len(samples) and samples[j][1] < k:
+            j += 1
+        if j == len(samples):
+            break
+        lat.append(samples[j][0] - pt)
+    lat.sort()
+    return {
+        "rate_events_per_s": rate,
+        "seconds": seconds,
+        "events": len(publish_times),
+        "measured": len(lat),
+        "p50_s": round(lat[len(lat) // 2], 3),
+        "p99_s": round(lat[int(len(lat) * 0.99) - 1], 3),
+        "max_s": round(lat[-1], 3),
+        "peak_rss_mib": round(w.peak_rss / 2**20),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--latency-rate", type=int, default=5000)
+    ap.add_argument("--latency-seconds", type=int, default=30)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="taskpulse-bench-"))
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    try:
+        console.print(f"[bold]generating {args.events:,} demo events[/]")
+        events = events_for(args.events)
+        avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
+        results["avg_event_bytes"] = round(avg)
+        for name, bs in (("single", 1), ("batched", 100)):
+            console.print(f"[bold]throughput, {name} messages ({bs} event(s) per message)[/]")
+            d = work / name
+            d.mkdir()
+            results[name] = throughput_run(events, bs, d)
+        console.print(f"[bold]latency at {args.latency_rate:,} events/s for {args.latency_seconds}s[/]")
+        d = work / "latency"
+        d.mkdir()
+        results["latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = Table(title=f"taskpulse bench ({results['avg_event_bytes']} bytes/event avg, 4 partitions)")
+    for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB"):
+        table.add_column(col, justify="right")
+    for name in ("single", "batched"):
+        r = results[name]
+        table.add_row(
+            f"{name} ({r['events_per_message']}/msg)",
+            f"{r['pipeline_events_per_s']:,}",
+            f"{r['ceiling_events_per_s']:,}",
+            f"{r['ratio']:.2f}",
+            f"{r['peak_rss_mib']:,}",
+        )
+    console.print(table)
+    lat = results["latency"]
+    console.print(
+        f"publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
+        f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
+    )
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"written to {out / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
