@@ -66,7 +66,7 @@ class Pipeline:
                 continue
             try:
                 hw = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - not fetched yet
+            except Exception:  # noqa: BLE001, S112 - not fetched yet
                 continue
             if hw is None:
                 continue

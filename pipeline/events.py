@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 
 class _Open(BaseModel):
@@ -53,16 +53,23 @@ class Metadata(_Open):
 
 
 class Metrics(_Open):
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
+    duration_ms: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = Field(
+        None, description="milliseconds, finite, at most 1e12 (31 years)"
+    )
     resource_usage: dict[str, Any] = Field(default_factory=dict)
     performance_data: dict[str, Any] = Field(default_factory=dict)
 
 
+# Any JSON value gets through the model; pipeline.core.timestamps decides, so that a bad
+# value is rejected as ``bad_timestamp`` (a bool would otherwise be coerced to 1970).
 Timestamp = Annotated[
-    str | int | float,
-    Field(
-        description="ISO 8601 with offset, naive ISO (taken as UTC), "
-        "or epoch seconds / ms / µs / ns (told apart by magnitude)"
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "number"}],
+            "description": "ISO 8601 with offset, naive ISO (taken as UTC), "
+            "or epoch seconds / ms / µs / ns (told apart by magnitude)",
+        }
     ),
 ]
 
@@ -71,7 +78,7 @@ class Envelope(_Open):
     """One event as services publish it (the tracking record)."""
 
     id: Annotated[str, Field(min_length=1, max_length=128, description="unique; the dedup key")]
-    timestamp: Timestamp
+    timestamp: Timestamp = Field(...)
     event_type: Annotated[str, Field(min_length=3, max_length=64)]
     entity_type: EntityType
     entity_id: Annotated[str, Field(min_length=1, max_length=256)]
@@ -85,8 +92,8 @@ class Envelope(_Open):
 # Each event type's ``current_state``.  Common dimension fields (task_type, agent_id)
 # are optional everywhere so that rollups can group by them when emitters send them.
 
-Percentage = Annotated[float, Field(ge=0, le=100)]
-Confidence = Annotated[float, Field(ge=0)]
+Percentage = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Confidence = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class TaskPayload(_Open):

@@ -36,7 +36,12 @@ class Settings(BaseSettings):
     )
 
     consumer_group: str = Field("taskpulse", description="Kafka consumer group (Faust app id).")
-    batch_max: int = Field(5000, ge=1, description="Max Kafka messages per processing batch.")
+    batch_max: int = Field(
+        1000,
+        ge=1,
+        description="Max Kafka messages per processing batch.  With array messages keep "
+        "batch_max × events per message under ~1M rows: one INSERT must stay one part.",
+    )
     batch_within_s: float = Field(0.25, gt=0, description="Max wait to fill a batch.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often acked offsets are committed.")
     session_timeout_s: float = Field(10.0, gt=0)
@@ -48,7 +53,7 @@ class Settings(BaseSettings):
     dedup_capacity: int = Field(
         1_000_000, ge=1000, description="Event ids remembered for duplicate detection."
     )
-    sketch_relative_accuracy: float = Field(0.005, gt=0, lt=0.05)
+    sketch_relative_accuracy: float = Field(0.005, ge=0.001, lt=0.05)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")

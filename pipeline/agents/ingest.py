@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -83,7 +84,17 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
         in_flight: asyncio.Task[None] | None = None
 
         async def write_then_ack(out: Any, events: list[Any], msgs: list[RawMessage], now: float) -> None:  # noqa: E501
-            await p.writer.write(out)  # every sink, retried until written
+            try:
+                await p.writer.write(out)  # every sink, retried until written
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not an outage (those are retried): a refusal or a bug.  Stalling would hide
+                # it; skipping would lose data.  Exit, so that a restart replays the batch
+                # from the last committed offset (the watermarks keep that exact).
+                log.critical("cannot write a batch; exiting so it is replayed", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
             for e in events:  # only now may these offsets be committed
                 await stream.ack(e)
             _account(p, st, msgs, out, now)

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 
 from ddsketch.mapping import LogarithmicMapping
 
-#: The bucket that holds zero (and values too small to index).
+#: The bucket that holds zero (and values too small to index).  With the accuracies allowed
+#: below and durations from 1e-6 to 1e12 ms every other key lies within ±14,000, so this
+#: key sorts first and every key fits ClickHouse's Int16.
 ZERO_KEY = -32768
+MIN_ACCURACY = 0.001
+MAX_ACCURACY = 0.05
 #: Values below this (ms) count as zero: far below any duration anyone measures.
 MIN_INDEXABLE = 1e-6
 
@@ -28,6 +32,11 @@ class SketchMapping:
     """Value ↔ bucket key, with a relative accuracy guarantee."""
 
     def __init__(self, relative_accuracy: float = 0.005) -> None:
+        if not MIN_ACCURACY <= relative_accuracy < MAX_ACCURACY:
+            raise ValueError(
+                f"relative accuracy {relative_accuracy} is outside [{MIN_ACCURACY}, {MAX_ACCURACY}) "
+                "(TASKPULSE_SKETCH_RELATIVE_ACCURACY)"
+            )
         self._m = LogarithmicMapping(relative_accuracy)
         self.relative_accuracy = relative_accuracy
         self.gamma: float = self._m.gamma

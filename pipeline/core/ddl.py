@@ -111,7 +111,7 @@ TTL toDateTime(received_at) + INTERVAL {DLQ_TTL_DAYS} DAY""",
         # tpSketchValue(key): the value (ms) a sketch bucket stands for.
         f"""CREATE FUNCTION IF NOT EXISTS tpSketchValue AS (k) ->
     if(k = {ZERO_KEY}, 0., pow(2., k / {m.multiplier!r}) * {2.0 / (1 + m.gamma)!r})""",
-        f"""CREATE FUNCTION IF NOT EXISTS tpQuantile AS (sketch, q) ->
+        """CREATE FUNCTION IF NOT EXISTS tpQuantile AS (sketch, q) ->
     if(empty(sketch), nan,
        tpSketchValue(arrayElement(mapKeys(sketch),
            arrayFirstIndex(c -> c > floor(q * (arraySum(mapValues(sketch)) - 1)),

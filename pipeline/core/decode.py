@@ -99,9 +99,9 @@ class Decoder:
     def _one(
         self, doc: Any, src: Source, raw: bytes | None, now_ms: int
     ) -> NormalizedEvent | Rejected:
+        where = f"[{src.index}]" if raw is None else ""
         if raw is None:
             raw = orjson.dumps(doc)
-        where = f"[{src.index}]" if src.index or raw is None else ""
         if not isinstance(doc, dict):
             return _reject(
                 RejectReason.schema_violation,

@@ -26,19 +26,36 @@ class TimestampError(ValueError):
 
 
 def epoch_to_ms(value: float) -> int:
-    """An epoch number in s / ms / µs / ns (by magnitude) → UTC milliseconds."""
-    if isinstance(value, bool) or not math.isfinite(value):
+    """An epoch number in s / ms / µs / ns (by magnitude) → UTC milliseconds.
+
+    Rounds half up, like the ISO path, so one instant gives one value however it is sent.
+    """
+    if isinstance(value, bool):
+        raise TimestampError("a boolean is not a timestamp")
+    if isinstance(value, int):
+        if value < 0:
+            raise TimestampError(f"epoch value {value!r} is negative")
+        if value < _MS_FROM:
+            return value * 1000
+        if value < _US_FROM:
+            return value
+        if value < _NS_FROM:
+            return (value + 500) // 1000
+        if value < _NS_UNTIL:
+            return (value + 500_000) // 1_000_000
+        raise TimestampError(f"epoch value {value} is too large for any unit (s, ms, µs, ns)")
+    if not math.isfinite(value):
         raise TimestampError(f"epoch value {value!r} is not a finite number")
     if value < 0:
         raise TimestampError(f"epoch value {value!r} is negative")
     if value < _MS_FROM:
-        return round(value * 1000)
+        return math.floor(value * 1000 + 0.5)
     if value < _US_FROM:
-        return round(value)
+        return math.floor(value + 0.5)
     if value < _NS_FROM:
-        return round(value / 1000)
+        return math.floor(value / 1000 + 0.5)
     if value < _NS_UNTIL:
-        return round(value / 1_000_000)
+        return math.floor(value / 1_000_000 + 0.5)
     raise TimestampError(f"epoch value {value!r} is too large for any unit (s, ms, µs, ns)")
 
 
@@ -73,6 +90,8 @@ def to_epoch_ms(value: object) -> int:
         # ISO dates have '-' after the year ("2025-…"); epoch strings are plain numbers.
         if len(stripped) > 4 and stripped[4] == "-":
             ms = iso_to_ms(stripped)
+        elif stripped.isascii() and stripped.isdigit():
+            ms = epoch_to_ms(int(stripped))
         elif stripped and stripped[0].isdigit() and _is_number(stripped):
             ms = epoch_to_ms(float(stripped))
         else:

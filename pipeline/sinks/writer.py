@@ -14,7 +14,7 @@ import base64
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -28,6 +28,24 @@ from pipeline.sinks.kafka import OutputProducer
 from pipeline.topics import DLQ, NORMALIZED, ROLLUPS
 
 log = logging.getLogger(__name__)
+
+
+#: Largest JSON-array message the writer publishes (Kafka's default message limit is 1 MB).
+MAX_OUTPUT_BYTES = 900_000
+
+
+def _chunks(items: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:
+    """Consecutive groups of items whose joined size stays under ``max_bytes``."""
+    chunk: list[bytes] = []
+    size = 2
+    for item in items:
+        if chunk and size + len(item) + 1 > max_bytes:
+            yield chunk
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        yield chunk
 
 
 class BatchWriter:
@@ -103,7 +121,8 @@ class BatchWriter:
                     orjson.dumps(ev.model_dump(mode="json"))
                 )
             for part, items in grouped.items():
-                await p.send(NORMALIZED, b"[" + b",".join(items) + b"]", partition=part)
+                for chunk in _chunks(items, MAX_OUTPUT_BYTES):
+                    await p.send(NORMALIZED, b"[" + b",".join(chunk) + b"]", partition=part)
         for r in out.rejected:
             await p.send(
                 DLQ,
@@ -124,7 +143,9 @@ class BatchWriter:
                  "sketch": m.sketch}
                 for (g, ws, dims), m in out.rollups.items()
             ]  # fmt: skip
-            await p.send(ROLLUPS, orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS))
+            items = [orjson.dumps(r, option=orjson.OPT_NON_STR_KEYS) for r in payload]
+            for chunk in _chunks(items, MAX_OUTPUT_BYTES):
+                await p.send(ROLLUPS, b"[" + b",".join(chunk) + b"]")
         await p.flush()
 
     async def _insert(self, table: str, out: BatchOutput) -> None:

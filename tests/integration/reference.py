@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 SIZES_S = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
@@ -14,8 +14,8 @@ SIZES_S = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 def event_ms(event: dict[str, Any]) -> int:
     dt = datetime.fromisoformat(event["timestamp"])
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds + 500) // 1000
 
 

@@ -24,7 +24,6 @@ SIZES_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-
 def iso(ms: int) -> str:
     """Epoch ms → ISO 8601 with a Z, millisecond precision."""
     dt = _EPOCH + timedelta(milliseconds=ms)

@@ -108,9 +108,8 @@ def test_events_without_duration_leave_duration_figures_empty() -> None:
 def test_merge_adds_up_and_leaves_inputs_unchanged() -> None:
     a = build([("success", 10.0), ("failure", 30.0)])
     b = build([("success", 5.0), ("", None)])
-    a_before, b_before = build([("success", 10.0), ("failure", 30.0)]), build(
-        [("success", 5.0), ("", None)]
-    )
+    a_before = build([("success", 10.0), ("failure", 30.0)])
+    b_before = build([("success", 5.0), ("", None)])
     m = a.merge(b)
     assert (m.count, m.successes, m.failures, m.duration_count) == (4, 2, 1, 3)
     assert m.duration_sum == 45.0
@@ -156,9 +155,7 @@ def test_merge_is_commutative(a: list, b: list) -> None:
 
 @settings(max_examples=150)
 @given(items, st.randoms(use_true_random=False), st.integers(min_value=0, max_value=40))
-def test_input_order_and_split_do_not_change_the_result(
-    a: list, rnd: object, cut: int
-) -> None:
+def test_input_order_and_split_do_not_change_the_result(a: list, rnd: object, cut: int) -> None:
     whole = build(a)
     shuffled = list(a)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
@@ -288,14 +285,21 @@ def test_empty_sketch_has_no_quantile() -> None:
     assert sketch_quantile({MAPPING.key(5.0): 0}, 0.5, MAPPING) is None
 
 
-@pytest.mark.parametrize("relative_accuracy", [1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.049])
-@pytest.mark.parametrize("value", [1e-3, 0.25, 1.0, 1000.0])
+@pytest.mark.parametrize("relative_accuracy", [1e-3, 0.005, 0.01, 0.049])
+@pytest.mark.parametrize("value", [1e-6, 1e-3, 0.25, 1.0, 1000.0, 1e12])
 def test_zero_durations_rank_below_positive_ones_at_every_allowed_accuracy(
     relative_accuracy: float, value: float
 ) -> None:
-    # Settings.sketch_relative_accuracy allows any value in (0, 0.05).
+    # Settings.sketch_relative_accuracy allows [0.001, 0.05); durations are 0 or 1e-6..1e12 ms.
     mapping = SketchMapping(relative_accuracy)
     m = build([("", 0.0), ("", value), ("", value)], mapping)
     assert sketch_quantile(m.sketch, 0.0, mapping) == 0.0  # the minimum is the zero
     bound = relative_accuracy * (1 + 1e-9)
     assert_within(sketch_quantile(m.sketch, 1.0, mapping), value, bound)  # the maximum
+    assert all(-32768 <= k <= 32767 for k in m.sketch)  # every key fits ClickHouse Int16
+
+
+@pytest.mark.parametrize("relative_accuracy", [1e-5, 1e-4, 0.05, 0.2])
+def test_accuracies_outside_the_supported_range_are_refused(relative_accuracy: float) -> None:
+    with pytest.raises(ValueError, match="TASKPULSE_SKETCH_RELATIVE_ACCURACY"):
+        SketchMapping(relative_accuracy)

@@ -139,10 +139,7 @@ def first_run() -> tuple[list[RawMessage], dict[int, list[dict[str, Any]]], Batc
             docs_by_offset[off] = []
             continue
         count = 2 if off == 3 else 1
-        docs = [
-            completed(n + k, DAY0_MS + (n + k) * 61_000, ok=(n + k) % 4 != 0)
-            for k in range(count)
-        ]
+        docs = [completed(n + k, DAY0_MS + (n + k) * 61_000, ok=(n + k) % 4 != 0) for k in range(count)]
         n += count
         docs_by_offset[off] = docs
         messages.append(msg(off, docs if count > 1 else docs[0]))
@@ -197,9 +194,7 @@ def test_replay_writes_exactly_the_missing_part_per_sink() -> None:
     # rollups for offsets 5..9 only, against the reference over exactly those events
     assert len(docs_from(by_offset, 5, 9)) == 4
     assert_rollups_match(again.rollups, ref_rollups(docs_from(by_offset, 5, 9)))
-    assert [(r.source.offset, r.reason) for r in again.rejected] == [
-        (7, RejectReason.invalid_json)
-    ]
+    assert [(r.source.offset, r.reason) for r in again.rejected] == [(7, RejectReason.invalid_json)]
     assert again.offsets == {"rollups": {TP: 9}, "dlq": {TP: 7}}
     # what was written before the crash (0..4) plus the replay equals the whole, once
     before = processor().process(messages[:5], NOW)
@@ -269,9 +264,7 @@ def _shuffled_history(seed: int) -> list[dict[str, Any]]:
     # a few timestamps in other accepted forms: epoch ms / epoch s / naive / +00:00
     for ev in rnd.sample(events, 100):
         ms = _ms(ev["timestamp"])
-        ev["timestamp"] = rnd.choice(
-            [ms, ms / 1000, iso(ms).rstrip("Z"), iso(ms).replace("Z", "+00:00")]
-        )
+        ev["timestamp"] = rnd.choice([ms, ms / 1000, iso(ms).rstrip("Z"), iso(ms).replace("Z", "+00:00")])
     allev = events + late
     rnd.shuffle(allev)
     # duplicates: some events delivered again later
@@ -378,9 +371,7 @@ def test_rollups_property(rows: list, batch_size: int) -> None:
 
 def test_max_event_time_and_offsets() -> None:
     docs = [completed(i, DAY0_MS + ms) for i, ms in enumerate([5_000, 90_000, 1_000])]
-    out = processor().process(
-        [msg(10, docs[0]), msg(11, docs[1]), msg(12, b"[]"), msg(13, docs[2])], NOW
-    )
+    out = processor().process([msg(10, docs[0]), msg(11, docs[1]), msg(12, b"[]"), msg(13, docs[2])], NOW)
     assert out.max_event_time_ms == DAY0_MS + 90_000
     assert out.messages == 4
     assert (out.accepted, out.rejected_count) == (3, 1)

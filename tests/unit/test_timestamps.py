@@ -6,6 +6,7 @@ Expected values are literals computed independently (calendar.timegm) and commen
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -194,12 +195,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: From here on, ms / µs / ns epochs are above their band floors (1e11 ms = 1973-03-03).
 _BANDS_FROM_MS = 100_000_000_000
 
-offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
-    lambda minutes: timezone(timedelta(minutes=minutes))
-)
-aware_datetimes = st.datetimes(
-    min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=offsets
-)
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+aware_datetimes = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=offsets)
 
 
 def _micros(dt: datetime) -> int:
@@ -269,3 +266,16 @@ def test_never_raises_anything_but_timestamp_error(value: object) -> None:
     assert math.isfinite(ms)
     # whatever is accepted is a representable point in time
     ms_to_datetime(ms)
+
+
+@pytest.mark.parametrize("tz", ["EST+5", "IST-5:30", "UTC0"])
+def test_naive_iso_is_utc_whatever_the_machine_timezone(tz: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        assert to_epoch_ms("2025-11-03T12:34:56") == T
+        assert to_epoch_ms("2025-11-03") == DAY0
+        assert ms_to_datetime(T).hour == 12
+    finally:
+        monkeypatch.undo()
+        time.tzset()
