@@ -269,7 +269,12 @@ def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path) -> dict
     }
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(143)  # run the finally blocks: stop the worker and the broker
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-rate", type=int, default=5000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -79,6 +80,9 @@ def worker(
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         _use_uvloop()
+        # Each batch allocates hundreds of thousands of short-lived dicts; the default gen0
+        # threshold (700) makes the collector run thousands of times per batch.
+        gc.set_threshold(100_000, 50, 100)
         asyncio.set_event_loop(asyncio.new_event_loop())
         pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
     except TaskpulseError as exc:

@@ -9,6 +9,7 @@ offsets are ever committed.  Also serves the worker's HTTP API: /api/status, /ap
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -53,6 +54,8 @@ async def _prepare(p: Pipeline, st: _State) -> None:
                 ids = await asyncio.to_thread(p.store.recent_ids, p.settings.dedup_capacity)
                 p.processor.seen.preload(ids)
                 log.info("dedup memory warmed with %d ids", len(ids))
+                del ids
+                gc.freeze()  # start-up objects (and the warmed id map) are never garbage
                 st.ready = True
             if st.reload_watermarks:
                 marks = await asyncio.to_thread(p.store.watermarks)

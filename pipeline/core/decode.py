@@ -7,7 +7,7 @@ that names the offending field, and the original bytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -60,7 +60,7 @@ class Decoder:
     ) -> list[NormalizedEvent | Rejected]:
         """One raw message → one result per event it holds (at least one)."""
         raw = value or b""
-        src = Source(topic=topic, partition=partition, offset=offset)
+        src = _Src(topic, partition, offset, 0)
         if len(raw) > self.max_message_bytes:
             return [
                 _reject(
@@ -84,8 +84,7 @@ class Decoder:
                 return [_reject(RejectReason.schema_violation, "empty array", src, raw)]
             out: list[NormalizedEvent | Rejected] = []
             for i, item in enumerate(doc):
-                item_src = Source(topic=topic, partition=partition, offset=offset, index=i)
-                out.append(self._one(item, item_src, None, now_ms))
+                out.append(self._one(item, _Src(topic, partition, offset, i), None, now_ms))
             return out
         return [
             _reject(
@@ -97,7 +96,7 @@ class Decoder:
         ]
 
     def _one(
-        self, doc: Any, src: Source, raw: bytes | None, now_ms: int
+        self, doc: Any, src: _Src, raw: bytes | None, now_ms: int
     ) -> NormalizedEvent | Rejected:
         where = f"[{src.index}]" if raw is None else ""
         if raw is None:
@@ -183,29 +182,60 @@ def _normalize(
         outcome = _SELF_REPORT_OUTCOMES.get(getattr(payload, "status", ""), "")
     metrics: dict[str, Any] = doc.get("metrics") or {}
     extra = env.__pydantic_extra__ or {}
-    return NormalizedEvent.model_construct(
-        id=env.id,
-        event_time_ms=ts_ms,
-        timestamp_raw=env.timestamp if isinstance(env.timestamp, str) else repr(env.timestamp),
-        event_type=event_type,
-        entity_type=env.entity_type,
-        entity_id=env.entity_id,
-        agent=str(agent),
-        task_type=str(task_type),
-        outcome=outcome,
-        duration_ms=env.metrics.duration_ms,
-        previous_state=env.previous_state,
-        current_state=state,
-        metadata=doc.get("metadata") or {},
-        metrics=metrics,
-        ingested_ms=now_ms,
-        extra=dict(extra),
+    return _built(
+        {
+            "id": env.id,
+            "event_time_ms": ts_ms,
+            "timestamp_raw": env.timestamp if isinstance(env.timestamp, str) else repr(env.timestamp),
+            "event_type": event_type,
+            "entity_type": env.entity_type,
+            "entity_id": env.entity_id,
+            "agent": str(agent),
+            "task_type": str(task_type),
+            "outcome": outcome,
+            "duration_ms": env.metrics.duration_ms,
+            "previous_state": env.previous_state,
+            "current_state": state,
+            "metadata": doc.get("metadata") or {},
+            "metrics": metrics,
+            "extra": dict(extra),
+            "ingested_ms": now_ms,
+        }
     )
+
+
+class _Src(NamedTuple):
+    """Where an item came from; a pydantic ``Source`` is only built for rejections."""
+
+    topic: str
+    partition: int
+    offset: int
+    index: int
 
 
 def _reject(
-    reason: RejectReason, detail: str, src: Source, raw: bytes, event_id: str | None = None
+    reason: RejectReason, detail: str, src: _Src, raw: bytes, event_id: str | None = None
 ) -> Rejected:
-    return Rejected.model_construct(
-        reason=reason, detail=detail, source=src, original=raw, event_id=event_id
+    source = Source.model_construct(
+        topic=src.topic, partition=src.partition, offset=src.offset, index=src.index
     )
+    return Rejected.model_construct(
+        reason=reason, detail=detail, source=source, original=raw, event_id=event_id
+    )
+
+
+_NORMALIZED_FIELDS = frozenset(NormalizedEvent.model_fields)
+
+
+def _built(values: dict[str, Any]) -> NormalizedEvent:
+    """A NormalizedEvent from values already validated upstream.
+
+    What ``model_construct`` does, without its per-field default handling, which costs more
+    than the validation of the event itself (every field is given here).
+    """
+    obj = NormalizedEvent.__new__(NormalizedEvent)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", _NORMALIZED_FIELDS)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
