@@ -94,7 +94,7 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         broker_max_poll_records=5000,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        stream_buffer_maxsize=settings.batch_max * 2,
         web_enabled=True,
         web_bind=settings.api_host,
         web_port=settings.api_port,

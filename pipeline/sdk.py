@@ -13,6 +13,7 @@ so one entity's events stay in order on one partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -83,6 +84,8 @@ class TaskpulseProducer:
         self._partitions: dict[str, list[int]] = {}
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._pending: list[asyncio.Future[Any]] = []
+        self._linger_s = linger_ms / 1000
+        self._flusher: asyncio.Task[None] | None = None
         self.sent_events = 0
         self.sent_messages = 0
 
@@ -97,12 +100,24 @@ class TaskpulseProducer:
 
     async def start(self) -> None:
         await self._producer.start()
+        self._flusher = asyncio.create_task(self._linger_loop())
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         try:
             await self.flush()
         finally:
             await self._producer.stop()
+
+    async def _linger_loop(self) -> None:
+        """Send partly filled batches at least every ``linger_ms``: no event waits longer."""
+        while True:
+            await asyncio.sleep(self._linger_s)
+            for topic, part in list(self._buffers):
+                await self._send_batch(topic, part)
 
     async def _partition(self, topic: str, key: bytes) -> int:
         parts = self._partitions.get(topic)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     consumer_group: str = Field("taskpulse", description="Kafka consumer group (Faust app id).")
     batch_max: int = Field(
-        1000,
+        500,
         ge=1,
         description="Max Kafka messages per processing batch.  With array messages keep "
         "batch_max × events per message under ~1M rows: one INSERT must stay one part.",

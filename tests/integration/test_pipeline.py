@@ -128,3 +128,23 @@ def test_analyst_queries_answer_in_one_statement(make_worker, broker):
         "SELECT count() FROM taskpulse.rollup_stats WHERE granularity = '1h'"
     )
     assert view[0][0] > 0
+
+
+def test_sdk_sends_a_partial_batch_after_linger_without_flush(make_worker, broker):
+    """A long-lived emitter that sends a few events must not have them wait for a full batch."""
+    import asyncio
+
+    from pipeline.sdk import TaskpulseProducer
+
+    worker = make_worker().start()
+    events = _demo_events(5, seed=8)
+
+    async def go() -> None:
+        async with TaskpulseProducer(broker.url, batch_size=100, linger_ms=50) as p:
+            await p.send_many(events)
+            # no flush(): the linger timer must publish them while we keep the producer open
+            await asyncio.to_thread(
+                wait_for, lambda: worker.scalar("SELECT count() FROM taskpulse.events") == 5, 60, "5 events"
+            )
+
+    asyncio.run(go())
