@@ -77,7 +77,7 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
     st = _State()
     source = app.topic(*RAW_TOPICS.values(), value_type=bytes, key_type=bytes)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         st.reload_watermarks = True
 
@@ -103,7 +103,7 @@ def register(p: Pipeline) -> faust.types.AgentT:  # type: ignore[name-defined]
             _account(p, st, msgs, out, now)
 
         try:
-            async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):
+            async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):  # type: ignore[attr-defined]  # noqa: E501
                 await _prepare(p, st)
                 msgs = [
                     RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value)

@@ -98,7 +98,7 @@ class Decoder:
     def _one(
         self, doc: Any, src: _Src, raw: bytes | None, now_ms: int
     ) -> NormalizedEvent | Rejected:
-        where = f"[{src.index}]" if raw is None else ""
+        where = f"[{src.position}]" if raw is None else ""
         if raw is None:
             raw = orjson.dumps(doc)
         if not isinstance(doc, dict):
@@ -210,14 +210,14 @@ class _Src(NamedTuple):
     topic: str
     partition: int
     offset: int
-    index: int
+    position: int  # index inside a batch message
 
 
 def _reject(
     reason: RejectReason, detail: str, src: _Src, raw: bytes, event_id: str | None = None
 ) -> Rejected:
     source = Source.model_construct(
-        topic=src.topic, partition=src.partition, offset=src.offset, index=src.index
+        topic=src.topic, partition=src.partition, offset=src.offset, index=src.position
     )
     return Rejected.model_construct(
         reason=reason, detail=detail, source=source, original=raw, event_id=event_id

@@ -34,7 +34,7 @@ _dumps = orjson.dumps
 
 
 def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for a in accepted:
         e = a.event
         md = e.metadata
