@@ -285,6 +285,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
+    ap.add_argument("--only", choices=["single", "batched", "latency"], action="append",
+                    help="run only these parts (repeatable); default: all")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taskpulse-bench-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
@@ -293,21 +295,27 @@ def main() -> None:
         events = events_for(args.events)
         avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
         results["avg_event_bytes"] = round(avg)
+        parts = set(args.only or ["single", "batched", "latency"])
         for name, bs in (("single", 1), ("batched", 100)):
+            if name not in parts:
+                continue
             console.print(f"[bold]throughput, {name} messages ({bs} event(s) per message)[/]")
             d = work / name
             d.mkdir()
             results[name] = throughput_run(events, bs, d)
-        console.print(f"[bold]latency at {args.latency_rate:,} events/s for {args.latency_seconds}s[/]")
-        d = work / "latency"
-        d.mkdir()
-        results["latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d)
+        if "latency" in parts:
+            console.print(f"[bold]latency at {args.latency_rate:,} events/s for {args.latency_seconds}s[/]")
+            d = work / "latency"
+            d.mkdir()
+            results["latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"taskpulse bench ({results['avg_event_bytes']} bytes/event avg, 4 partitions)")
     for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB"):
         table.add_column(col, justify="right")
     for name in ("single", "batched"):
+        if name not in results:
+            continue
         r = results[name]
         table.add_row(
             f"{name} ({r['events_per_message']}/msg)",
@@ -317,11 +325,12 @@ def main() -> None:
             f"{r['peak_rss_mib']:,}",
         )
     console.print(table)
-    lat = results["latency"]
-    console.print(
-        f"publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
-        f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
-    )
+    lat = results.get("latency")
+    if lat:
+        console.print(
+            f"publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
+            f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
+        )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
