@@ -114,16 +114,16 @@ def _use_uvloop() -> None:
 
 
 @contextlib.contextmanager
-def _embedded(settings: Settings) -> Iterator[str]:
-    """The Kafka URL to use: the configured one, or an embedded broker for the duration."""
+def _embedded(settings: Settings) -> Iterator[tuple[str, int | None]]:
+    """(Kafka URL, embedded broker pid): the configured broker, or an embedded one."""
     if settings.kafka_url:
-        yield settings.kafka_url
+        yield settings.kafka_url, None
         return
     from pipeline.embedded import EmbeddedBroker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=settings.data_dir / "tansu.log") as broker:
-        yield broker.url
+        yield broker.url, broker.proc.pid if broker.proc else None
 
 
 def _spawn_worker(settings: Settings, kafka_url: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -166,12 +166,12 @@ def up(
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
-    with _embedded(settings) as kafka_url:
+    with _embedded(settings) as (kafka_url, broker_pid):
         console.print(f"[bold]taskpulse[/] broker {kafka_url}, ClickHouse {settings.effective_clickhouse_url}")
         console.print(f"worker log: {log_path}; API: {settings.effective_api_url}")
         proc = _spawn_worker(settings, kafka_url, log_path)
         try:
-            asyncio.run(_up_loop(settings, kafka_url, proc, demo, rate, duration))
+            asyncio.run(_up_loop(settings, kafka_url, proc, demo, rate, duration, broker_pid))
         except KeyboardInterrupt:
             pass
         finally:
@@ -187,8 +187,20 @@ async def _up_loop(
     demo: bool,
     rate: float,
     duration: float,
+    broker_pid: int | None = None,
 ) -> None:
+    import psutil
+
     from pipeline.status import RateTracker, render
+
+    def broker_mib() -> int | None:
+        # Tansu's memory storage keeps every message (it does not apply retention.ms):
+        # show its size so a long demo run does not surprise anyone.
+        if broker_pid is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            return int(psutil.Process(broker_pid).memory_info().rss / 2**20)
+        return None
 
     api = settings.effective_api_url
     published = [0]
@@ -211,7 +223,8 @@ async def _up_loop(
                     if proc.poll() is not None:
                         _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                     status = await _get_status(session, api) or status
-                    live.update(render(status, rates, {"published": published[0], "hint": hint}))
+                    extra = {"published": published[0], "hint": hint, "broker_mib": broker_mib()}
+                    live.update(render(status, rates, extra))
         finally:
             if demo_task:
                 demo_task.cancel()

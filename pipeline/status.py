@@ -54,6 +54,11 @@ def render(status: dict[str, Any], rates: RateTracker, extra: dict[str, Any] | N
             Text("demo events published", style="dim"), f"{extra['published']:,}",
             Text("demo rate", style="dim"), f"{rates.rate('pub', extra['published']):,.0f}/s",
         )  # fmt: skip
+    if extra.get("broker_mib") is not None:
+        flow.add_row(
+            Text("embedded broker memory", style="dim"), f"{extra['broker_mib']:,} MiB",
+            Text("", style="dim"), "",
+        )  # fmt: skip
     tables = Table(title="ClickHouse rows", expand=False, show_edge=False)
     tables.add_column("table")
     tables.add_column("rows (total)", justify="right")
