@@ -65,7 +65,7 @@ async def publish(url: str, events: list[dict[str, Any]], batch_size: int) -> tu
 
 
 class WorkerProc:
-    def __init__(self, broker: EmbeddedBroker, data_dir: Path) -> None:
+    def __init__(self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust") -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         env = {
@@ -74,6 +74,7 @@ class WorkerProc:
             "TASKPULSE_DATA_DIR": str(data_dir),
             "TASKPULSE_API_PORT": str(self.port),
             "TASKPULSE_SESSION_TIMEOUT_S": "6",
+            "TASKPULSE_INGEST_ENGINE": engine,
         }
         self.log = open(data_dir.parent / "worker.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -164,13 +165,13 @@ async def ceiling(broker: EmbeddedBroker, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path) -> dict[str, Any]:
+def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path, engine: str) -> dict[str, Any]:
     n = len(events)
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
         messages, pub_s = asyncio.run(publish(broker.url, events, batch_size))
         console.print(f"  published {n:,} events in {messages:,} messages ({n / pub_s:,.0f} events/s)")
-        w = WorkerProc(broker, workdir / "data")
+        w = WorkerProc(broker, workdir / "data", engine)
         t_start = time.monotonic()
         try:
             samples = wait_all(w, n, timeout_s=900)
@@ -185,6 +186,7 @@ def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path)
         ceil = asyncio.run(ceiling(broker, n))
         console.print(f"  ceiling (aiokafka + pydantic + 4 windows in dicts): {ceil:,.0f} events/s")
     return {
+        "engine": engine,
         "events": n,
         "messages": messages,
         "events_per_message": batch_size,
@@ -196,11 +198,11 @@ def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path)
     }
 
 
-def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path) -> dict[str, Any]:
+def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path, engine: str) -> dict[str, Any]:
     """Publish at a steady rate; the k-th published event is visible when the table holds k rows."""
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
-        w = WorkerProc(broker, workdir / "data")
+        w = WorkerProc(broker, workdir / "data", engine)
         try:
             while w.count() is None:
                 time.sleep(0.2)
@@ -264,6 +266,7 @@ def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path) -> dict
         lat.append(samples[j][0] - pt)
     lat.sort()
     return {
+        "engine": engine,
         "rate_events_per_s": rate,
         "seconds": seconds,
         "events": len(publish_times),
@@ -287,6 +290,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--only", choices=["single", "batched", "latency"], action="append",
                     help="run only these parts (repeatable); default: all")
+    ap.add_argument("--engine", choices=["faust", "direct"], action="append",
+                    help="ingest engines to measure (repeatable); default: both")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taskpulse-bench-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
@@ -296,41 +301,43 @@ def main() -> None:
         avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
         results["avg_event_bytes"] = round(avg)
         parts = set(args.only or ["single", "batched", "latency"])
-        for name, bs in (("single", 1), ("batched", 100)):
-            if name not in parts:
-                continue
-            console.print(f"[bold]throughput, {name} messages ({bs} event(s) per message)[/]")
-            d = work / name
-            d.mkdir()
-            results[name] = throughput_run(events, bs, d)
-        if "latency" in parts:
-            console.print(f"[bold]latency at {args.latency_rate:,} events/s for {args.latency_seconds}s[/]")
-            d = work / "latency"
-            d.mkdir()
-            results["latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d)
+        engines = args.engine or ["faust", "direct"]
+        for engine in engines:
+            for name, bs in (("single", 1), ("batched", 100)):
+                if name not in parts:
+                    continue
+                console.print(f"[bold]{engine} engine, {name} messages ({bs} event(s) per message)[/]")
+                d = work / f"{engine}-{name}"
+                d.mkdir()
+                results[f"{engine}-{name}"] = throughput_run(events, bs, d, engine)
+            if "latency" in parts:
+                console.print(f"[bold]{engine} engine, latency at {args.latency_rate:,} events/s "
+                              f"for {args.latency_seconds}s[/]")
+                d = work / f"{engine}-latency"
+                d.mkdir()
+                results[f"{engine}-latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d, engine)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"taskpulse bench ({results['avg_event_bytes']} bytes/event avg, 4 partitions)")
     for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB"):
         table.add_column(col, justify="right")
-    for name in ("single", "batched"):
-        if name not in results:
+    for r in results.values():
+        if not isinstance(r, dict) or "pipeline_events_per_s" not in r:
             continue
-        r = results[name]
         table.add_row(
-            f"{name} ({r['events_per_message']}/msg)",
+            f"{r['engine']}, {r['events_per_message']}/msg",
             f"{r['pipeline_events_per_s']:,}",
             f"{r['ceiling_events_per_s']:,}",
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']:,}",
         )
     console.print(table)
-    lat = results.get("latency")
-    if lat:
-        console.print(
-            f"publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
-            f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
-        )
+    for lat in results.values():
+        if isinstance(lat, dict) and "p99_s" in lat:
+            console.print(
+                f"{lat['engine']} engine, publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
+                f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
+            )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -7,7 +7,7 @@ Built once (in the CLI), then passed down as plain arguments.  Empty URLs mean
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     )
 
     consumer_group: str = Field("taskpulse", description="Kafka consumer group (Faust app id).")
+    ingest_engine: Literal["faust", "direct"] = Field(
+        "faust",
+        description="faust: a Faust agent reads the raw topics; direct: a plain aiokafka loop "
+        "in the same worker (same guarantees, no per-message Faust cost).",
+    )
     batch_max: int = Field(
         500,
         ge=1,

@@ -113,11 +113,21 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     b.stop()
 
 
+@pytest.fixture(params=["faust", "direct"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The ingest engines: every guarantee test runs on both."""
+    return str(request.param)
+
+
+def committed_group(engine: str) -> str:
+    return "taskpulse" if engine == "faust" else "taskpulse-ingest"
+
+
 @pytest.fixture
 def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def make(fault_file: Path | None = None, **env: str) -> Worker:
+    def make(fault_file: Path | None = None, engine: str = "faust", **env: str) -> Worker:
         port = free_port()
         full_env = {
             **os.environ,
@@ -127,6 +137,7 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[...
             "TASKPULSE_SESSION_TIMEOUT_S": "6",
             "TASKPULSE_COMMIT_INTERVAL_S": "0.5",
             "TASKPULSE_LOG_LEVEL": "INFO",
+            "TASKPULSE_INGEST_ENGINE": engine,
             **env,
         }
         argv = [sys.executable, "-m", "pipeline", "worker"]

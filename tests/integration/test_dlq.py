@@ -56,11 +56,11 @@ def _corpus(base: dict) -> list[tuple[bytes, str]]:
     ]
 
 
-def test_malformed_corpus_lands_in_dlq_with_reasons(make_worker, broker):
+def test_malformed_corpus_lands_in_dlq_with_reasons(make_worker, broker, engine):
     good = _valid(600, seed=1)
     base = next(e for e in good if e["event_type"] == "task.created")
     corpus = _corpus(base)
-    worker = make_worker().start()
+    worker = make_worker(engine=engine).start()
     publish(broker, good[:300])
     publish_raw(broker, [(RAW_TASK, raw) for raw, _ in corpus])
     # A batch message with a bad element in the middle: the good ones still count.

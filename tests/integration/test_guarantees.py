@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.demo import DemoFleet
 from pipeline.topics import RAW_TOPICS
-from tests.integration.conftest import publish, wait_for
+from tests.integration.conftest import committed_group, publish, wait_for
 from tests.integration.test_pipeline import assert_rollups_match
 
 pytestmark = pytest.mark.integration
@@ -48,13 +48,13 @@ def _committed(broker, group: str = "taskpulse") -> int:
     return asyncio.run(go())
 
 
-def test_sigkill_mid_stream_then_restart_gives_exact_totals(make_worker, broker):
+def test_sigkill_mid_stream_then_restart_gives_exact_totals(make_worker, broker, engine):
     events = _events(40_000, seed=21)
     n = len(events)
     # Small batches and single-event messages: many writes in flight when the kill lands.
     publish(broker, events[:20_000], batch_size=20)
     publish(broker, events[20_000:], batch_size=1)
-    worker = make_worker(TASKPULSE_BATCH_MAX="200").start()
+    worker = make_worker(engine=engine, TASKPULSE_BATCH_MAX="200").start()
     kills = 0
     for fraction in (0.15, 0.55):
         wait_for(lambda f=fraction: _count(worker) >= f * n, 180, f"{fraction:.0%} written")
@@ -71,9 +71,9 @@ def test_sigkill_mid_stream_then_restart_gives_exact_totals(make_worker, broker)
     assert status["replayed_messages"] + status["events_consumed"] > 0
 
 
-def test_same_event_id_published_twice_is_counted_once(make_worker, broker):
+def test_same_event_id_published_twice_is_counted_once(make_worker, broker, engine):
     events = _events(1000, seed=5)
-    worker = make_worker().start()
+    worker = make_worker(engine=engine).start()
     publish(broker, events)
     wait_for(lambda: _count(worker) >= 1000, 60, "first delivery")
     # Again: in another batch shape, after the originals were written …
@@ -92,13 +92,14 @@ def test_same_event_id_published_twice_is_counted_once(make_worker, broker):
     assert worker.status()["duplicates"] == 200  # counted by the restarted worker
 
 
-def test_clickhouse_outage_holds_back_and_catches_up_without_loss(make_worker, broker, tmp_path):
+def test_clickhouse_outage_holds_back_and_catches_up_without_loss(make_worker, broker, tmp_path, engine):
     fault = tmp_path / "clickhouse-down"
-    worker = make_worker(fault_file=fault).start()
+    group = committed_group(engine)
+    worker = make_worker(fault_file=fault, engine=engine).start()
     first = _events(2000, seed=8)
     sent = publish(broker, first)
     wait_for(lambda: _count(worker) >= 2000, 60, "traffic before the outage")
-    wait_for(lambda: _committed(broker) == sent, 30, "offsets of the first traffic committed")
+    wait_for(lambda: _committed(broker, group) == sent, 30, "offsets of the first traffic committed")
     committed_before = sent
 
     fault.touch()  # ClickHouse "goes away": every client call raises its connection error
@@ -110,7 +111,7 @@ def test_clickhouse_outage_holds_back_and_catches_up_without_loss(make_worker, b
     assert st["backpressure"] is True
     assert "unavailable" in st["last_sink_error"]
     assert st["rows_written"]["events"] == 2000, "rows were reported written during the outage"
-    assert _committed(broker) == committed_before, "offsets were committed for unwritten data"
+    assert _committed(broker, group) == committed_before, "offsets were committed for unwritten data"
 
     fault.unlink()  # ClickHouse is back
     wait_for(lambda: _count(worker) >= 7000, 90, "catch-up after the outage")
@@ -118,4 +119,4 @@ def test_clickhouse_outage_holds_back_and_catches_up_without_loss(make_worker, b
     assert _count(worker) == 7000
     assert worker.status()["backpressure"] is False
     assert_rollups_match(worker, first + during)
-    wait_for(lambda: _committed(broker) > committed_before, 10, "offsets committed after the writes")
+    wait_for(lambda: _committed(broker, group) > committed_before, 10, "offsets committed after the writes")

@@ -51,7 +51,7 @@ def assert_rollups_match(worker, events: list[dict]) -> None:
     assert dict(totals) == {"1m": n, "5m": n, "1h": n, "1d": n}
 
 
-def test_events_and_rollups_match_an_independent_computation(make_worker, broker):
+def test_events_and_rollups_match_an_independent_computation(make_worker, broker, engine):
     events = _demo_events(6000, seed=11)
     rng = random.Random(5)
     # Out of order: shuffle the publication order; late: a block of events from the
@@ -60,7 +60,7 @@ def test_events_and_rollups_match_an_independent_computation(make_worker, broker
     dups = rng.sample(events, 300)
     traffic = events + late
     rng.shuffle(traffic)
-    worker = make_worker().start()
+    worker = make_worker(engine=engine).start()
     publish(broker, traffic[:3000], batch_size=100)
     publish(broker, traffic[3000:], batch_size=1)  # single-event messages too
     publish(broker, dups, batch_size=50)
