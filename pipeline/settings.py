@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         description="Max Kafka messages per processing batch.  With array messages keep "
         "batch_max × events per message under ~1M rows: one INSERT must stay one part.",
     )
+    batch_events: int = Field(
+        20_000, ge=100, description="Direct engine: target events per batch (messages adapt)."
+    )
     batch_within_s: float = Field(0.25, gt=0, description="Max wait to fill a batch.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often acked offsets are committed.")
     session_timeout_s: float = Field(10.0, gt=0)
