@@ -56,11 +56,13 @@ class Pipeline:
     consumed_messages: int = 0
     consumed_events: int = 0
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: the consumer that holds the raw partitions when it is not Faust's (direct engine)
+    raw_consumer: Any = None
 
     def lag(self) -> dict[str, int]:
         """Messages not yet consumed per topic (highwater from fetch responses)."""
         out: dict[str, int] = {}
-        consumer = self.app.consumer
+        consumer = self.raw_consumer or self.app.consumer
         for tp in consumer.assignment():
             if not tp.topic.startswith("taskpulse.events."):
                 continue

@@ -1,9 +1,10 @@
-"""The ingest agent: raw topics → validate, normalize, dedup, aggregate → sinks → ack.
+"""The ingest role: raw topics → validate, normalize, dedup, aggregate → sinks → commit.
 
 Thin on purpose: the work is ``BatchProcessor`` (pure) and ``BatchWriter`` (sinks).  Each
-micro-batch is written everywhere before its Kafka messages are acked, and only acked
-offsets are ever committed.  Also serves the worker's HTTP API: /api/status, /api/sql and
-/metrics.
+micro-batch is written everywhere before its offsets may be committed.  Two engines read
+the raw topics (``TASKPULSE_INGEST_ENGINE``): a Faust agent (``faust``, the default) or a
+plain aiokafka loop hosted by the same Faust worker (``direct``).  Also serves the worker's
+HTTP API: /api/status, /api/sql and /metrics.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def _register_direct(p: Pipeline, st: _State) -> None:
         )
         consumer.subscribe(list(RAW_TOPICS.values()), listener=Rebalance())
         await consumer.start()
+        p.raw_consumer = consumer
 
         async def write_then_commit(out: Any, offsets: dict[TopicPartition, int], msgs: list[RawMessage], now: float) -> None:  # noqa: E501
             await _write_or_exit(p, out)

@@ -109,6 +109,7 @@ def test_clickhouse_outage_holds_back_and_catches_up_without_loss(make_worker, b
     time.sleep(3)  # well past the commit interval (0.5 s)
     st = worker.status()
     assert st["backpressure"] is True
+    assert sum(st["lag"].values()) > 0, "the held-back messages do not show as consumer lag"
     assert "unavailable" in st["last_sink_error"]
     assert st["rows_written"]["events"] == 2000, "rows were reported written during the outage"
     assert _committed(broker, group) == committed_before, "offsets were committed for unwritten data"
