@@ -23,7 +23,7 @@ from pipeline.core.batch import TP
 from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
-from pipeline.errors import ConfigError, SinkRejected, SinkUnavailable
+from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE_HINTS = ("connection", "timed out", "timeout", "refused", "unreachable", "reset")
 
 
+#: ClickHouse's own "slow down" answers (too many parts: merges are behind).
+_BACKPRESSURE_HINTS = ("too many parts", "too_many_parts", "code: 252")
+
+
 def _classify(exc: Exception, what: str) -> Exception:
     text = str(exc)
+    if any(h in text.lower() for h in _BACKPRESSURE_HINTS):
+        return SinkBackpressure(f"ClickHouse asks to slow down during {what}: {text[:300]}", retry_after=1.0)
     if isinstance(exc, OperationalError) or any(h in text.lower() for h in _UNAVAILABLE_HINTS):
         return SinkUnavailable(f"ClickHouse unavailable during {what}: {text[:300]}")
     return SinkRejected(f"ClickHouse refused {what}: {text[:500]}")

@@ -21,7 +21,7 @@ import orjson
 
 from pipeline.core.batch import BatchOutput, BatchProcessor
 from pipeline.core.rows import dlq_rows, event_rows, rollup_rows
-from pipeline.errors import SinkRejected, SinkUnavailable
+from pipeline.errors import SinkBackpressure, SinkRejected, SinkUnavailable
 from pipeline.metrics import PipelineMetrics
 from pipeline.sinks.clickhouse import ClickHouseStore
 from pipeline.sinks.kafka import OutputProducer
@@ -97,6 +97,10 @@ class BatchWriter:
                     self.unavailable_since = None
                     self.metrics.backpressure.set(0)
                 return
+            except SinkBackpressure as exc:
+                self.metrics.write_errors.labels(name).inc()
+                log.info("%s; retrying in %.1fs", exc, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
             except SinkUnavailable as exc:
                 self.metrics.write_errors.labels(name).inc()
                 self.last_error = str(exc)
