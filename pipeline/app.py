@@ -16,9 +16,9 @@ from pipeline.core.batch import BatchProcessor
 from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
 from pipeline.metrics import PipelineMetrics
-from pipeline.settings import Settings
+from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.clickhouse import ClickHouseStore
-from pipeline.sinks.kafka import OutputProducer, bootstrap
+from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Pipeline:
 
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
     """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
-    servers = bootstrap(kafka_url)
+    servers = kafka_bootstrap(kafka_url)
     store = ClickHouseStore(
         clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value()
     )

@@ -61,7 +61,8 @@ def worker(
         )
     from pipeline.agents.ingest import register
     from pipeline.app import build_pipeline
-    from pipeline.sinks.kafka import bootstrap, ensure_topics
+    from pipeline.settings import kafka_bootstrap
+    from pipeline.sinks.kafka import ensure_topics
     from pipeline.topics import ALL_TOPICS
 
     level = (log_level or settings.log_level).upper()
@@ -71,7 +72,7 @@ def worker(
     try:
         asyncio.run(
             ensure_topics(
-                bootstrap(settings.kafka_url),
+                kafka_bootstrap(settings.kafka_url),
                 ALL_TOPICS,
                 settings.partitions,
                 settings.topic_retention_ms,

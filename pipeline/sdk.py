@@ -24,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from pipeline.settings import kafka_bootstrap
 from pipeline.topics import RAW_TOPICS
 
 
@@ -70,7 +71,7 @@ class TaskpulseProducer:
         linger_ms: int = 20,
         client_id: str = "taskpulse-sdk",
     ) -> None:
-        servers = ",".join(p.removeprefix("kafka://") for p in kafka_url.split(",") if p)
+        servers = kafka_bootstrap(kafka_url)
         self.batch_size = batch_size
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers,

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         out = self.model_dump(mode="json")
         out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
         for key in ("kafka_url", "clickhouse_url"):
-            out[key] = _mask_url(out[key])
+            out[key] = mask_url(out[key])
         return out
 
     @property
@@ -93,7 +93,13 @@ class Settings(BaseSettings):
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
 
-def _mask_url(url: str) -> str:
+def kafka_bootstrap(kafka_url: str) -> str:
+    """``kafka://a:9092,b:9092`` (or a bare ``host:port`` list) → Kafka bootstrap servers."""
+    return ",".join(p.removeprefix("kafka://") for p in kafka_url.split(",") if p)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for logs and error messages."""
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

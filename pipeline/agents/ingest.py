@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.app import Pipeline
 from pipeline.core.batch import SINKS, RawMessage
 from pipeline.errors import SinkUnavailable, TaskpulseError
-from pipeline.sinks.kafka import bootstrap
+from pipeline.settings import kafka_bootstrap
 from pipeline.topics import RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _register_direct(p: Pipeline, st: _State) -> None:
     ``<TASKPULSE_CONSUMER_GROUP>-ingest``.
     """
     settings = p.settings
-    servers = bootstrap(p.kafka_url)
+    servers = kafka_bootstrap(p.kafka_url)
     pending: list[asyncio.Task[None]] = []  # at most one batch being written and committed
 
     class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -274,11 +274,14 @@ def _account(p: Pipeline, st: _State, msgs: list[RawMessage], out: Any, now: flo
     m = p.metrics
     p.consumed_messages += len(msgs)
     p.consumed_events += out.accepted + out.rejected_count + out.duplicates
+    per_topic: Counter[str] = Counter()
     for msg in msgs:
         tp = (msg.topic, msg.partition)
         if msg.offset > p.last_offsets.get(tp, -1):
             p.last_offsets[tp] = msg.offset
-        m.messages.labels(msg.topic).inc()
+        per_topic[msg.topic] += 1
+    for topic, n in per_topic.items():
+        m.messages.labels(topic).inc(n)
     m.batch_messages.observe(len(msgs))
     m.accepted.inc(out.accepted)
     m.duplicates.inc(out.duplicates)

@@ -35,9 +35,12 @@ _dumps = orjson.dumps
 
 def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
     rows: list[tuple[object, ...]] = []
+    ingested_ms, ingested_at = -1, ms_to_datetime(0)
     for a in accepted:
         e = a.event
         md = e.metadata
+        if e.ingested_ms != ingested_ms:  # one value per batch: convert it once
+            ingested_ms, ingested_at = e.ingested_ms, ms_to_datetime(e.ingested_ms)
         rows.append(
             (
                 e.id,
@@ -59,7 +62,7 @@ def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
                 _dumps(md).decode(),
                 _dumps(e.metrics).decode(),
                 _dumps(e.extra).decode() if e.extra else "{}",
-                ms_to_datetime(e.ingested_ms),
+                ingested_at,
                 a.topic,
                 a.partition,
                 a.offset,

@@ -24,6 +24,7 @@ from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
+from pipeline.settings import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,12 @@ class ClickHouseStore:
             self.client = clickhouse_connect.get_client(**kwargs)
         except OperationalError as exc:
             raise SinkUnavailable(
-                f"cannot reach ClickHouse at {_safe(url)}: {exc}; check "
+                f"cannot reach ClickHouse at {mask_url(url)}: {exc}; check "
                 "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
             ) from exc
         except (ClickHouseError, ValueError) as exc:
             raise ConfigError(
-                f"cannot open ClickHouse at {_safe(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
+                f"cannot open ClickHouse at {mask_url(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
             ) from exc
 
     # ------------------------------------------------------------------ schema
@@ -154,13 +155,6 @@ class ClickHouseStore:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             log.debug("closing ClickHouse client failed", exc_info=True)
-
-
-def _safe(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 __all__ = ["ClickHouseStore", "DatabaseError"]

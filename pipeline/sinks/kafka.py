@@ -16,11 +16,6 @@ from pipeline.errors import SinkUnavailable
 log = logging.getLogger(__name__)
 
 
-def bootstrap(kafka_url: str) -> str:
-    """``kafka://a:9092,b:9092`` (or a bare ``host:port`` list) → aiokafka bootstrap servers."""
-    return ",".join(p.removeprefix("kafka://") for p in kafka_url.split(",") if p)
-
-
 async def ensure_topics(
     servers: str,
     topics: Iterable[str],

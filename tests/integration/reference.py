@@ -8,6 +8,8 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.unit.helpers import unique_first as unique
+
 SIZES_S = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 
 
@@ -32,16 +34,6 @@ def success_failure(event: dict[str, Any]) -> tuple[int, int]:
         if st.get("status") in ("failed", "timeout"):
             return 0, 1
     return 0, 0
-
-
-def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for e in events:
-        if e["id"] not in seen:
-            seen.add(e["id"])
-            out.append(e)
-    return out
 
 
 def expected_windows(events: list[dict[str, Any]]) -> dict[tuple[str, int, str], list[float]]:
