@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,10 @@ class Pipeline:
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     #: the consumer that holds the raw partitions when it is not Faust's (direct engine)
     raw_consumer: Any = None
+    #: role name → coroutine giving its part of /api/status (``ingest``'s is the top level)
+    status_sections: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
+    #: every registry /metrics serves (roles add their own)
+    registries: list[CollectorRegistry] = field(default_factory=list)
 
     def lag(self) -> dict[str, int]:
         """Messages not yet consumed per topic (highwater from fetch responses)."""
@@ -112,4 +117,6 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
     )
     producer = OutputProducer(servers)
     writer = BatchWriter(store, producer, processor, metrics)
-    return Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics)
+    p = Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics)
+    p.registries.append(metrics.registry)
+    return p

@@ -34,6 +34,10 @@ cli = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+alerts_app = typer.Typer(help="Alert rules and alert history.", no_args_is_help=True)
+export_app = typer.Typer(help="Export data (CSV).", no_args_is_help=True)
+cli.add_typer(alerts_app, name="alerts")
+cli.add_typer(export_app, name="export")
 
 
 def _settings() -> Settings:
@@ -51,15 +55,20 @@ def _fail(message: str) -> None:
 @cli.command()
 def worker(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "",
+    roles: Annotated[
+        str, typer.Option(help="Comma-separated: ingest, correlate, alerts, metrics (default: all; TASKPULSE_ROLES)")
+    ] = "",
 ) -> None:
-    """Run the pipeline worker (Faust): ingest, normalize, dedup, aggregate, write."""
+    """Run the pipeline worker (Faust): ingest, correlate, alert and export metrics."""
     settings = _settings()
+    if roles:
+        settings = settings.model_copy(update={"roles": roles})
     if not settings.kafka_url:
         _fail(
             "the worker needs TASKPULSE_KAFKA_URL (e.g. kafka://127.0.0.1:9092); "
             "`taskpulse up` starts an embedded broker and a worker for you"
         )
-    from pipeline.agents.ingest import register
+    from pipeline.agents import register_roles
     from pipeline.app import build_pipeline
     from pipeline.settings import kafka_bootstrap
     from pipeline.sinks.kafka import ensure_topics
@@ -89,7 +98,10 @@ def worker(
     except TaskpulseError as exc:
         _fail(str(exc))
         return
-    register(pipeline)
+    try:
+        register_roles(pipeline, settings.role_list)
+    except ValueError as exc:
+        _fail(str(exc))
     import faust
 
     class _Worker(faust.Worker):  # type: ignore[misc]
@@ -492,6 +504,12 @@ def schemas(
 
     files = write_schemas(out)
     console.print(f"wrote {len(files)} files under {out}/")
+
+
+# --------------------------------------------------------------------------- export (correlation)
+
+
+# --------------------------------------------------------------------------- alerts
 
 
 def main() -> None:

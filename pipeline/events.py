@@ -211,6 +211,15 @@ class SystemHealth(_Open):
     score: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
+class AgentStatusChanged(_Open):
+    """Emitted by the correlation role when an agent's availability changes."""
+
+    status: Literal["online", "busy", "offline"]
+    previous: Literal["online", "busy", "offline", "unknown"] = "unknown"
+    active_tasks: Annotated[int, Field(ge=0)] = 0
+    reason: str | None = None
+
+
 class UserRequest(_Open):
     user_id: str
     request: str
@@ -242,6 +251,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "agent.offline": AgentOffline,
     "agent.heartbeat": AgentHeartbeat,
     "agent.self_report": AgentSelfReport,
+    "agent.status_changed": AgentStatusChanged,
     "system.metric": SystemMetric,
     "system.error": SystemError_,
     "system.health": SystemHealth,
@@ -309,3 +319,50 @@ class NormalizedEvent(BaseModel):
         default_factory=dict, description="top-level fields the envelope does not define, kept"
     )
     ingested_ms: int = 0
+
+
+Outcome = Literal["success", "failure", "cancelled", "abandoned"]
+
+
+class TaskExecution(BaseModel):
+    """One finished task (completed, failed for good, cancelled or abandoned): the record
+    the correlation role publishes on ``taskpulse.tasks.lifecycle`` (one JSON object per
+    Kafka message, keyed by task id) and writes to the ``task_executions`` table.
+
+    ``version`` grows when a record is corrected (an abandoned task that completes later
+    is published again with a higher version; the table keeps the latest).  Times are UTC
+    epoch milliseconds; durations are milliseconds (``None`` when a state was never seen).
+    """
+
+    task_id: str
+    version: int = 1
+    task_type: str = ""
+    group: str = Field("", description="group key: the task's group label or correlation id")
+    correlation_id: str = ""
+    requester_id: str = ""
+    requester_type: str = ""
+    request: str = ""
+    priority: str = ""
+    agent: str = Field("", description="the assigned agent (the last assignment)")
+    confidence: float | None = Field(None, description="the assigned agent's confidence")
+    other_agents: dict[str, float] = Field(
+        default_factory=dict, description="every other evaluated agent's confidence"
+    )
+    outcome: Outcome
+    success: bool
+    final_state: TaskState
+    error: str = ""
+    retry_count: int = 0
+    created_ms: int | None = None
+    queued_ms: int | None = None
+    assigned_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int
+    queue_wait_ms: float | None = Field(None, description="created/queued → started")
+    execution_ms: float | None = Field(None, description="started → finished, paused time included")
+    review_ms: float | None = Field(None, description="time spent in REVIEWING")
+    cycle_ms: float | None = Field(None, description="created → finished")
+    paused_ms: float = 0.0
+    progress_checkpoints: int = 0
+    invalid_transitions: int = 0
+    events: int = Field(0, description="distinct events the record was built from")

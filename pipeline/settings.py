@@ -67,8 +67,34 @@ class Settings(BaseSettings):
     api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")
     api_url: str = Field("", description="Where `taskpulse sql` finds a running worker.")
 
-    alert_rules: Path = Path("deploy/alerts/rules.yml")
+    roles: str = Field(
+        "ingest,correlate,alerts,metrics",
+        description="Comma-separated roles this worker runs: ingest, correlate, alerts, metrics.",
+    )
     log_level: str = "WARNING"
+
+    # --- correlation (task lifecycle, agent availability) --------------------------------
+    reorder_window_s: float = Field(
+        2.0, ge=0, description="Events of one task are put in event-time order within this window."
+    )
+    abandon_after_s: float = Field(
+        3600.0, gt=0, description="A started task silent for this long is closed as ABANDONED."
+    )
+    abandon_after_by_type: dict[str, float] = Field(
+        default_factory=dict, description='Per task type overrides, JSON: {"research": 7200}'
+    )
+    agent_offline_after_s: float = Field(
+        90.0, gt=0, description="An agent with no heartbeat for this long is offline."
+    )
+    group_keys: str = Field(
+        "group,correlation_id",
+        description="Fields (current_state, then metadata) that name a task's group; first non-empty wins.",
+    )
+
+    # --- alerting ----------------------------------------------------------------------
+    alert_rules: Path = Path("deploy/alerts/rules.yml")
+
+    # --- metrics exporter ----------------------------------------------------------------
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for logging, secrets and URL passwords masked."""
@@ -77,6 +103,10 @@ class Settings(BaseSettings):
         for key in ("kafka_url", "clickhouse_url"):
             out[key] = mask_url(out[key])
         return out
+
+    @property
+    def role_list(self) -> list[str]:
+        return [r.strip() for r in self.roles.split(",") if r.strip()]
 
     @property
     def embedded_kafka(self) -> bool:

@@ -110,3 +110,110 @@ SELECT
 FROM taskpulse.rollups AS r
 GROUP BY r.granularity, r.window_start, r.entity_type, r.event_type, r.agent, r.task_type,
     r.outcome;
+
+CREATE TABLE IF NOT EXISTS taskpulse.tasks
+(
+    task_id String,
+    version UInt64,
+    state LowCardinality(String),
+    task_type LowCardinality(String),
+    group_key String,
+    correlation_id String,
+    agent LowCardinality(String),
+    priority LowCardinality(String),
+    requester_id String,
+    created_at Nullable(DateTime64(3, 'UTC')),
+    started_at Nullable(DateTime64(3, 'UTC')),
+    finished_at Nullable(DateTime64(3, 'UTC')),
+    last_event_at DateTime64(3, 'UTC'),
+    deadline Nullable(DateTime64(3, 'UTC')),
+    progress Float64,
+    retry_count UInt32,
+    invalid_transitions UInt32,
+    finished Bool,
+    updated_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY task_id
+TTL toDateTime(last_event_at) + INTERVAL 30 DAY;
+
+CREATE TABLE IF NOT EXISTS taskpulse.task_executions
+(
+    task_id String,
+    version UInt64,
+    finished_at DateTime64(3, 'UTC'),
+    created_at Nullable(DateTime64(3, 'UTC')),
+    queued_at Nullable(DateTime64(3, 'UTC')),
+    assigned_at Nullable(DateTime64(3, 'UTC')),
+    started_at Nullable(DateTime64(3, 'UTC')),
+    task_type LowCardinality(String),
+    group_key String,
+    correlation_id String,
+    requester_id String,
+    requester_type LowCardinality(String),
+    request String,
+    priority LowCardinality(String),
+    agent LowCardinality(String),
+    confidence Nullable(Float64),
+    other_agents Map(String, Float64),
+    outcome LowCardinality(String),
+    success Bool,
+    final_state LowCardinality(String),
+    error String,
+    retry_count UInt32,
+    queue_wait_ms Nullable(Float64),
+    execution_ms Nullable(Float64),
+    review_ms Nullable(Float64),
+    cycle_ms Nullable(Float64),
+    paused_ms Float64,
+    progress_checkpoints UInt32,
+    invalid_transitions UInt32,
+    events UInt32,
+    updated_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY task_id
+TTL toDateTime(finished_at) + INTERVAL 730 DAY;
+
+CREATE TABLE IF NOT EXISTS taskpulse.agent_status
+(
+    agent String,
+    version UInt64,
+    status LowCardinality(String),
+    last_seen DateTime64(3, 'UTC'),
+    online_since Nullable(DateTime64(3, 'UTC')),
+    uptime_s Float64,
+    active_tasks UInt32,
+    cpu_percent Nullable(Float64),
+    memory_mb Nullable(Float64),
+    tasks_completed_today UInt32,
+    tasks_finished_today UInt32,
+    success_rate Nullable(Float64),
+    avg_handling_ms Nullable(Float64),
+    utilization Nullable(Float64),
+    busy_s Float64,
+    online_s Float64,
+    updated_at DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY agent;
+
+CREATE VIEW IF NOT EXISTS taskpulse.task_groups AS
+SELECT
+    group_key,
+    count() AS total,
+    countIf(state IN ('CREATED', 'QUEUED')) AS pending,
+    countIf(NOT finished AND state NOT IN ('CREATED', 'QUEUED')) AS in_progress,
+    countIf(state = 'COMPLETED') AS completed,
+    countIf(finished AND state != 'COMPLETED') AS failed,
+    round(100 * (completed + failed) / total, 1) AS percentage,
+    min(created_at) AS first_created_at,
+    max(finished_at) AS last_finished_at,
+    if(completed + failed = 0 OR completed + failed = total OR last_finished_at <= first_created_at,
+       NULL,
+       last_finished_at + toIntervalMillisecond(toInt64(
+           (total - completed - failed) * dateDiff('millisecond', first_created_at, last_finished_at)
+           / (completed + failed)))) AS estimated_completion
+FROM taskpulse.tasks FINAL
+WHERE group_key != ''
+GROUP BY group_key;

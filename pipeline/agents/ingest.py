@@ -3,9 +3,7 @@
 Thin on purpose: the work is ``BatchProcessor`` (pure) and ``BatchWriter`` (sinks).  Each
 micro-batch is written everywhere before its offsets may be committed.  Two engines read
 the raw topics (``TASKPULSE_INGEST_ENGINE``): a Faust agent (``faust``, the default) or a
-plain aiokafka loop hosted by the same Faust worker (``direct``).  Also serves the worker's
-HTTP API: /api/status, /api/sql and /metrics.
-"""
+plain aiokafka loop hosted by the same Faust worker (``direct``).  """
 
 from __future__ import annotations
 
@@ -21,8 +19,6 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.app import Pipeline
 from pipeline.core.batch import SINKS, RawMessage
@@ -91,13 +87,17 @@ async def _write_or_exit(p: Pipeline, out: Any) -> None:
 
 
 def register(p: Pipeline) -> None:
-    """Define the ingest loop (engine ``faust`` or ``direct``) and the HTTP pages on ``p.app``."""
+    """Define the ingest loop (engine ``faust`` or ``direct``) and its /api/status section."""
     st = _State()
     if p.settings.ingest_engine == "direct":
         _register_direct(p, st)
     else:
         _register_faust_agent(p, st)
-    _register_pages(p, st)
+
+    async def status() -> dict[str, Any]:
+        return await _status(p, st)
+
+    p.status_sections["ingest"] = status
 
 
 def _register_faust_agent(p: Pipeline, st: _State) -> None:
@@ -222,52 +222,6 @@ def _register_direct(p: Pipeline, st: _State) -> None:
                     task.cancel()
             await consumer.stop()
             await p.producer.stop()
-
-
-def _register_pages(p: Pipeline, st: _State) -> None:
-    app = p.app
-
-    @app.page("/api/status")
-    async def status(web: View, request: Request) -> Response:
-        return web.json(await _status(p, st))
-
-    @app.page("/metrics")
-    async def metrics(web: View, request: Request) -> Response:
-        return web.bytes(generate_latest(p.metrics.registry), content_type=CONTENT_TYPE_LATEST)
-
-    @app.page("/api/sql")
-    class SqlView(View):  # type: ignore[misc]
-        """POST {"query": "SELECT …"} (or GET ?query=…) → {"columns": [...], "rows": [[...]]}."""
-
-        async def post(self, request: Request) -> Response:
-            body = await request.json()
-            return await self._run(str(body.get("query", "")))
-
-        async def get(self, request: Request) -> Response:
-            return await self._run(str(request.query.get("query", "")))
-
-        async def _run(self, query: str) -> Response:
-            if not query.strip():
-                return self.json({"error": "no query given"}, status=400)
-            try:
-                result = await asyncio.to_thread(p.store.query, query)
-            except TaskpulseError as exc:
-                return self.json({"error": str(exc)}, status=400)
-            rows = [[_jsonable(v) for v in row] for row in result.result_rows]
-            return self.json({"columns": list(result.column_names), "rows": rows})
-
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, str | int | float | bool) or v is None:
-        return v
-    if isinstance(v, bytes):
-        return v.decode("utf-8", errors="replace")
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 def _account(p: Pipeline, st: _State, msgs: list[RawMessage], out: Any, now: float) -> None:

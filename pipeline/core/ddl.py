@@ -13,6 +13,8 @@ watermark are committed together: that is what makes replays after a crash exact
 from __future__ import annotations
 
 from pipeline.core.aggregates import ZERO_KEY, SketchMapping
+from pipeline.core.ddl_alerts import alerts_ddl
+from pipeline.core.ddl_tasks import tasks_ddl
 from pipeline.core.windows import RETENTION_DAYS
 
 EVENTS_TTL_DAYS = 30
@@ -134,6 +136,8 @@ SELECT
 FROM {db}.rollups AS r
 GROUP BY r.granularity, r.window_start, r.entity_type, r.event_type, r.agent, r.task_type,
     r.outcome""",
+        *tasks_ddl(db),
+        *alerts_ddl(db),
     ]
 
 

@@ -49,6 +49,7 @@ VALID_STATES: dict[str, dict[str, Any]] = {
     "agent.offline": {"reason": "shutdown"},
     "agent.heartbeat": {"cpu_percent": 12.5, "memory_mb": 512, "active_tasks": 2},
     "agent.self_report": {"status": "executing"},
+    "agent.status_changed": {"status": "busy", "previous": "online", "active_tasks": 2},
     "system.metric": {"name": "queue_depth", "value": 3.0, "unit": "tasks"},
     "system.error": {"message": "upstream 503"},
     "system.health": {"component": "scheduler", "status": "ok"},
