@@ -1,9 +1,249 @@
-"""Placeholder: filled by its issue."""
+"""The correlation role: normalized events → task lifecycle and agent availability.
+
+A Faust agent reads ``taskpulse.events.normalized`` in micro-batches; ``Correlator`` (pure)
+turns them into task and agent state.  State lives in two Faust tables (``tasks``,
+``agents``: changelog-backed, recovered after a restart), keyed like the normalized topic
+(by entity id, through the partitioner), so each worker holds the state of its partitions.
+
+Per batch, in this order, before the batch is acked:
+
+1. ClickHouse: changed ``tasks`` rows, new ``task_executions`` rows, changed ``agent_status``
+   rows (ReplacingMergeTree with versions: a replay writes the same version again);
+2. Kafka: lifecycle records to ``taskpulse.tasks.lifecycle`` and the events taskpulse emits
+   (``task.abandoned``, ``agent.status_changed``) to the raw topics, with deterministic ids,
+   so the ingest role's dedup drops a re-emission after a crash;
+3. the Faust tables (their changelog is flushed by Faust before offsets are committed).
+
+A timer runs the same step on a quiet stream: finalizing tasks after the reordering
+window, abandoning silent tasks, taking silent agents offline.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
 from pipeline.app import Pipeline
+from pipeline.core.correlation import CorrelationConfig, Correlator, Output
+from pipeline.core.lifecycle import TERMINAL, derive
+from pipeline.core.rows_tasks import (
+    AGENT_COLUMNS,
+    EXECUTION_COLUMNS,
+    TASK_COLUMNS,
+    agent_rows,
+    execution_rows,
+    task_rows,
+)
+from pipeline.errors import SinkBackpressure, SinkUnavailable
+from pipeline.events import NormalizedEvent
+from pipeline.settings import Settings, kafka_bootstrap
+from pipeline.sinks.kafka import OutputProducer
+from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+def config_from(settings: Settings) -> CorrelationConfig:
+    return CorrelationConfig(
+        reorder_window_s=settings.reorder_window_s,
+        abandon_after_s=settings.abandon_after_s,
+        abandon_after_by_type=dict(settings.abandon_after_by_type),
+        agent_offline_after_s=settings.agent_offline_after_s,
+        group_keys=tuple(k.strip() for k in settings.group_keys.split(",") if k.strip()),
+    )
+
+
+def decode_normalized(value: bytes | None) -> list[NormalizedEvent]:
+    """A normalized-topic message (a JSON array, or one object) → its task and agent events."""
+    if not value:
+        return []
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        log.error("skipping a normalized message that is not JSON (%d bytes)", len(value))
+        return []
+    items = doc if isinstance(doc, list) else [doc]
+    out: list[NormalizedEvent] = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("entity_type") not in ("task", "agent"):
+            continue
+        try:
+            out.append(NormalizedEvent.model_validate(item))
+        except ValidationError as exc:
+            log.error("skipping a malformed normalized event %r: %s", item.get("id"), exc)
+    return out
+
+
+class _Role:
+    """The correlator, its tables and its sinks."""
+
+    def __init__(self, p: Pipeline) -> None:
+        self.p = p
+        self.correlator = Correlator(config_from(p.settings))
+        self.lock = asyncio.Lock()
+        self.ready = False
+        self.producer = OutputProducer(kafka_bootstrap(p.kafka_url))
+        self.producer_started = False
+        app = p.app
+        parts = p.settings.partitions
+        self.tasks = app.Table(
+            "tasks", key_type=bytes, value_type=bytes, partitions=parts, use_partitioner=True,
+            help="task id → lifecycle state (history of distinct events)",
+        )  # fmt: skip
+        self.agents = app.Table(
+            "agents", key_type=bytes, value_type=bytes, partitions=parts, use_partitioner=True,
+            help="agent id → availability state",
+        )  # fmt: skip
+        self.written = {"tasks": 0, "task_executions": 0, "agent_status": 0, "lifecycle": 0, "emitted": 0}
+        self.last_error = ""
+        self.batches = 0
+
+    async def prepare(self) -> None:
+        """Once the tables are recovered: load their state into the correlator."""
+        if not self.producer_started:
+            await self.producer.start()
+            self.producer_started = True
+        if self.ready:
+            return
+        wall = _wall_ms()
+        tasks = {k.decode(): orjson.loads(v) for k, v in self.tasks.items() if v}
+        agents = {k.decode(): orjson.loads(v) for k, v in self.agents.items() if v}
+        self.correlator = Correlator(self.correlator.config)
+        self.correlator.restore(tasks, agents, wall)
+        log.warning("correlation state restored: %d tasks, %d agents", len(tasks), len(agents))
+        self.ready = True
+
+    async def write(self, out: Output) -> None:
+        """Steps 1–3 of the module docstring; ClickHouse outages are waited out."""
+        now = datetime.now(UTC)
+        store = self.p.store
+        steps: list[tuple[str, list[tuple[Any, ...]], list[str]]] = [
+            ("tasks", task_rows(out.task_rows.values(), now), TASK_COLUMNS),
+            ("task_executions", execution_rows(out.executions, now), EXECUTION_COLUMNS),
+            ("agent_status", agent_rows(out.agent_rows, now, self.correlator.stream_ms(_wall_ms())), AGENT_COLUMNS),
+        ]
+        for table, rows, columns in steps:
+            if rows:
+
+                def insert(t: str = table, r: list[tuple[Any, ...]] = rows, c: list[str] = columns) -> Awaitable[None]:
+                    return asyncio.to_thread(store.insert, t, r, c)
+
+                await self._retrying(table, insert)
+                self.written[table] += len(rows)
+        if out.executions or out.emitted:
+            await self._retrying("kafka", lambda: self._publish(out))
+        for key, slot in out.dirty_tasks.items():
+            if slot is None:
+                self.tasks.pop(key.encode(), None)
+            else:
+                self.tasks[key.encode()] = orjson.dumps(slot)
+        for key, slot in out.dirty_agents.items():
+            if slot is not None:
+                self.agents[key.encode()] = orjson.dumps(slot)
+
+    async def _publish(self, out: Output) -> None:
+        pr = self.producer
+        for rec in out.executions:
+            await pr.send(LIFECYCLE, rec.model_dump_json().encode(), key=rec.task_id.encode())
+        for ev in out.emitted:
+            await pr.send(RAW_TOPICS[ev["entity_type"]], orjson.dumps(ev), key=ev["entity_id"].encode())
+        await pr.flush()
+        self.written["lifecycle"] += len(out.executions)
+        self.written["emitted"] += len(out.emitted)
+
+    async def _retrying(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await step()
+                return
+            except SinkBackpressure as exc:
+                await asyncio.sleep(exc.retry_after)
+            except SinkUnavailable as exc:
+                self.last_error = str(exc)
+                log.warning("correlation: %s unavailable (%s); retrying in %.1fs", name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def status(self) -> dict[str, Any]:
+        c = self.correlator
+        open_tasks = sum(1 for s in c.tasks.values() if s["closed"] is None)
+        by_status: dict[str, int] = {}
+        for a in c.agents.values():
+            by_status[a["status"]] = by_status.get(a["status"], 0) + 1
+        return {
+            "ready": self.ready,
+            "tasks_in_memory": len(c.tasks),
+            "tasks_open": open_tasks,
+            "agents": by_status,
+            "stream_lag_s": round((_wall_ms() - c.stream_ms(_wall_ms())) / 1000, 1),
+            **c.counters,
+            "rows_written": dict(self.written),
+            "last_sink_error": self.last_error,
+        }
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def register(p: Pipeline) -> None:
-    return None
+    role = _Role(p)
+    app = p.app
+    settings = p.settings
+    source = app.topic(NORMALIZED, value_type=bytes, key_type=bytes)
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
+    async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        role.ready = False  # reload from the (re-)recovered tables
+
+    async def correlate(stream: faust.StreamT) -> None:  # type: ignore[name-defined]
+        try:
+            async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):  # type: ignore[attr-defined]  # noqa: E501
+                batch: list[NormalizedEvent] = []
+                for e in events:
+                    batch.extend(decode_normalized(e.message.value))
+                async with role.lock:
+                    await role.prepare()
+                    out = role.correlator.apply(batch, _wall_ms())
+                    await role.write(out)
+                    role.batches += 1
+                for e in events:  # only now may these offsets be committed
+                    await stream.ack(e)
+        finally:
+            if role.producer_started:
+                await role.producer.stop()
+
+    app.agent(source, name="taskpulse.correlate")(correlate)
+
+    @app.timer(interval=0.5)  # type: ignore[misc]
+    async def correlate_tick() -> None:
+        if role.lock.locked():
+            return
+        if not role.ready and (app.in_recovery or not app.tables.recovery.completed.is_set()):  # type: ignore[attr-defined]
+            return
+        async with role.lock:
+            await role.prepare()
+            out = role.correlator.tick(_wall_ms())
+            if out:
+                await role.write(out)
+
+    p.status_sections["correlate"] = role.status
+
+
+def task_state_summary(slots: dict[str, Any]) -> dict[str, int]:
+    """Open tasks per state (for status views)."""
+    counts: dict[str, int] = {}
+    for task_id, slot in slots.items():
+        view = derive(task_id, slot["h"])
+        if view.state is not None and view.state not in TERMINAL:
+            counts[view.state.value] = counts.get(view.state.value, 0) + 1
+    return counts

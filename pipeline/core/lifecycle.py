@@ -1,0 +1,302 @@
+"""The task state machine and the durations derived from a task's events.  Pure.
+
+A task's state is its *history*: the distinct events seen for it (by id), kept in event-time
+order.  Everything else (current state, timestamps, durations, invalid transitions) is
+derived by replaying that history, so events that arrive out of order across partitions
+and producers are put in their place, and a replayed or duplicate event changes nothing.
+
+Seed 003's machine::
+
+    CREATED → QUEUED → ASSIGNED → EXECUTING → REVIEWING → COMPLETED
+                          ↓           ↓           ↓
+                       FAILED      PAUSED      REJECTED
+                          ↓           ↓           ↓
+                        RETRY      RESUMED    REASSIGNED
+
+A transition the machine does not allow is applied anyway (emitters are sloppy), counted
+and flagged (``invalid_transitions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.events import TaskExecution, TaskState
+
+S = TaskState
+TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.ABANDONED})
+#: open states in which silence means the task may have been abandoned
+ACTIVE = frozenset({S.ASSIGNED, S.EXECUTING, S.REVIEWING, S.REJECTED, S.RETRY})
+
+ALLOWED: dict[TaskState, frozenset[TaskState]] = {
+    S.CREATED: frozenset({S.QUEUED, S.ASSIGNED, S.CANCELLED, S.FAILED}),
+    S.QUEUED: frozenset({S.ASSIGNED, S.CANCELLED, S.FAILED}),
+    S.ASSIGNED: frozenset({S.ASSIGNED, S.QUEUED, S.EXECUTING, S.FAILED, S.CANCELLED}),
+    S.EXECUTING: frozenset(
+        {S.EXECUTING, S.REVIEWING, S.COMPLETED, S.FAILED, S.RETRY, S.PAUSED, S.CANCELLED, S.ABANDONED}
+    ),
+    S.PAUSED: frozenset({S.EXECUTING, S.CANCELLED, S.FAILED, S.ABANDONED}),
+    S.REVIEWING: frozenset({S.REVIEWING, S.COMPLETED, S.REJECTED, S.FAILED, S.CANCELLED}),
+    S.REJECTED: frozenset({S.ASSIGNED, S.QUEUED, S.EXECUTING, S.FAILED, S.CANCELLED}),
+    S.FAILED: frozenset({S.RETRY}),
+    S.RETRY: frozenset({S.QUEUED, S.ASSIGNED, S.EXECUTING, S.FAILED, S.CANCELLED}),
+    # a task closed as abandoned that reports again is corrected, not an error
+    S.ABANDONED: frozenset({S.EXECUTING, S.REVIEWING, S.COMPLETED, S.FAILED, S.RETRY, S.CANCELLED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+#: tie-break for events with the same timestamp: the lifecycle's natural order
+_RANK = {
+    "task.created": 0, "task.queued": 1, "task.assigned": 2, "task.started": 3, "task.resumed": 4,
+    "task.progress": 5, "task.status_changed": 6, "task.paused": 7, "task.review": 8,
+    "task.failed": 9, "task.completed": 10, "task.cancelled": 11, "task.abandoned": 12,
+}  # fmt: skip
+
+#: current_state fields worth keeping per event type (everything else is not needed here)
+_KEEP = {
+    "task.created": ("request", "requester_id", "requester_type", "priority", "deadline"),
+    "task.assigned": ("confidence", "evaluations"),
+    "task.progress": ("percentage", "step"),
+    "task.status_changed": ("status",),
+    "task.review": ("passed",),
+    "task.completed": ("success",),
+    "task.failed": ("error", "retry_count", "will_retry"),
+}
+
+
+def target_state(event_type: str, data: dict[str, Any]) -> TaskState | None:
+    """The state an event moves its task to (None: the event type is not a task transition)."""
+    if event_type == "task.created":
+        return S.CREATED
+    if event_type == "task.queued":
+        return S.QUEUED
+    if event_type == "task.assigned":
+        return S.ASSIGNED
+    if event_type in ("task.started", "task.resumed", "task.progress"):
+        return S.EXECUTING
+    if event_type == "task.review":
+        return S.REVIEWING if data.get("passed", True) else S.REJECTED
+    if event_type == "task.completed":
+        return S.COMPLETED if data.get("success", True) else S.FAILED
+    if event_type == "task.failed":
+        return S.RETRY if data.get("will_retry") else S.FAILED
+    if event_type == "task.paused":
+        return S.PAUSED
+    if event_type == "task.cancelled":
+        return S.CANCELLED
+    if event_type == "task.abandoned":
+        return S.ABANDONED
+    if event_type == "task.status_changed":
+        try:
+            return TaskState(str(data.get("status", "")).upper())
+        except ValueError:
+            return None
+    return None
+
+
+def compact(
+    event_id: str,
+    event_type: str,
+    time_ms: int,
+    state: dict[str, Any],
+    metadata: dict[str, Any],
+    group_keys: tuple[str, ...] = ("group", "correlation_id"),
+) -> list[Any]:
+    """The part of a task event the lifecycle needs: ``[time_ms, rank, id, type, data]``."""
+    data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
+    for k in ("task_type", "agent_id"):
+        if state.get(k):
+            data[k] = str(state[k])
+    if metadata.get("correlation_id"):
+        data["correlation_id"] = str(metadata["correlation_id"])
+    for k in group_keys:
+        v = state.get(k) or metadata.get(k)
+        if v:
+            data["group"] = str(v)
+            break
+    return [time_ms, _RANK.get(event_type, 6), event_id, event_type, data]
+
+
+@dataclass
+class TaskView:
+    """What a task's history says about it."""
+
+    task_id: str
+    state: TaskState | None = None
+    task_type: str = ""
+    group: str = ""
+    correlation_id: str = ""
+    requester_id: str = ""
+    requester_type: str = ""
+    request: str = ""
+    priority: str = ""
+    deadline_raw: Any = None
+    agent: str = ""
+    confidence: float | None = None
+    evaluations: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    retry_count: int = 0
+    created_ms: int | None = None
+    queued_ms: int | None = None
+    assigned_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    first_ms: int | None = None
+    last_ms: int | None = None
+    review_ms: float | None = None
+    paused_ms: float = 0.0
+    progress: float = 0.0
+    progress_checkpoints: int = 0
+    invalid_transitions: int = 0
+    invalid: list[str] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    def record(self, version: int) -> TaskExecution:
+        """The lifecycle record of a finished task."""
+        assert self.state in TERMINAL and self.finished_ms is not None
+        outcome = {
+            S.COMPLETED: "success", S.FAILED: "failure", S.CANCELLED: "cancelled", S.ABANDONED: "abandoned",
+        }[self.state]  # fmt: skip
+        fin = self.finished_ms
+        wait_from = self.queued_ms if self.queued_ms is not None else self.created_ms
+        return TaskExecution(
+            task_id=self.task_id,
+            version=version,
+            task_type=self.task_type,
+            group=self.group,
+            correlation_id=self.correlation_id,
+            requester_id=self.requester_id,
+            requester_type=self.requester_type,
+            request=self.request,
+            priority=self.priority,
+            agent=self.agent,
+            confidence=self.confidence,
+            other_agents={a: c for a, c in self.evaluations.items() if a != self.agent},
+            outcome=outcome,  # type: ignore[arg-type]
+            success=self.state == S.COMPLETED,
+            final_state=self.state,
+            error=self.error,
+            retry_count=self.retry_count,
+            created_ms=self.created_ms,
+            queued_ms=self.queued_ms,
+            assigned_ms=self.assigned_ms,
+            started_ms=self.started_ms,
+            finished_ms=fin,
+            queue_wait_ms=_span(wait_from, self.started_ms),
+            execution_ms=_span(self.started_ms, fin),
+            review_ms=self.review_ms,
+            cycle_ms=_span(self.created_ms if self.created_ms is not None else self.first_ms, fin),
+            paused_ms=self.paused_ms,
+            progress_checkpoints=self.progress_checkpoints,
+            invalid_transitions=self.invalid_transitions,
+            events=self.events,
+        )
+
+
+def _span(a: int | None, b: int | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return float(max(0, b - a))
+
+
+def sort_key(entry: list[Any]) -> tuple[int, int, str]:
+    return (int(entry[0]), int(entry[1]), str(entry[2]))
+
+
+def derive(task_id: str, history: list[list[Any]]) -> TaskView:
+    """Replay a task's history (any order; it is sorted here) through the state machine."""
+    v = TaskView(task_id=task_id)
+    in_state_since: int | None = None
+    review_total = 0.0
+    reviewed = False
+    first_queued: int | None = None
+    for t, _rank, _eid, et, data in sorted(history, key=sort_key):
+        v.events += 1
+        if v.first_ms is None:
+            v.first_ms = t
+        v.last_ms = t
+        if data.get("task_type") and not v.task_type:
+            v.task_type = data["task_type"]
+        if data.get("correlation_id") and not v.correlation_id:
+            v.correlation_id = data["correlation_id"]
+        if data.get("group") and not v.group:
+            v.group = data["group"]
+        if et == "task.created":
+            if v.created_ms is None:
+                v.created_ms = t
+            v.request = str(data.get("request") or v.request)
+            v.requester_id = str(data.get("requester_id") or v.requester_id)
+            v.requester_type = str(data.get("requester_type") or v.requester_type)
+            v.priority = str(data.get("priority") or v.priority)
+            if data.get("deadline") is not None:
+                v.deadline_raw = data["deadline"]
+        elif et == "task.queued" and first_queued is None:
+            first_queued = t
+        elif et == "task.assigned":
+            v.assigned_ms = v.assigned_ms if v.assigned_ms is not None else t
+            v.agent = str(data.get("agent_id") or v.agent)
+            v.confidence = data.get("confidence")
+            evals = data.get("evaluations") or {}
+            v.evaluations = {str(a): float(c) for a, c in evals.items()}
+            if v.agent and v.confidence is None and v.agent in v.evaluations:
+                v.confidence = v.evaluations[v.agent]
+        elif et == "task.started" and v.started_ms is None:
+            v.started_ms = t
+        elif et == "task.progress":
+            v.progress_checkpoints += 1
+            v.progress = float(data.get("percentage", v.progress))
+        elif et == "task.failed":
+            v.error = str(data.get("error") or v.error)
+            if data.get("will_retry"):
+                v.retry_count = max(v.retry_count + 1, int(data.get("retry_count", 0)) + 1)
+            else:
+                v.retry_count = max(v.retry_count, int(data.get("retry_count", 0)))
+        if data.get("agent_id") and not v.agent:
+            v.agent = data["agent_id"]
+
+        new = target_state(et, data)
+        if new is None:
+            continue
+        old = v.state
+        if old is not None and new not in ALLOWED[old]:
+            v.invalid_transitions += 1
+            v.invalid.append(f"{old.value}->{new.value}")
+        elif old is None and new not in (S.CREATED, S.QUEUED):
+            # the task's first events were never seen: not an error of the task's
+            pass
+        # time spent in the state we leave
+        if old is not None and in_state_since is not None:
+            if old == S.PAUSED:
+                v.paused_ms += t - in_state_since
+            elif old == S.REVIEWING:
+                review_total += t - in_state_since
+        if new == S.REVIEWING:
+            reviewed = True
+        if new == S.EXECUTING and v.started_ms is None:
+            v.started_ms = t
+        if new in TERMINAL:
+            v.finished_ms = t
+            if new == S.COMPLETED:
+                v.progress = 100.0
+        elif old in TERMINAL:
+            v.finished_ms = None  # reopened (a retry after a final failure, a late report)
+        if old != new or in_state_since is None:
+            in_state_since = t
+        v.state = new
+    v.queued_ms = first_queued
+    v.review_ms = review_total if reviewed else None
+    return v
+
+
+def abandon_entry(task_id: str, at_ms: int, timeout_s: float, n: int) -> list[Any]:
+    """The history entry (and the id of the ``task.abandoned`` event) taskpulse adds when it
+    closes a silent task; deterministic, so a replay after a crash produces the same id."""
+    event_id = f"taskpulse:abandoned:{task_id}:{n}"
+    reason = f"no progress, heartbeat or completion for {timeout_s:g}s"
+    return [at_ms, _RANK["task.abandoned"], event_id, "task.abandoned", {"reason": reason}]
