@@ -34,7 +34,9 @@ ALLOWED: dict[TaskState, frozenset[TaskState]] = {
     S.QUEUED: frozenset({S.ASSIGNED, S.CANCELLED, S.FAILED}),
     S.ASSIGNED: frozenset({S.ASSIGNED, S.QUEUED, S.EXECUTING, S.FAILED, S.CANCELLED}),
     S.EXECUTING: frozenset(
-        {S.EXECUTING, S.REVIEWING, S.COMPLETED, S.FAILED, S.RETRY, S.PAUSED, S.CANCELLED, S.ABANDONED}
+        # REJECTED directly: a review event that failed the work (review start not reported)
+        {S.EXECUTING, S.REVIEWING, S.REJECTED, S.COMPLETED, S.FAILED, S.RETRY, S.PAUSED, S.CANCELLED,
+         S.ABANDONED}
     ),
     S.PAUSED: frozenset({S.EXECUTING, S.CANCELLED, S.FAILED, S.ABANDONED}),
     S.REVIEWING: frozenset({S.REVIEWING, S.COMPLETED, S.REJECTED, S.FAILED, S.CANCELLED}),
