@@ -468,12 +468,36 @@ def migrate() -> None:
 @cli.command()
 def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second.")] = False,
+    group: Annotated[str, typer.Option("--group", "-g", help="Progress of one task group (batch, week, correlation id)")] = "",  # noqa: E501
 ) -> None:
-    """Show the running worker's status."""
-    from pipeline.status import RateTracker, render
+    """Show the running worker's status, or the live progress of a task group."""
+    from pipeline.status import RateTracker, render, render_group
 
     settings = _settings()
     api = settings.effective_api_url
+    if group:
+        query = _Querier(settings)
+        db = settings.clickhouse_database
+        key = group.replace("\\", "\\\\").replace("'", "\\'")
+
+        def frame() -> Any:
+            cols, rows = query(f"SELECT * FROM {db}.task_groups WHERE group_key = '{key}'")
+            _, states = query(
+                f"SELECT state, count() FROM {db}.tasks FINAL WHERE group_key = '{key}' GROUP BY state ORDER BY 2 DESC"
+            )
+            if not rows:
+                _fail(f"no tasks in group {group!r} (groups come from the task's `group` or correlation id)")
+            return render_group(dict(zip(cols, rows[0], strict=True)), {str(k): int(n) for k, n in states})
+
+        with contextlib.suppress(KeyboardInterrupt):
+            if not watch:
+                console.print(frame())
+                return
+            with Live(frame(), console=console) as live:
+                while True:
+                    time.sleep(1)
+                    live.update(frame())
+        return
 
     async def go() -> None:
         rates = RateTracker()
@@ -509,7 +533,155 @@ def schemas(
 # --------------------------------------------------------------------------- export (correlation)
 
 
+class _Querier:
+    """Queries through the running worker, or on the database itself when no worker runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.via_worker: bool | None = None
+        self.store: Any = None
+
+    def __call__(self, query: str) -> tuple[list[str], list[list[Any]]]:
+        if self.via_worker is not False:
+            result = _query_via_worker(self.settings, query)
+            if result is not None:
+                self.via_worker = True
+                return result
+            if self.via_worker:
+                _fail(f"the worker at {self.settings.effective_api_url} stopped answering")
+            self.via_worker = False
+        from pipeline.sinks.clickhouse import ClickHouseStore
+
+        try:
+            if self.store is None:
+                s = self.settings
+                self.store = ClickHouseStore(
+                    s.effective_clickhouse_url, s.clickhouse_database, s.clickhouse_password.get_secret_value()
+                )
+                self.store.migrate(s.sketch_relative_accuracy)
+            res = self.store.query(query)
+        except TaskpulseError as exc:
+            _fail(str(exc))
+            raise
+        return list(res.column_names), [list(r) for r in res.result_rows]
+
+
+@export_app.command("csv")
+def export_csv(
+    since: Annotated[str, typer.Option(help="From this request time: ISO 8601, or 24h / 7d back from now")] = "",
+    until: Annotated[str, typer.Option(help="Before this request time (same forms)")] = "",
+    agent: Annotated[str, typer.Option(help="Only tasks assigned to this agent")] = "",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")] = None,
+    page_rows: Annotated[int, typer.Option(help="Rows per query page (memory bound)")] = 10_000,
+) -> None:
+    """Export finished tasks as the task-log CSV (one row per task, streamed page by page)."""
+    import csv
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from pipeline.core.export import CSV_HEADER, count_sql, csv_row, page_sql, parse_time
+
+    settings = _settings()
+    now_ms = int(time.time() * 1000)
+    try:
+        since_ms = parse_time(since, now_ms) if since else None
+        until_ms = parse_time(until, now_ms) if until else None
+    except ValueError as exc:
+        _fail(f"--since/--until: {exc}")
+        return
+    db = settings.clickhouse_database
+    query = _Querier(settings)
+    total = int(query(count_sql(db, since_ms, until_ms, agent or None))[1][0][0])
+    fh = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+    show = output is not None and err.is_terminal
+    written = 0
+    try:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, disable=not show,
+        ) as bar:  # fmt: skip
+            job = bar.add_task("exporting tasks", total=total)
+            after: tuple[str, str] | None = None
+            while True:
+                _, rows = query(page_sql(db, since_ms, until_ms, agent or None, after, page_rows))
+                for row in rows:
+                    fields, after = csv_row(row)
+                    writer.writerow(fields)
+                written += len(rows)
+                bar.update(job, completed=written)
+                if len(rows) < page_rows:
+                    break
+    finally:
+        if output:
+            fh.close()
+    if output:
+        err.print(f"wrote {written:,} tasks to {output}")
+
+
+
 # --------------------------------------------------------------------------- alerts
+
+
+@alerts_app.command("check")
+def alerts_check(
+    file: Annotated[Path, typer.Argument(help="The rules YAML file (e.g. deploy/alerts/rules.yml)")],
+) -> None:
+    """Validate an alert rules file without starting anything (exit 0: valid, 2: not)."""
+    from pipeline.core.rules import RulesError, parse_rules
+
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    try:
+        rules = parse_rules(file.read_text(), str(file))
+    except RulesError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"{file}: OK, {len(rules.rules)} rules")
+    for r in rules.rules:
+        cond = f"{r.measure} anomaly (z > {r.anomaly_settings.z})" if r.type == "anomaly" else (
+            f"{r.measure} {r.op} {r.threshold:g}"
+        )
+        by = f" by {','.join(r.group_by)}" if r.group_by else ""
+        console.print(f"  {r.name}: {cond}{by} over {r.window}, for {r.for_:g}s, {r.severity}"
+                      f" -> {', '.join(rules.notifiers_for(r.severity))}")
+
+
+_ALERT_LIST_COLUMNS = "at, rule, state, change, severity, group_labels, value, threshold, summary"
+
+
+@alerts_app.command("list")
+def alerts_list(
+    firing: Annotated[bool, typer.Option("--firing", help="Only alerts firing now (latest state per alert).")] = False,
+    limit: Annotated[int, typer.Option(help="Most recent state changes to show.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Show alert state changes, newest first (through the running worker if there is one)."""
+    settings = _settings()
+    db = settings.clickhouse_database
+    if firing:
+        query = (
+            f"SELECT {_ALERT_LIST_COLUMNS} FROM (SELECT * FROM {db}.alerts ORDER BY at DESC, notifications DESC "
+            f"LIMIT 1 BY fingerprint) WHERE state = 'firing' ORDER BY at DESC LIMIT {int(limit)}"
+        )
+    else:
+        query = f"SELECT {_ALERT_LIST_COLUMNS} FROM {db}.alerts ORDER BY at DESC LIMIT {int(limit)}"
+    result = _query_via_worker(settings, query)
+    if result is None:
+        result = _query_direct(settings, query)
+    columns, rows = result
+    if fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str) + "\n")
+        return
+    if not rows:
+        console.print("no firing alerts" if firing else "no alert state changes recorded")
+        return
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    console.print(table)
+
 
 
 def main() -> None:

@@ -59,6 +59,18 @@ def render(status: dict[str, Any], rates: RateTracker, extra: dict[str, Any] | N
             Text("embedded broker memory", style="dim"), f"{extra['broker_mib']:,} MiB",
             Text("", style="dim"), "",
         )  # fmt: skip
+    corr = status.get("correlate")
+    if isinstance(corr, dict):
+        agents = corr.get("agents", {})
+        flow.add_row(
+            Text("tasks open", style="dim"), f"{corr.get('tasks_open', 0):,}",
+            Text("tasks finished (records)", style="dim"), f"{corr.get('records', 0):,}",
+        )  # fmt: skip
+        flow.add_row(
+            Text("tasks abandoned", style="dim"), f"{corr.get('abandoned', 0):,}",
+            Text("agents online / busy / offline", style="dim"),
+            f"{agents.get('online', 0)} / {agents.get('busy', 0)} / {agents.get('offline', 0)}",
+        )  # fmt: skip
     tables = Table(title="ClickHouse rows", expand=False, show_edge=False)
     tables.add_column("table")
     tables.add_column("rows (total)", justify="right")
@@ -87,3 +99,28 @@ def render(status: dict[str, Any], rates: RateTracker, extra: dict[str, Any] | N
     if hint:
         parts.append(Text(hint, style="dim"))
     return Group(Panel(Group(*parts), title=Text.assemble("taskpulse  ", state)))
+
+
+def render_group(g: dict[str, Any], states: dict[str, int]) -> Panel:
+    """Live progress of one task group (``taskpulse status --group``)."""
+    total = int(g.get("total") or 0)
+    done = int(g.get("completed") or 0) + int(g.get("failed") or 0)
+    pct = float(g.get("percentage") or 0.0)
+    width = 40
+    filled = int(round(width * pct / 100))
+    bar = Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
+    grid = Table.grid(padding=(0, 3))
+    for _ in range(5):
+        grid.add_column(justify="right")
+    grid.add_row("total", "pending", "in progress", "completed", "failed")
+    grid.add_row(*(f"{int(g.get(k) or 0):,}" for k in ("total", "pending", "in_progress", "completed", "failed")))
+    eta = g.get("estimated_completion")
+    lines: list[Any] = [
+        Text.assemble(bar, f"  {pct:.1f}%  ({done:,}/{total:,})"),
+        grid,
+        Text(f"first created {g.get('first_created_at') or '-'} · last finished {g.get('last_finished_at') or '-'}"),
+        Text(f"estimated completion: {eta or ('done' if total and done == total else 'not enough finished yet')}"),
+    ]
+    if states:
+        lines.append(Text("by state: " + ", ".join(f"{k} {v:,}" for k, v in states.items()), style="dim"))
+    return Panel(Group(*lines), title=f"group {g.get('group_key')}")

@@ -1,0 +1,99 @@
+"""The per-task CSV of the task log (seed 001): query pages and rows.  Pure.
+
+Columns: ``timestamp,user_id,request,assigned_agent,confidence,other_agents_confidence,
+success,execution_time,error_message`` — the request time (ISO 8601, UTC), the requester,
+the request text, the assigned agent and its confidence, every other evaluated agent as
+``Name:score;Name:score`` (highest first), ``true``/``false``, the execution time in
+seconds, and the error.  Pages are read in (timestamp, task id) order with a keyset, so an
+export of millions of rows holds one page in memory.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.core.timestamps import TimestampError, to_epoch_ms
+
+CSV_HEADER = [
+    "timestamp", "user_id", "request", "assigned_agent", "confidence", "other_agents_confidence",
+    "success", "execution_time", "error_message",
+]  # fmt: skip
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_time(text: str, now_ms: int) -> int:
+    """``2025-11-03``, ``2025-11-03T10:00:00Z``, epoch, or a span back from now (``24h``, ``7d``)."""
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now_ms - int(float(m.group(1)) * _UNIT_S[m.group(2)] * 1000)
+    try:
+        return to_epoch_ms(text.strip())
+    except TimestampError as exc:
+        raise ValueError(f"cannot read {text!r} as a time: use ISO 8601 (2025-11-03T10:00:00Z) or 24h / 7d") from exc
+
+
+def page_sql(
+    database: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    agent: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> str:
+    """One page of the export, after the keyset ``(timestamp text, task id)``."""
+    ts = "ifNull(created_at, finished_at)"
+    where = ["1"]
+    if since_ms is not None:
+        where.append(f"{ts} >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC')")
+    if until_ms is not None:
+        where.append(f"{ts} < fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')")
+    if agent:
+        where.append(f"agent = {_quote(agent)}")
+    if after is not None:
+        where.append(f"({ts}, task_id) > (toDateTime64({_quote(after[0])}, 3, 'UTC'), {_quote(after[1])})")
+    return (
+        f"SELECT formatDateTime({ts}, '%Y-%m-%d %H:%i:%S.%f', 'UTC') AS ts, task_id, requester_id, request, "
+        "agent, confidence, other_agents AS others, success, execution_ms, error "
+        f"FROM {database}.task_executions FINAL WHERE {' AND '.join(where)} "
+        f"ORDER BY {ts}, task_id LIMIT {int(limit)}"
+    )
+
+
+def count_sql(database: str, since_ms: int | None, until_ms: int | None, agent: str | None) -> str:
+    inner = page_sql(database, since_ms, until_ms, agent, None, 1)
+    where = inner.split(" WHERE ", 1)[1].split(" ORDER BY ", 1)[0]
+    return f"SELECT count() FROM {database}.task_executions FINAL WHERE {where}"
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def csv_row(row: list[Any]) -> tuple[list[str], tuple[str, str]]:
+    """A page row → (CSV fields, the keyset of this row)."""
+    ts, task_id, user, request, agent, conf, others, success, exec_ms, error = row
+    iso = str(ts).replace(" ", "T")[:23] + "Z"
+    ranked = sorted(_pairs(others), key=lambda p: (-p[1], p[0]))
+    other = ";".join(f"{name}:{_num(score)}" for name, score in ranked)
+    fields = [
+        iso, str(user or ""), str(request or ""), str(agent or ""),
+        "" if conf is None else _num(conf), other, "true" if success in (True, 1, "true") else "false",
+        "" if exec_ms is None else _num(float(exec_ms) / 1000), str(error or ""),
+    ]  # fmt: skip
+    return fields, (str(ts), str(task_id))
+
+
+def _pairs(others: Any) -> list[tuple[str, float]]:
+    if isinstance(others, dict):
+        return [(str(k), float(v)) for k, v in others.items()]
+    return [(str(k), float(v)) for k, v in (others or [])]
+
+
+def _num(x: float) -> str:
+    return f"{float(x):.3f}".rstrip("0").rstrip(".") if x == x else ""
+
+
+__all__ = ["CSV_HEADER", "count_sql", "csv_row", "page_sql", "parse_time"]
