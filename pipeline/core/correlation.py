@@ -111,6 +111,7 @@ class Correlator:
                     touched.add(ev.entity_id)
             elif ev.entity_type.value == "agent" and ev.event_type != "agent.status_changed":
                 self._apply_agent(ev, out)
+                self._saw(ev.event_time_ms, wall_ms)
         for task_id in touched:
             self._task_changed(task_id, out)
         self._tick(wall_ms, out)

@@ -183,7 +183,7 @@ class TaskView:
             outcome=outcome,  # type: ignore[arg-type]
             success=self.state == S.COMPLETED,
             final_state=self.state,
-            error=self.error,
+            error="" if self.state == S.COMPLETED else self.error,  # a retried success has no error
             retry_count=self.retry_count,
             created_ms=self.created_ms,
             queued_ms=self.queued_ms,

@@ -97,7 +97,7 @@ def test_state_machine_applies_and_flags_transitions(
     assert v.invalid_transitions == invalid
 
 
-def test_retries_are_counted_and_the_last_error_kept() -> None:
+def test_retries_are_counted_and_a_final_success_carries_no_error() -> None:
     steps = [("task.created", {}), ("task.queued", {}), ("task.assigned", {"agent_id": "a"}), ("task.started", {}),
              ("task.failed", {"error": "rate limited", "will_retry": True, "retry_count": 0}),
              ("task.queued", {}), ("task.assigned", {"agent_id": "b"}), ("task.started", {}),
@@ -106,7 +106,7 @@ def test_retries_are_counted_and_the_last_error_kept() -> None:
              ("task.completed", {})]  # fmt: skip
     events = [ev(et, "t", T0 + i * 1000, **data) for i, (et, data) in enumerate(steps)]
     r = derive("t", history(events)).record(1)
-    assert (r.outcome, r.retry_count, r.error, r.agent, r.invalid_transitions) == ("success", 2, "OOM", "b", 0)
+    assert (r.outcome, r.retry_count, r.error, r.agent, r.invalid_transitions) == ("success", 2, "", "b", 0)
     # queue wait: first queued → first started; execution: first started → finished
     assert (r.queue_wait_ms, r.execution_ms) == (2000.0, 9000.0)
 
@@ -191,6 +191,14 @@ def test_agents_go_busy_online_and_offline_on_silence() -> None:
     assert out.agent_rows["a1"]["status"] == "offline"
     out = c.apply([ev("agent.online", "a1", T0 + 50_000)], T0 + 50_000)
     assert [e["current_state"]["status"] for e in out.emitted] == ["online"]
+
+
+def test_agent_events_move_stream_time_too() -> None:
+    c = correlator()
+    c.apply([ev("task.started", "t9", T0 - 3_600_000)], T0)  # an old task event
+    c.apply([ev("agent.heartbeat", "a2", T0, active_tasks=0)], T0)
+    assert not c.tick(T0 + 29_000).emitted
+    assert [e["current_state"]["status"] for e in c.tick(T0 + 31_000).emitted] == ["offline"]
 
 
 def test_state_survives_a_json_round_trip_like_the_faust_table() -> None:
