@@ -65,7 +65,7 @@ async def publish(url: str, events: list[dict[str, Any]], batch_size: int) -> tu
 
 
 class WorkerProc:
-    def __init__(self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust") -> None:
+    def __init__(self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust", roles: str = "ingest") -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         env = {
@@ -75,6 +75,7 @@ class WorkerProc:
             "TASKPULSE_API_PORT": str(self.port),
             "TASKPULSE_SESSION_TIMEOUT_S": "6",
             "TASKPULSE_INGEST_ENGINE": engine,
+            "TASKPULSE_ROLES": roles,
         }
         self.log = open(data_dir.parent / "worker.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -89,10 +90,10 @@ class WorkerProc:
         except psutil.Error:
             pass
 
-    def count(self) -> int | None:
+    def count(self, sql: str = "SELECT count() FROM taskpulse.events") -> int | None:
         req = urllib.request.Request(
             f"{self.api}/api/sql",
-            data=json.dumps({"query": "SELECT count() FROM taskpulse.events"}).encode(),
+            data=json.dumps({"query": sql}).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -278,6 +279,79 @@ def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path, engine:
     }
 
 
+def correlation_pure(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The correlator's own cost (no Kafka, no ClickHouse): events/s, finished tasks/s, and the
+    size of one in-flight task's state (what the Faust table and its changelog hold)."""
+    from pipeline.core.correlation import CorrelationConfig, Correlator
+    from pipeline.core.decode import Decoder
+    from pipeline.events import NormalizedEvent
+
+    dec = Decoder(1 << 20, 300_000)
+    now = int(time.time() * 1000)
+    normalized = [x for i, e in enumerate(events) for x in dec.decode("t", 0, i, orjson.dumps(e), now)
+                  if isinstance(x, NormalizedEvent) and x.entity_type.value in ("task", "agent")]
+    c = Correlator(CorrelationConfig(reorder_window_s=0.0))
+    records = 0
+    slot_bytes: list[int] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(normalized), 500):
+        out = c.apply(normalized[i:i + 500], now + i)
+        records += len(out.executions)
+        for slot in out.dirty_tasks.values():  # what persisting the state costs
+            if slot is not None:
+                b = orjson.dumps(slot)
+                if i % 20_000 == 0 and slot["closed"] is None:
+                    slot_bytes.append(len(b))
+        for slot in out.dirty_agents.values():
+            orjson.dumps(slot)
+    dt = time.perf_counter() - t0
+    open_now = [s for s in c.tasks.values() if s["closed"] is None]
+    sizes = [len(orjson.dumps(s)) for s in open_now] or slot_bytes
+    return {
+        "events": len(normalized),
+        "events_per_s": round(len(normalized) / dt),
+        "finished_tasks": records,
+        "tasks_per_s": round(records / dt),
+        "in_flight_tasks_at_end": len(open_now),
+        "state_bytes_per_in_flight_task": round(statistics.mean(sizes)) if sizes else None,
+    }
+
+
+def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks: int) -> dict[str, Any]:
+    """Finished tasks/s through ingest + correlation in one worker (SDK batches of 100)."""
+    broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
+    try:
+        asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 1 << 30))
+        w = WorkerProc(broker, workdir / "data", roles="ingest,correlate")
+        sql = "SELECT count() FROM taskpulse.task_executions"
+        deadline = time.monotonic() + 120
+        while w.count(sql) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not start")
+            time.sleep(0.5)
+        t0 = time.perf_counter()
+        asyncio.run(publish(broker.url, events, 100))
+        last, stable, done_at = -1, 0, t0
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            n = w.count(sql) or 0
+            w.sample_rss()
+            if n != last:
+                last, stable, done_at = n, 0, time.perf_counter()
+            else:
+                stable += 1
+            if n >= expected_tasks or (n > 0 and stable >= 40):
+                break
+            time.sleep(0.25)
+        w.stop()
+        dt = done_at - t0
+        return {"finished_tasks": last, "expected": expected_tasks, "seconds": round(dt, 2),
+                "tasks_per_s": round(last / dt) if dt > 0 else None, "events_per_s": round(len(events) / dt),
+                "peak_rss_mib": w.peak_rss >> 20}
+    finally:
+        broker.stop()
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(143)  # run the finally blocks: stop the worker and the broker
 
@@ -288,7 +362,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
-    ap.add_argument("--only", choices=["single", "batched", "latency"], action="append",
+    ap.add_argument("--only", choices=["single", "batched", "latency", "correlation"], action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--engine", choices=["faust", "direct"], action="append",
                     help="ingest engines to measure (repeatable); default: both")
@@ -300,7 +374,15 @@ def main() -> None:
         events = events_for(args.events)
         avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
         results["avg_event_bytes"] = round(avg)
-        parts = set(args.only or ["single", "batched", "latency"])
+        parts = set(args.only or ["single", "batched", "latency", "correlation"])
+        if "correlation" in parts:
+            console.print("[bold]correlation: the pure correlator, then ingest + correlation end to end[/]")
+            pure = results["correlation-pure"] = correlation_pure(events)
+            console.print(pure)
+            d = work / "correlation"
+            d.mkdir()
+            e2e = results["correlation-e2e"] = correlation_e2e(events, d, pure["finished_tasks"])
+            console.print(e2e)
         engines = args.engine or ["faust", "direct"]
         for engine in engines:
             for name, bs in (("single", 1), ("batched", 100)):
