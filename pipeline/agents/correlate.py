@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from pipeline.app import Pipeline
 from pipeline.core.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.lifecycle import TERMINAL, derive
+from pipeline.core.lifecycle import TERMINAL, compact, derive
 from pipeline.core.rows_tasks import (
     AGENT_COLUMNS,
     EXECUTION_COLUMNS,
@@ -119,7 +119,62 @@ class _Role:
         self.correlator = Correlator(self.correlator.config)
         self.correlator.restore(tasks, agents, wall)
         log.warning("correlation state restored: %d tasks, %d agents", len(tasks), len(agents))
+        await self._repair()
         self.ready = True
+
+    async def _repair(self) -> None:
+        """Cross-check the recovered state with ClickHouse: a task whose ``tasks`` row is newer
+        than its recovered state (or open there and missing here) gets its history back from
+        the ``events`` table.  Guards against a changelog whose tail was not recovered."""
+        store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
+        mine = self._my_partitions()
+        parts = list(range(self.p.settings.partitions))
+        open_ids = [k for k, s in c.tasks.items() if s["closed"] is None]
+        known: dict[str, int] = {}
+        for i in range(0, len(open_ids), 5000):
+            ids = open_ids[i : i + 5000]
+            rows = await asyncio.to_thread(
+                store.rows, f"SELECT task_id, max(version) FROM {db}.tasks WHERE task_id IN %(ids)s GROUP BY task_id",
+                {"ids": ids},
+            )  # fmt: skip
+            known.update({str(t): int(v) for t, v in rows})
+        unfinished = await asyncio.to_thread(
+            store.rows, f"SELECT task_id, max(version) FROM {db}.tasks GROUP BY task_id "
+            "HAVING NOT argMax(finished, version) AND max(last_event_at) > now64(3) - INTERVAL 7 DAY",
+        )  # fmt: skip
+        for t, v in unfinished:
+            known.setdefault(str(t), int(v))
+        stale = {
+            t: v for t, v in known.items()
+            if (mine is None or self.producer.partition_of(t.encode(), parts) in mine)
+            and (t not in c.tasks or c.tasks[t]["v"] < v)
+        }  # fmt: skip
+        if not stale:
+            return
+        log.warning("%d tasks' state was behind ClickHouse after recovery; reading their events back", len(stale))
+        ids = list(stale)
+        wall = _wall_ms()
+        for i in range(0, len(ids), 2000):
+            chunk = ids[i : i + 2000]
+            rows = await asyncio.to_thread(
+                store.rows,
+                f"SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata "
+                f"FROM {db}.events WHERE entity_type = 'task' AND entity_id IN %(ids)s",
+                {"ids": chunk},
+            )
+            history: dict[str, list[list[Any]]] = {}
+            for task_id, eid, et, t, state, md in rows:
+                history.setdefault(task_id, []).append(
+                    compact(eid, et, int(t), orjson.loads(state), orjson.loads(md), c.config.group_keys)
+                )
+            for task_id in chunk:
+                await self.write(c.repair(task_id, history.get(task_id, []), stale[task_id], wall))
+
+    def _my_partitions(self) -> set[int] | None:
+        try:
+            return {tp.partition for tp in self.p.app.consumer.assignment() if tp.topic == NORMALIZED}
+        except Exception:  # noqa: BLE001 - no consumer (yet): treat every task as ours
+            return None
 
     async def write(self, out: Output) -> None:
         """Steps 1–3 of the module docstring; ClickHouse outages are waited out."""

@@ -101,6 +101,25 @@ class Correlator:
         if times:
             self._saw(max(times), wall_ms)
 
+    def repair(self, task_id: str, entries: list[list[Any]], version: int, wall_ms: int) -> Output:
+        """Merge events read back from the ``events`` table into a task whose persisted state
+        is missing or older than what ClickHouse shows (a changelog that lost its tail)."""
+        out = Output()
+        slot = self.tasks.get(task_id)
+        if slot is None:
+            slot = self.tasks[task_id] = {"h": [], "v": 0, "rv": 0, "sig": None, "term": None, "ab": 0,
+                                          "closed": None, "wall": wall_ms, "last": 0}  # fmt: skip
+        known = {e[2] for e in slot["h"]}
+        for entry in entries:
+            if entry[2] not in known:
+                slot["h"].append(entry)
+                known.add(entry[2])
+                slot["last"] = max(slot["last"], entry[0])
+        slot["v"] = max(slot["v"], version)
+        slot["wall"] = wall_ms
+        self._task_changed(task_id, out)
+        return out
+
     # ------------------------------------------------------------------ events
     def apply(self, events: list[NormalizedEvent], wall_ms: int) -> Output:
         out = Output()

@@ -220,7 +220,24 @@ def test_scripted_tasks_agents_groups_and_csv(make_worker, broker, tmp_path):
     assert overview == [{"status": "offline", "utilization": 0.2}]  # busy 1 s of 5 s online
 
 
-def test_a_worker_restart_in_the_middle_loses_no_task_state(make_worker, broker):
+def _delete_changelogs(bootstrap: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def go() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if t.endswith("-changelog")]
+            await admin.delete_topics(names)
+            return names
+        finally:
+            await admin.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("loss", ["kill", "kill-and-lose-changelog"])
+def test_a_worker_restart_in_the_middle_loses_no_task_state(make_worker, broker, loss):
     env = {**EXTRA_ENV, "TASKPULSE_REORDER_WINDOW_S": "1"}
     worker = make_worker(**env).start()
     base = int(time.time() * 1000) - 300_000
@@ -243,6 +260,10 @@ def test_a_worker_restart_in_the_middle_loses_no_task_state(make_worker, broker)
              60, "20 executing tasks")  # fmt: skip
     time.sleep(2)  # past a commit interval: the restart resumes after these events
     worker.kill()
+    if loss == "kill-and-lose-changelog":
+        # the tables' changelog is gone: state comes back from ClickHouse (tasks + events)
+        assert sorted(_delete_changelogs(broker.bootstrap)) == ["taskpulse-agents-changelog",
+                                                                "taskpulse-tasks-changelog"]  # fmt: skip
     worker.start()
     publish(broker, second, batch_size=10)
     select = ("SELECT task_id, request, requester_id, agent, confidence, queue_wait_ms, execution_ms, cycle_ms, "
