@@ -76,6 +76,8 @@ def render(status: dict[str, Any], rates: RateTracker, extra: dict[str, Any] | N
     tables.add_column("rows (total)", justify="right")
     tables.add_column("written this run", justify="right")
     counts = status.get("table_rows", {})
+    corr_written = (status.get("correlate") or {}).get("rows_written", {})
+    written = {**written, **{t: n for t, n in corr_written.items() if t in counts}}
     for name in sorted(set(counts) | set(written)):
         if name == "error":
             continue
