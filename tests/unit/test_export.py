@@ -1,0 +1,55 @@
+"""The per-task CSV: rows, the keyset, time arguments."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from pipeline.core.export import CSV_HEADER, csv_row, page_sql, parse_time
+
+NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
+
+
+def test_a_row_has_the_seed_columns_and_round_trips_through_csv() -> None:
+    row = ["2025-11-03 10:00:00.123000", "t-1", "u-1", 'Say "hi", then\nbye', "coder", 0.8,
+           {"writer": 0.4, "tester": 0.75, "ops": 0.4}, True, 1520.0, ""]  # fmt: skip
+    fields, keyset = csv_row(row)
+    assert keyset == ("2025-11-03 10:00:00.123000", "t-1")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_HEADER)
+    w.writerow(fields)
+    [back] = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert back == {
+        "timestamp": "2025-11-03T10:00:00.123Z", "user_id": "u-1", "request": 'Say "hi", then\nbye',
+        "assigned_agent": "coder", "confidence": "0.8", "other_agents_confidence": "tester:0.75;ops:0.4;writer:0.4",
+        "success": "true", "execution_time": "1.52", "error_message": "",
+    }  # fmt: skip
+
+
+def test_missing_values_are_empty_fields() -> None:
+    fields, _ = csv_row(["2025-11-03 10:00:00.000000", "t", None, None, "", None, {}, False, None, "OOM"])
+    assert fields == ["2025-11-03T10:00:00.000Z", "", "", "", "", "", "false", "", "OOM"]
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("24h", NOW - 86_400_000), ("7d", NOW - 7 * 86_400_000), ("30m", NOW - 1_800_000),
+     ("2025-11-03", NOW - 10 * 3_600_000), ("2025-11-03T10:00:00Z", NOW), ("2025-11-03T12:00:00+02:00", NOW)],
+)  # fmt: skip
+def test_since_and_until_accept_iso_and_spans(text: str, ms: int) -> None:
+    assert parse_time(text, NOW) == ms
+
+
+def test_an_unreadable_time_names_the_accepted_forms() -> None:
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("yesterday", NOW)
+
+
+def test_pages_continue_after_the_keyset_and_quote_filters() -> None:
+    sql = page_sql("taskpulse", NOW, None, "o'brien", ("2025-11-03 10:00:00.000000", "t-9"), 100)
+    assert "agent = 'o\\'brien'" in sql
+    assert "> (toDateTime64('2025-11-03 10:00:00.000000', 3, 'UTC'), 't-9')" in sql
+    assert sql.endswith("LIMIT 100")
