@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pipeline.core.ddl import ddl_text
-from pipeline.events import PAYLOADS, Envelope, NormalizedEvent, Rejected
+from pipeline.events import PAYLOADS, Envelope, NormalizedEvent, Rejected, TaskExecution
 
 
 def generated_files() -> dict[str, str]:
@@ -19,6 +19,7 @@ def generated_files() -> dict[str, str]:
     files["envelope.schema.json"] = dump(Envelope.model_json_schema())
     files["normalized.schema.json"] = dump(NormalizedEvent.model_json_schema())
     files["dlq.schema.json"] = dump(Rejected.model_json_schema(mode="serialization"))
+    files["lifecycle.schema.json"] = dump(TaskExecution.model_json_schema())
     for event_type, model in sorted(PAYLOADS.items()):
         schema = model.model_json_schema()
         schema["title"] = f"{event_type} current_state"
