@@ -180,23 +180,43 @@ CREATE TABLE IF NOT EXISTS taskpulse.agent_status
     agent String,
     version UInt64,
     status LowCardinality(String),
+    status_since DateTime64(3, 'UTC'),
     last_seen DateTime64(3, 'UTC'),
     online_since Nullable(DateTime64(3, 'UTC')),
-    uptime_s Float64,
     active_tasks UInt32,
     cpu_percent Nullable(Float64),
     memory_mb Nullable(Float64),
-    tasks_completed_today UInt32,
-    tasks_finished_today UInt32,
-    success_rate Nullable(Float64),
-    avg_handling_ms Nullable(Float64),
-    utilization Nullable(Float64),
     busy_s Float64,
     online_s Float64,
+    utilization Nullable(Float64),
     updated_at DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY agent;
+
+CREATE VIEW IF NOT EXISTS taskpulse.agent_overview AS
+SELECT
+    s.agent AS agent, s.status AS status, s.last_seen AS last_seen,
+    if(s.online_since IS NULL, 0, dateDiff('second', s.online_since, now64(3))) AS uptime_s,
+    s.active_tasks AS active_tasks, s.cpu_percent AS cpu_percent, s.memory_mb AS memory_mb,
+    s.utilization AS utilization,
+    ifNull(t.completed_today, 0) AS tasks_completed_today,
+    ifNull(t.finished_today, 0) AS tasks_finished_today,
+    t.success_rate AS success_rate,
+    t.avg_handling_ms AS avg_handling_ms
+FROM (SELECT * FROM taskpulse.agent_status FINAL) AS s
+LEFT JOIN
+(
+    SELECT agent,
+        countIf(outcome = 'success') AS completed_today,
+        count() AS finished_today,
+        countIf(outcome = 'success') / count() AS success_rate,
+        avg(execution_ms) AS avg_handling_ms
+    FROM taskpulse.task_executions FINAL
+    WHERE finished_at >= toStartOfDay(now64(3, 'UTC'))
+    GROUP BY agent
+) AS t ON s.agent = t.agent
+SETTINGS join_use_nulls = 1;
 
 CREATE VIEW IF NOT EXISTS taskpulse.task_groups AS
 SELECT
@@ -217,3 +237,20 @@ SELECT
 FROM taskpulse.tasks FINAL
 WHERE group_key != ''
 GROUP BY group_key;
+
+CREATE VIEW IF NOT EXISTS taskpulse.task_rollups AS
+SELECT
+    multiIf(secs = 60, '1m', secs = 300, '5m', secs = 3600, '1h', '1d') AS granularity,
+    toDateTime(intDiv(toUnixTimestamp(finished_at), secs) * secs, 'UTC') AS window_start,
+    agent, task_type, outcome,
+    count() AS tasks,
+    sum(retry_count) AS retries,
+    quantilesExactIf(0.5, 0.95, 0.99)(queue_wait_ms, queue_wait_ms IS NOT NULL) AS queue_wait_p50_p95_p99,
+    quantilesExactIf(0.5, 0.95, 0.99)(execution_ms, execution_ms IS NOT NULL) AS execution_p50_p95_p99,
+    quantilesExactIf(0.5, 0.95, 0.99)(cycle_ms, cycle_ms IS NOT NULL) AS cycle_p50_p95_p99,
+    avg(queue_wait_ms) AS queue_wait_avg_ms,
+    avg(execution_ms) AS execution_avg_ms,
+    avg(cycle_ms) AS cycle_avg_ms
+FROM taskpulse.task_executions FINAL
+ARRAY JOIN [60, 300, 3600, 86400] AS secs
+GROUP BY granularity, window_start, agent, task_type, outcome;
