@@ -138,6 +138,9 @@ def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[...
             "TASKPULSE_COMMIT_INTERVAL_S": "0.5",
             "TASKPULSE_LOG_LEVEL": "INFO",
             "TASKPULSE_INGEST_ENGINE": engine,
+            # the ingest role alone unless a test asks for more: the correlation role emits
+            # events of its own (agent.status_changed, task.abandoned) that ingest counts
+            "TASKPULSE_ROLES": "ingest",
             **env,
         }
         argv = [sys.executable, "-m", "pipeline", "worker"]
