@@ -92,15 +92,49 @@ class Settings(BaseSettings):
     )
 
     # --- alerting ----------------------------------------------------------------------
-    alert_rules: Path = Path("deploy/alerts/rules.yml")
+    alert_rules: Path = Field(
+        Path("deploy/alerts/rules.yml"), description="Alert rules YAML (relative to the working directory)."
+    )
+    alert_interval_s: float = Field(10.0, gt=0, description="How often the alert rules are evaluated.")
+    alertmanager_url: str = Field(
+        "", description="Prometheus Alertmanager base URL (http://host:9093); empty: not used."
+    )
+    alertmanager_resend_s: float = Field(
+        60.0, gt=0, description="Firing alerts are re-sent to Alertmanager this often; each stays active "
+        "there for 4 periods (at least 2 min) unless re-sent or resolved."
+    )
+    alert_webhook_url: SecretStr = Field(SecretStr(""), description="JSON webhook for alerts; empty: not used.")
+    alert_webhook_format: Literal["json", "slack"] = Field(
+        "json", description="json: taskpulse's alert object; slack: a Slack incoming-webhook payload."
+    )
+    alert_notify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one notification request.")
+    alert_retry_for_s: float = Field(
+        600.0, gt=0, description="A failing notification is retried with backoff for this long, then dropped."
+    )
 
     # --- metrics exporter ----------------------------------------------------------------
+    metrics_max_agents: int = Field(
+        50, ge=1, description="Agents that get their own label value; later ones share `other`."
+    )
+    metrics_max_task_types: int = Field(
+        25, ge=1, description="Task types that get their own label value; later ones share `other`."
+    )
+    metrics_max_tracked_tasks: int = Field(
+        100_000, ge=100, description="Open tasks whose state the metrics role remembers (oldest dropped)."
+    )
+    metrics_dedup_capacity: int = Field(
+        200_000, ge=1000, description="Normalized event ids the metrics role remembers to count duplicates once."
+    )
+    metrics_port: int = Field(
+        0, ge=0, description="0: /metrics on the API port only; else also a plain /metrics server on this port."
+    )
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for logging, secrets and URL passwords masked."""
         out = self.model_dump(mode="json")
         out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
-        for key in ("kafka_url", "clickhouse_url"):
+        out["alert_webhook_url"] = "***" if self.alert_webhook_url.get_secret_value() else ""
+        for key in ("kafka_url", "clickhouse_url", "alertmanager_url"):
             out[key] = mask_url(out[key])
         return out
 

@@ -71,6 +71,16 @@ def render(status: dict[str, Any], rates: RateTracker, extra: dict[str, Any] | N
             Text("agents online / busy / offline", style="dim"),
             f"{agents.get('online', 0)} / {agents.get('busy', 0)} / {agents.get('offline', 0)}",
         )  # fmt: skip
+    alerts = status.get("alerts")
+    if isinstance(alerts, dict) and "firing" in alerts:
+        firing = alerts.get("firing") or []
+        names = ", ".join(sorted({f"{a.get('rule')} ({a.get('severity')})" for a in firing}))
+        flow.add_row(
+            Text("alerts firing", style="dim"), Text(f"{len(firing):,}", style="bold red" if firing else ""),
+            Text("alerts pending", style="dim"), f"{len(alerts.get('pending') or []):,}",
+        )  # fmt: skip
+        if names:
+            flow.add_row(Text("firing", style="dim"), "", Text(names, style="red"), "")
     tables = Table(title="ClickHouse rows", expand=False, show_edge=False)
     tables.add_column("table")
     tables.add_column("rows (total)", justify="right")

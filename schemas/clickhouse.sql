@@ -254,3 +254,27 @@ SELECT
 FROM taskpulse.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
 GROUP BY granularity, window_start, agent, task_type, outcome;
+
+CREATE TABLE IF NOT EXISTS taskpulse.alerts
+(
+    at DateTime64(3, 'UTC'),
+    rule LowCardinality(String),
+    fingerprint String,
+    state LowCardinality(String),
+    change LowCardinality(String),
+    severity LowCardinality(String),
+    group_labels Map(String, String),
+    labels Map(String, String),
+    value Nullable(Float64),
+    threshold Float64,
+    active_since Nullable(DateTime64(3, 'UTC')),
+    fired_at Nullable(DateTime64(3, 'UTC')),
+    resolved_at Nullable(DateTime64(3, 'UTC')),
+    last_notified_at Nullable(DateTime64(3, 'UTC')),
+    notifications UInt32,
+    summary String,
+    description String
+)
+ENGINE = MergeTree
+ORDER BY (rule, fingerprint, at)
+TTL toDateTime(at) + INTERVAL 365 DAY;

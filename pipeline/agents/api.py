@@ -7,10 +7,12 @@ import asyncio
 from typing import Any
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from pipeline.app import Pipeline
 from pipeline.errors import TaskpulseError
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def register(p: Pipeline) -> None:
@@ -30,7 +32,9 @@ def register(p: Pipeline) -> None:
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
         body = b"".join(generate_latest(r) for r in p.registries)
-        return web.bytes(body, content_type=CONTENT_TYPE_LATEST)
+        # The text format generate_latest writes.  Passed as a header: aiohttp refuses a
+        # charset inside content_type.
+        return web.bytes(body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.page("/api/sql")
     class SqlView(View):  # type: ignore[misc]
