@@ -621,6 +621,38 @@ def export_csv(
 
 
 
+@cli.command()
+def report(
+    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The period: the last full "
+                                               "UTC day, 7 days or 30 days")] = "daily",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the markdown here")] = None,
+    end: Annotated[str, typer.Option(help="End of the period (ISO 8601, now, 2h…); default: last UTC midnight")] = "",
+) -> None:
+    """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
+    from rich.markdown import Markdown
+
+    from pipeline.core import report as rep
+    from pipeline.core.export import parse_time
+
+    settings = _settings()
+    now_ms = int(time.time() * 1000)
+    try:
+        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    query = _Querier(settings)
+    answers = {name: query(sql)[1] for name, sql in rep.queries(settings.clickhouse_database, p).items()}
+    text = rep.render(p, answers)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote the {p.name} report to {output}")
+    elif console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        sys.stdout.write(text)
+
+
 # --------------------------------------------------------------------------- alerts
 
 

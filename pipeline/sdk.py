@@ -87,6 +87,7 @@ class TaskpulseProducer:
         self._pending: list[asyncio.Future[Any]] = []
         self._linger_s = linger_ms / 1000
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
         self.sent_events = 0
         self.sent_messages = 0
 
@@ -105,7 +106,9 @@ class TaskpulseProducer:
 
     async def close(self) -> None:
         if self._flusher is not None:
-            self._flusher.cancel()
+            # Let the linger loop finish its turn instead of cancelling it: cancelled inside
+            # _send_batch, it would drop the batch it had already taken from the buffers.
+            self._closing = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         try:
@@ -115,7 +118,7 @@ class TaskpulseProducer:
 
     async def _linger_loop(self) -> None:
         """Send partly filled batches at least every ``linger_ms``: no event waits longer."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._linger_s)
             for topic, part in list(self._buffers):
                 await self._send_batch(topic, part)

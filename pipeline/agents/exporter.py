@@ -1,9 +1,205 @@
-"""Placeholder: filled by its issue."""
+"""The metrics role: normalized events, task lifecycle records, rollups and alert state
+changes → Prometheus metrics on the worker's ``/metrics``.
+
+A plain aiokafka loop hosted by the Faust worker, in its own consumer group
+(``<TASKPULSE_CONSUMER_GROUP>-metrics``), so it reads every record whatever the other
+roles do; replicas of the role split the partitions (entity-keyed topics keep a task's
+events on one replica) and Prometheus sums them.  Delivery is at-least-once: normalized
+events are counted once per id, lifecycle records once per task (higher versions are
+corrections).  When it is given partitions of the normalized topic it loads the open
+tasks and the agents of those partitions from the correlation tables (``tasks``,
+``agent_status``), so the gauges are right after a restart; when it loses partitions
+it forgets their tasks and agents (another replica has them now).  A new group starts
+from the earliest retained record.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
 from pipeline.app import Pipeline
+from pipeline.errors import TaskpulseError
+from pipeline.exporter_metrics import ExporterMetrics
+from pipeline.settings import kafka_bootstrap
+from pipeline.topics import ALERTS, LIFECYCLE, NORMALIZED, ROLLUPS
+
+log = logging.getLogger(__name__)
+TOPICS = (NORMALIZED, LIFECYCLE, ROLLUPS, ALERTS)
 
 
 def register(p: Pipeline) -> None:
-    return None
+    s = p.settings
+    m = ExporterMetrics(
+        CollectorRegistry(),
+        max_agents=s.metrics_max_agents,
+        max_task_types=s.metrics_max_task_types,
+        max_tracked_tasks=s.metrics_max_tracked_tasks,
+        dedup_capacity=s.metrics_dedup_capacity,
+    )
+    p.registries.append(m.registry)
+    counts = {"messages": 0, "lag": {}}  # for /api/status
+
+    @p.app.task  # type: ignore[misc]
+    async def metrics_exporter() -> None:
+        if s.metrics_port:
+            start_http_server(s.metrics_port, addr=s.api_host, registry=_merged(p))
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap(p.kafka_url),
+            group_id=f"{s.consumer_group}-metrics",
+            enable_auto_commit=True,
+            auto_commit_interval_ms=int(s.commit_interval_s * 1000),
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
+            max_poll_records=5000,
+        )
+        consumer.subscribe(list(TOPICS), listener=_Partitions(p, m, consumer))
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                now = time.time()
+                for tp, records in batch.items():
+                    m.messages.labels(tp.topic).inc(len(records))
+                    counts["messages"] += len(records)  # type: ignore[operator]
+                    for r in records:
+                        _apply(m, tp.topic, tp.partition, r.offset, r.value, now)
+                lag: dict[str, int] = {}
+                for tp in consumer.assignment():
+                    hw = consumer.highwater(tp)
+                    if hw is None:
+                        continue
+                    pos = await consumer.position(tp)
+                    lag[tp.topic] = lag.get(tp.topic, 0) + max(0, hw - pos)
+                for topic, n in lag.items():
+                    m.lag.labels(topic).set(n)
+                counts["lag"] = lag
+        finally:
+            await consumer.stop()
+
+    async def status() -> dict[str, Any]:
+        return {
+            "messages_consumed": counts["messages"],
+            "open_tasks": dict(m.tasks.counts),
+            "agents": dict(m.agents.by_status()),
+            "alerts_firing": dict(m.alerts.counts("firing")),
+            "lag": counts["lag"],
+        }
+
+    p.status_sections["metrics"] = status
+
+
+class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Loads the open tasks and agents of newly assigned normalized partitions from
+    ClickHouse, forgets those of revoked ones (entities are partitioned by id)."""
+
+    def __init__(self, p: Pipeline, m: ExporterMetrics, consumer: AIOKafkaConsumer) -> None:
+        self.p, self.m, self.consumer = p, m, consumer
+        self.partitioner = DefaultPartitioner()
+
+    def _owner(self, parts: set[int], topic: str = NORMALIZED) -> Any:
+        every = sorted(self.consumer.partitions_for_topic(topic) or [])
+
+        def owned(entity_id: str) -> bool:
+            return bool(every) and int(self.partitioner(entity_id.encode(), every, every)) in parts
+
+        return owned
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == NORMALIZED}
+        if parts:
+            self.m.forget(self._owner(parts))
+        alert_parts = {tp.partition for tp in revoked if tp.topic == ALERTS}
+        if alert_parts:
+            self.m.alerts.forget(self._owner(alert_parts, ALERTS))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        alert_parts = {tp.partition for tp in assigned if tp.topic == ALERTS}
+        if alert_parts:
+            await self._load_alerts(self._owner(alert_parts, ALERTS))
+        parts = {tp.partition for tp in assigned if tp.topic == NORMALIZED}
+        if not parts:
+            return
+        owned = self._owner(parts)
+        db, limit = self.p.settings.clickhouse_database, self.p.settings.metrics_max_tracked_tasks
+        try:
+            tasks = await asyncio.to_thread(
+                self.p.store.rows,
+                f"SELECT task_id, state, toUnixTimestamp64Milli(last_event_at) FROM {db}.tasks FINAL "
+                f"WHERE NOT finished ORDER BY last_event_at DESC LIMIT {int(limit)}",
+            )
+            agents = await asyncio.to_thread(
+                self.p.store.rows,
+                f"SELECT agent, status, active_tasks, toUnixTimestamp64Milli(status_since), cpu_percent, "
+                f"memory_mb FROM {db}.agent_status FINAL",
+            )
+        except TaskpulseError as exc:  # no table yet, or ClickHouse away: the stream still counts
+            log.warning("metrics role: open tasks and agents not loaded from ClickHouse: %s", exc)
+            return
+        n = self.m.seed(
+            reversed([t for t in tasks if owned(str(t[0]))]), [a for a in agents if owned(str(a[0]))]
+        )
+        log.info("metrics role: loaded %d open tasks and %d agents from ClickHouse", *n)
+
+    async def _load_alerts(self, owned: Any) -> None:
+        """Pending and firing alerts (latest change per fingerprint, keyed like the topic)."""
+        db = self.p.settings.clickhouse_database
+        try:
+            rows = await asyncio.to_thread(
+                self.p.store.rows,
+                f"SELECT fingerprint, argMax(state, at) AS st, argMax(severity, at) FROM {db}.alerts "
+                f"GROUP BY fingerprint HAVING st IN ('pending', 'firing')",
+            )
+        except TaskpulseError as exc:
+            log.warning("metrics role: live alerts not loaded from ClickHouse: %s", exc)
+            return
+        live = [r for r in rows if owned(str(r[0]))]
+        for fingerprint, state, severity in live:
+            self.m.alerts.apply(str(fingerprint), str(state), str(severity))
+        log.info("metrics role: loaded %d live alerts from ClickHouse", len(live))
+
+
+def _apply(m: ExporterMetrics, topic: str, partition: int, offset: int, value: bytes | None, now: float) -> None:
+    """Decode one record and hand it to the metrics; unreadable input is counted, skipped."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        m.bad_records.labels(topic).inc()
+        return
+    items = data if isinstance(data, list) else [data]
+    if topic == NORMALIZED:
+        m.normalized((e for e in items if isinstance(e, dict)), (topic, partition, offset), now)
+        return
+    for item in items:
+        if not isinstance(item, dict):
+            m.bad_records.labels(topic).inc()
+        elif topic == LIFECYCLE:
+            m.lifecycle(item, topic)
+        elif topic == ROLLUPS:
+            m.rollups([item], topic)
+        else:
+            m.alert(item, topic)
+
+
+def _merged(p: Pipeline) -> CollectorRegistry:
+    """One registry that serves every registry of the worker (for ``metrics_port``)."""
+
+    class Merged(Collector):
+        def collect(self) -> Iterator[Metric]:
+            for registry in list(p.registries):
+                yield from registry.collect()
+
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(Merged())
+    return merged

@@ -25,7 +25,9 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def parse_time(text: str, now_ms: int) -> int:
-    """``2025-11-03``, ``2025-11-03T10:00:00Z``, epoch, or a span back from now (``24h``, ``7d``)."""
+    """``2025-11-03``, ``2025-11-03T10:00:00Z``, epoch, ``now``, or a span back from now (``24h``, ``7d``)."""
+    if text.strip().lower() == "now":
+        return now_ms
     m = _RELATIVE.match(text.strip())
     if m:
         return now_ms - int(float(m.group(1)) * _UNIT_S[m.group(2)] * 1000)

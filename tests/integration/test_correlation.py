@@ -200,6 +200,13 @@ def test_scripted_tasks_agents_groups_and_csv(make_worker, broker, tmp_path):
     only_coder = _cli(worker, "export", "csv", "--agent", "coder")
     assert [r["assigned_agent"] for r in csv.DictReader(io.StringIO(only_coder.stdout))] == ["coder"]
 
+    # the daily report up to now counts the same tasks
+    report = _cli(worker, "report", "daily", "--end", "now")
+    assert report.returncode == 0, report.stderr
+    assert "- Tasks finished: 6" in report.stdout
+    assert "- Succeeded: 4 (66.7%); failed: 1; abandoned: 0; cancelled: 1" in report.stdout
+    assert "| research | 3 |" in report.stdout and "- 1 × invalid output schema" in report.stdout
+
     # agents: busy on a heartbeat with work, online when idle, offline after 4 s of silence
     now = int(time.time() * 1000)
     publish(broker, [

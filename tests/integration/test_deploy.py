@@ -2,8 +2,11 @@
 
 - ``docker-compose config`` accepts docker-compose.yml with the variables of .env.example,
   and refuses it when a secret is missing (no secret has a default);
-- ``promtool`` accepts deploy/prometheus/prometheus.yml, and the pipeline alert rules pass
-  their unit tests;
+- ``promtool`` accepts deploy/prometheus/prometheus.yml and every rule file, and the
+  alert and recording rules pass their unit tests;
+- Grafana's provisioning names the datasources the dashboards use, and the dashboard
+  JSON files are what ``python -m pipeline.dashboards`` generates (every panel's query is
+  run against real data in test_exporter.py);
 - ``amtool`` accepts deploy/alertmanager/alertmanager.yml;
 - the ClickHouse cluster DDL in deploy/README.md is the shipped schema with replicated
   engines, and runs, with ``taskpulse migrate`` and the worker's watermark queries, on a
@@ -24,10 +27,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from pipeline.agents import ROLE_MODULES
 from pipeline.core.ddl import ddl_statements
+from pipeline.dashboards import dashboards, render
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +43,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 PROMETHEUS_RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests"
+PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules"
+GRAFANA = ROOT / "deploy" / "grafana"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 README = ROOT / "deploy" / "README.md"
 
@@ -117,7 +126,7 @@ def test_compose_defines_the_stack() -> None:
     assert services.returncode == 0, _output(services)
     assert volumes.returncode == 0, _output(volumes)
     assert set(services.stdout.split()) == {
-        "kafka", "clickhouse", "migrate", "worker", "prometheus", "alertmanager", "grafana",
+        "kafka", "clickhouse", "migrate", "worker", "alerting", "metrics", "prometheus", "alertmanager", "grafana",
     }  # fmt: skip
     assert {"kafka-data", "clickhouse-data", "prometheus-data", "grafana-data"} <= set(volumes.stdout.split())
 
@@ -142,12 +151,86 @@ def test_env_example_lists_exactly_the_compose_variables() -> None:
     assert not listed - used, f"in .env.example, unused by docker-compose.yml: {listed - used}"
 
 
-def test_worker_can_be_scaled() -> None:
-    """``--scale worker=N`` needs no fixed container name and no published host port."""
-    block = re.search(r"^  worker:\n((?:    .*\n|\s*\n)+)", COMPOSE.read_text(), re.MULTILINE)
-    assert block, "no worker service in docker-compose.yml"
-    keys = set(re.findall(r"^    (\w+):", block.group(1), re.MULTILINE))
-    assert not keys & {"container_name", "ports", "hostname"}, keys
+def _resolved() -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it (anchors, merges, variables)."""
+    proc = _compose(["config"], _env_example(), ENV_EXAMPLE)
+    assert proc.returncode == 0, _output(proc)
+    return yaml.safe_load(proc.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("service", ["worker", "metrics"])
+def test_role_services_can_be_scaled(service: str) -> None:
+    """``--scale worker=N`` / ``--scale metrics=N`` need no fixed container name and no
+    published host port."""
+    spec = _resolved()["services"][service]
+    assert not set(spec) & {"container_name", "ports", "hostname"}, spec
+    assert "healthcheck" in spec and spec.get("expose") == ["6066"]
+
+
+def test_every_role_runs_in_exactly_one_service() -> None:
+    services = _resolved()["services"]
+    roles: dict[str, str] = {}
+    for name, spec in services.items():
+        value = (spec.get("environment") or {}).get("TASKPULSE_ROLES")
+        if spec.get("command") == ["worker"]:
+            assert value, f"service {name} runs a worker without TASKPULSE_ROLES (it would run every role)"
+        for role in (value or "").split(","):
+            if role:
+                assert role not in roles, f"role {role} in both {roles[role]} and {name}"
+                roles[role] = name
+    assert set(roles) == set(ROLE_MODULES), roles
+    assert roles["metrics"] == "metrics" and roles["alerts"] == "alerting"
+    mounts = " ".join(str(v) for v in services["alerting"].get("volumes", []))
+    assert "deploy/alerts" in mounts, "the alerting service must mount deploy/alerts (its rules file)"
+
+
+def test_grafana_service_provisions_datasources_and_dashboards() -> None:
+    grafana = _resolved()["services"]["grafana"]
+    mounts = " ".join(str(v) for v in grafana["volumes"])
+    assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts, mounts
+    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "taskpulse.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert any(f"deploy/grafana/dashboards:{path}" in str(v) for v in grafana["volumes"]), (path, mounts)
+
+
+# --------------------------------------------------------------------------- Grafana
+
+
+def _datasources() -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "taskpulse.yml").read_text())
+    return {d["uid"]: d for d in doc["datasources"]}
+
+
+def test_grafana_datasources_prometheus_and_clickhouse_plugin() -> None:
+    ds = _datasources()
+    assert ds["prometheus"]["type"] == "prometheus"
+    assert ds["prometheus"]["url"] == "http://prometheus:9090"
+    chd = ds["clickhouse"]
+    assert chd["type"] == "grafana-clickhouse-datasource"  # the official plugin
+    assert chd["jsonData"]["defaultDatabase"] == "taskpulse"
+    assert chd["secureJsonData"]["password"] == "${CLICKHOUSE_PASSWORD}", "no literal password in git"
+
+
+def test_dashboards_are_generated_and_use_the_provisioned_datasources() -> None:
+    uids = set(_datasources())
+    expected = dashboards()
+    on_disk = {p.name for p in (GRAFANA / "dashboards").glob("*.json")}
+    assert on_disk == set(expected), "run `python -m pipeline.dashboards`"
+    for name, model in expected.items():
+        assert (GRAFANA / "dashboards" / name).read_text() == render(model), (
+            f"deploy/grafana/dashboards/{name} is stale: run `python -m pipeline.dashboards`"
+        )
+        ids = [p["id"] for p in model["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        for panel in model["panels"]:
+            for t in panel.get("targets", []):
+                assert t["datasource"]["uid"] in uids, (name, panel["title"], t["datasource"])
+    live = " ".join(p["title"] for p in expected["taskpulse-live.json"]["panels"])
+    for title in ("Active tasks", "Online agents", "Completion rate", "Avg response time", "Queued", "Executing",
+                  "Reviewing", "Agent grid", "Events/s", "Agent utilization heatmap", "Consumer lag",
+                  "DLQ", "ClickHouse write latency"):  # seed 000's layout  # fmt: skip
+        assert title in live, title
 
 
 # --------------------------------------------------------------------------- Prometheus
@@ -157,6 +240,21 @@ def test_promtool_accepts_prometheus_config() -> None:
     proc = _run([_tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG)])
     assert proc.returncode == 0, f"promtool check config failed:\n{_output(proc)}"
     assert "rule files found" in proc.stdout + proc.stderr, _output(proc)
+
+
+def test_promtool_accepts_every_rule_file() -> None:
+    files = sorted(PROMETHEUS_RULES.glob("*.yml"))
+    assert len(files) >= 2, files
+    proc = _run([_tool("promtool"), "check", "rules", *map(str, files)])
+    assert proc.returncode == 0, f"promtool check rules failed:\n{_output(proc)}"
+
+
+def test_prometheus_scrapes_every_taskpulse_service() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "taskpulse")
+    names = {n for sd in job["dns_sd_configs"] for n in sd["names"]}
+    assert names == {"worker", "alerting", "metrics"}, names
+    assert names <= set(_resolved()["services"])
 
 
 def test_prometheus_alert_rules_pass_their_unit_tests() -> None:
@@ -198,6 +296,7 @@ def _single_node(stmt: str) -> str:
     """The README cluster statement as the single-server statement it mirrors."""
     stmt = stmt.replace(" ON CLUSTER '{cluster}'", "")
     stmt = re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}'\)", r"\1", stmt)
+    stmt = re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}', ", r"\1(", stmt)  # engine arguments
     return re.sub(r"\btaskpulse\.(\w+)_local\b", r"taskpulse.\1", stmt)
 
 
@@ -205,7 +304,7 @@ def _normalized(sql: str) -> str:
     return " ".join(sql.split())
 
 
-@pytest.mark.parametrize("table", ["events", "rollups", "dlq"])
+@pytest.mark.parametrize("table", ["events", "rollups", "dlq", "tasks", "task_executions", "agent_status"])
 def test_readme_cluster_ddl_mirrors_the_schema(table: str) -> None:
     shipped = [s for s in ddl_statements("taskpulse") if f"TABLE IF NOT EXISTS taskpulse.{table}\n" in s]
     assert len(shipped) == 1, f"pipeline/core/ddl.py has no CREATE TABLE taskpulse.{table}"
@@ -238,6 +337,7 @@ _CLUSTER_CHECK = textwrap.dedent(
     for stmt in cluster_ddl:  # Keeper-less stand-in: plain engines, no ON CLUSTER
         stmt = stmt.replace(" ON CLUSTER '{cluster}'", "")
         stmt = re.sub(r"Replicated(\\w*MergeTree)\\('[^']*', '\\{replica\\}'\\)", r"\\1", stmt)
+        stmt = re.sub(r"Replicated(\\w*MergeTree)\\('[^']*', '\\{replica\\}', ", r"\\1(", stmt)
         store.command(stmt)
     store.migrate()
     engines = dict(store.rows(
@@ -285,7 +385,7 @@ def test_readme_cluster_ddl_runs_with_migrate_and_watermarks(tmp_path: Path) -> 
         s for s in statements
         if s.startswith(("CREATE DATABASE", "CREATE TABLE")) and "ON CLUSTER" in s
     ]  # fmt: skip
-    assert len(cluster_ddl) == 7, cluster_ddl
+    assert len(cluster_ddl) == 13, cluster_ddl
     proc = subprocess.run(
         [sys.executable, "-c", _CLUSTER_CHECK],
         input=json.dumps([statements, cluster_ddl, conn]),
@@ -294,7 +394,10 @@ def test_readme_cluster_ddl_runs_with_migrate_and_watermarks(tmp_path: Path) -> 
     assert proc.returncode == 0, f"the README cluster DDL failed on chDB:\n{_output(proc)}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     engines = result["engines"]
-    assert {engines[t] for t in ("events", "rollups", "dlq")} == {"Distributed"}, engines
+    assert {engines[t] for t in ("events", "rollups", "dlq", "tasks", "task_executions", "agent_status")} == {
+        "Distributed"
+    }, engines
+    assert engines["tasks_local"] == "ReplacingMergeTree"
     assert engines["events_local"] == "MergeTree"
     assert engines["rollups_local"] == "AggregatingMergeTree"
     assert result["watermarks"] == {

@@ -1,0 +1,147 @@
+"""Periodic reports (seed 000: daily / weekly / monthly; seed 004: issue detection).  Pure:
+the SQL for a period and the markdown made from the answers; the CLI runs the queries.
+
+Sections: summary (against the previous period), tasks by type, agent rankings, system
+health (DLQ, system errors, alerts), top errors, and findings with recommendations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PERIODS_S = {"daily": 86_400, "weekly": 7 * 86_400, "monthly": 30 * 86_400}
+
+
+@dataclass(frozen=True)
+class Period:
+    name: str
+    start_ms: int
+    end_ms: int
+
+    @property
+    def prev(self) -> Period:
+        span = self.end_ms - self.start_ms
+        return Period(self.name, self.start_ms - span, self.start_ms)
+
+
+def period(name: str, now_ms: int, end_ms: int | None = None) -> Period:
+    """The last full UTC day (daily), the last 7 full days (weekly) or 30 (monthly); or the
+    span of that length that ends at ``end_ms``."""
+    if name not in PERIODS_S:
+        raise ValueError(f"unknown report period {name!r}: choose daily, weekly or monthly")
+    day = 86_400_000
+    end = now_ms - now_ms % day if end_ms is None else end_ms
+    return Period(name, end - PERIODS_S[name] * 1000, end)
+
+
+def _between(col: str, p: Period) -> str:
+    return (f"{col} >= fromUnixTimestamp64Milli({p.start_ms}, 'UTC') AND "
+            f"{col} < fromUnixTimestamp64Milli({p.end_ms}, 'UTC')")  # fmt: skip
+
+
+def queries(db: str, p: Period) -> dict[str, str]:
+    """Name → SQL; each answer is a list of rows."""
+    te = f"{db}.task_executions FINAL"
+    fin = _between("finished_at", p)
+    summary = (
+        "SELECT count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), "
+        "countIf(outcome = 'abandoned'), countIf(outcome = 'cancelled'), avg(cycle_ms), "
+        "quantileExact(0.95)(cycle_ms), avg(queue_wait_ms), sum(retry_count), sum(invalid_transitions) "
+        f"FROM {te} WHERE "
+    )
+    return {
+        "summary": summary + fin,
+        "summary_prev": summary + _between("finished_at", p.prev),
+        "by_type": (
+            "SELECT task_type, count(), countIf(outcome = 'success') / count(), avg(execution_ms), "
+            f"quantileExact(0.95)(execution_ms) FROM {te} WHERE {fin} GROUP BY task_type ORDER BY 2 DESC"
+        ),
+        "agents": (
+            "SELECT agent, count(), countIf(outcome = 'success'), countIf(outcome = 'success') / count(), "
+            "avg(execution_ms), countIf(outcome = 'abandoned') "
+            f"FROM {te} WHERE {fin} AND agent != '' GROUP BY agent ORDER BY 3 DESC, 4 DESC"
+        ),
+        "dlq": (
+            f"SELECT reason, count() FROM {db}.dlq WHERE {_between('received_at', p)} GROUP BY reason ORDER BY 2 DESC"
+        ),
+        "system_errors": (
+            f"SELECT count() FROM {db}.events WHERE event_type = 'system.error' AND {_between('event_time', p)}"
+        ),
+        "alerts": (
+            f"SELECT severity, count() FROM {db}.alerts WHERE change = 'firing' AND {_between('at', p)} "
+            "GROUP BY severity ORDER BY 2 DESC"
+        ),
+        "top_errors": (
+            f"SELECT error, count() FROM {te} WHERE {fin} AND error != '' GROUP BY error ORDER BY 2 DESC LIMIT 5"
+        ),
+    }
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None or x != x else f"{100 * float(x):.1f}%"
+
+
+def _s(ms: Any) -> str:
+    return "–" if ms is None or ms != ms else f"{float(ms) / 1000:.1f} s"
+
+
+def _delta(now: float, before: float) -> str:
+    if not before:
+        return ""
+    return f" ({(now - before) / before * 100:+.0f}% vs previous)"
+
+
+def findings(summary: list[Any], agents: list[list[Any]]) -> list[str]:
+    """Seed 004's issue detection: high abandonment, poor agents, failure and queue problems."""
+    out: list[str] = []
+    total, ok, failed, abandoned = (int(summary[i] or 0) for i in range(4))
+    if total == 0:
+        return ["No task finished in this period: check that services emit task events."]
+    if abandoned / total > 0.10:
+        out.append(f"High abandonment: {_pct(abandoned / total)} of tasks went silent and were abandoned "
+                   "(> 10%). Check agent crashes and TASKPULSE_ABANDON_AFTER_S per task type.")  # fmt: skip
+    if (failed + abandoned) / total > 0.20:
+        out.append(f"Failure rate {_pct((failed + abandoned) / total)} is above 20%: see the top errors below.")
+    for agent, n, _ok, rate, _avg, _ab in agents:
+        if int(n) >= 5 and rate is not None and float(rate) < 0.5:
+            out.append(f"Agent {agent} succeeded in {_pct(rate)} of {n} tasks (< 50%): review its assignments.")
+    if not out:
+        out.append("No issues detected.")
+    return out
+
+
+def render(p: Period, answers: dict[str, list[list[Any]]]) -> str:
+    """The report as markdown."""
+    from pipeline.core.timestamps import ms_to_datetime
+
+    def day(ms: int) -> str:
+        return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
+
+    s = answers["summary"][0] if answers["summary"] else [0] * 10
+    prev = answers["summary_prev"][0] if answers["summary_prev"] else [0] * 10
+    total, ok, failed, abandoned, cancelled = (int(s[i] or 0) for i in range(5))
+    lines = [f"# taskpulse {p.name} report", "", f"{day(p.start_ms)} → {day(p.end_ms)}", "", "## Summary", ""]
+    lines += [
+        f"- Tasks finished: {total:,}{_delta(total, float(prev[0] or 0))}",
+        f"- Succeeded: {ok:,} ({_pct(ok / total if total else None)}); failed: {failed:,}; "
+        f"abandoned: {abandoned:,}; cancelled: {cancelled:,}",
+        f"- Cycle time: average {_s(s[5])}, p95 {_s(s[6])}; queue wait average {_s(s[7])}",
+        f"- Retries: {int(s[8] or 0):,}; invalid lifecycle transitions: {int(s[9] or 0):,}",
+        "", "## Tasks by type", "", "| task type | finished | success rate | avg execution | p95 execution |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]  # fmt: skip
+    for t, n, rate, avg, p95 in answers["by_type"]:
+        lines.append(f"| {t or '(none)'} | {int(n):,} | {_pct(rate)} | {_s(avg)} | {_s(p95)} |")
+    lines += ["", "## Agents", "", "| agent | finished | completed | success rate | avg handling | abandoned |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for agent, n, done, rate, avg, ab in answers["agents"]:
+        lines.append(f"| {agent} | {int(n):,} | {int(done):,} | {_pct(rate)} | {_s(avg)} | {int(ab):,} |")
+    dlq = ", ".join(f"{r} {int(n):,}" for r, n in answers["dlq"]) or "none"
+    alerts = ", ".join(f"{sev} {int(n):,}" for sev, n in answers["alerts"]) or "none"
+    errors = int(answers["system_errors"][0][0]) if answers["system_errors"] else 0
+    lines += ["", "## System health", "", f"- Rejected input (DLQ): {dlq}", f"- system.error events: {errors:,}",
+              f"- Alerts fired: {alerts}", "", "## Top errors", ""]  # fmt: skip
+    lines += [f"- {int(n):,} × {e}" for e, n in answers["top_errors"]] or ["- none"]
+    lines += ["", "## Findings", ""] + [f"- {f}" for f in findings(list(s), answers["agents"])]
+    return "\n".join(lines) + "\n"
