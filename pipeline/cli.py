@@ -394,10 +394,7 @@ def sql(
 ) -> None:
     """Run a SQL query on the taskpulse ClickHouse (through the running worker if there is one)."""
     settings = _settings()
-    result = _query_via_worker(settings, query)
-    if result is None:
-        result = _query_direct(settings, query)
-    columns, rows = result
+    columns, rows = _Querier(settings)(query)
     if fmt == "json":
         sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str) + "\n")
     elif fmt == "tsv":
@@ -427,23 +424,6 @@ def _query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[l
         return body["columns"], body["rows"]
 
     return asyncio.run(go())
-
-
-def _query_direct(settings: Settings, query: str) -> tuple[list[str], list[list[Any]]]:
-    from pipeline.sinks.clickhouse import ClickHouseStore
-
-    try:
-        store = ClickHouseStore(
-            settings.effective_clickhouse_url,
-            settings.clickhouse_database,
-            settings.clickhouse_password.get_secret_value(),
-        )
-        store.migrate(settings.sketch_relative_accuracy)
-        res = store.query(query)
-    except TaskpulseError as exc:
-        _fail(str(exc))
-        raise
-    return list(res.column_names), [list(r) for r in res.result_rows]
 
 
 @cli.command()
@@ -699,10 +679,7 @@ def alerts_list(
         )
     else:
         query = f"SELECT {_ALERT_LIST_COLUMNS} FROM {db}.alerts ORDER BY at DESC LIMIT {int(limit)}"
-    result = _query_via_worker(settings, query)
-    if result is None:
-        result = _query_direct(settings, query)
-    columns, rows = result
+    columns, rows = _Querier(settings)(query)
     if fmt == "json":
         sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str) + "\n")
         return
