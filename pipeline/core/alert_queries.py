@@ -104,7 +104,8 @@ def _anomaly_query(
 ) -> tuple[str, dict[str, Any]]:
     step = rule.window_s * 1000
     current = now_ms - now_ms % step
-    params["first_ms"] = current - rule.anomaly_settings.baseline_windows * step
+    # one window more than the baseline: the last complete window is judged too
+    params["first_ms"] = current - (rule.anomaly_settings.baseline_windows + 1) * step
     where = [
         f"granularity = '{rule.window}'",
         "window_start >= fromUnixTimestamp64Milli(toInt64({first_ms:Int64}), 'UTC')",

@@ -343,12 +343,17 @@ def zscore(current: float, base: Baseline, a: Anomaly) -> float:
 def observe_anomaly(rule: Rule, rows: list[tuple[Any, ...]], now_ms: int) -> list[Observation]:
     """Rows ``(*group_by values, window_start_ms, value, samples)`` over the baseline and the
     current window → one observation per group: breached when the current window's value
-    is ``z`` standard deviations from the EWMA baseline of the previous windows."""
+    is ``z`` standard deviations from the EWMA baseline of the previous windows.
+
+    The last complete window is judged the same way (against the windows before it), so a
+    spike in the last seconds of a window is not missed when the window ends before the
+    evaluation sees it; of the two, the one further from its baseline is reported.
+    """
     a = rule.anomaly_settings
     n = len(rule.group_by)
     step = rule.window_s * 1000
     current_start = now_ms - now_ms % step
-    first = current_start - a.baseline_windows * step
+    first = current_start - (a.baseline_windows + 1) * step
     series: dict[tuple[str, ...], dict[int, tuple[float, int]]] = {}
     for row in rows:
         key = tuple(str(v) for v in row[:n])
@@ -361,29 +366,41 @@ def observe_anomaly(rule: Rule, rows: list[tuple[Any, ...]], now_ms: int) -> lis
     out = []
     for key, points in series.items():
         labels = dict(zip(rule.group_by, key, strict=True))
-        history: list[float] = []
-        for w in range(first, current_start, step):
-            if w in points:
-                history.append(points[w][0])
-            elif rule.spec.additive:
-                history.append(0.0)
-        observed = sum(1 for w in range(first, current_start, step) if w in points)
-        cur_value, cur_samples = points.get(current_start, (0.0 if rule.spec.additive else None, 0))
-        base = ewma_baseline(history, a.alpha)
-        if cur_value is None or base is None or observed < a.min_samples:
-            out.append(Observation(labels, cur_value, False, cur_samples))
+        judged = [_judge(rule, points, target, step) for target in (current_start, current_start - step)]
+        live = [j for j in judged if j.extra]
+        if not live:
+            out.append(Observation(labels, judged[0].value, False, judged[0].samples))
             continue
-        z = zscore(cur_value, base, a)
-        if a.direction == "up":
-            breached = z > a.z
-        elif a.direction == "down":
-            breached = z < -a.z
-        else:
-            breached = abs(z) > a.z
-        breached = breached and (cur_samples >= rule.min_count or rule.spec.additive)
-        extra = {"z": round(z, 3), "baseline": round(base.mean, 6), "stddev": round(base.stddev, 6)}
-        out.append(Observation(labels, cur_value, breached, cur_samples, extra))
+        best = max(live, key=lambda j: (j.breached, abs(j.extra["z"])))
+        out.append(Observation(labels, best.value, best.breached, best.samples, best.extra))
     return out
+
+
+def _judge(rule: Rule, points: dict[int, tuple[float, int]], target: int, step: int) -> Observation:
+    """One window against the EWMA baseline of the ``baseline_windows`` before it."""
+    a = rule.anomaly_settings
+    first = target - a.baseline_windows * step
+    history: list[float] = []
+    for w in range(first, target, step):
+        if w in points:
+            history.append(points[w][0])
+        elif rule.spec.additive:
+            history.append(0.0)
+    observed = sum(1 for w in range(first, target, step) if w in points)
+    cur_value, cur_samples = points.get(target, (0.0 if rule.spec.additive else None, 0))
+    base = ewma_baseline(history, a.alpha)
+    if cur_value is None or base is None or observed < a.min_samples:
+        return Observation({}, cur_value, False, cur_samples)
+    z = zscore(cur_value, base, a)
+    if a.direction == "up":
+        breached = z > a.z
+    elif a.direction == "down":
+        breached = z < -a.z
+    else:
+        breached = abs(z) > a.z
+    breached = breached and (cur_samples >= rule.min_count or rule.spec.additive)
+    extra = {"z": round(z, 3), "baseline": round(base.mean, 6), "stddev": round(base.stddev, 6)}
+    return Observation({}, cur_value, breached, cur_samples, extra)
 
 
 def observe(rule: Rule, rows: list[tuple[Any, ...]], now_ms: int) -> list[Observation]:

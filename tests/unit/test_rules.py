@@ -217,6 +217,16 @@ def test_anomaly_fires_on_a_spike() -> None:
     assert obs[0].breached and obs[0].value == 80 and obs[0].extra["z"] > 4
 
 
+def test_a_spike_just_before_the_window_ended_still_fires_in_the_next_window() -> None:
+    # the spike landed in the last seconds of the previous minute; this minute has just begun
+    obs = observe(anomaly_rule(), series([10, 8, 12, 9, 11, 10, 12, 8, 10, 11, 80], 0, NOW), NOW)
+    assert obs[0].breached and obs[0].value == 80
+    # and a minute later it is over
+    later = NOW + MIN
+    assert not observe(anomaly_rule(), series([10, 8, 12, 9, 11, 10, 12, 8, 10, 11, 80, 0], 0, later),
+                       later)[0].breached  # fmt: skip
+
+
 def test_anomaly_needs_a_baseline_before_it_can_fire() -> None:
     obs = observe(anomaly_rule(), series([1, 2], 500, NOW), NOW)  # two windows < min_samples
     assert not obs[0].breached and "z" not in obs[0].extra
