@@ -16,6 +16,8 @@ quiet: replaying history does not abandon tasks whose next event is simply not r
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +78,13 @@ class Correlator:
         self.max_event_ms: int | None = None
         self.max_event_wall_ms = 0
         self.counters = {"task_events": 0, "agent_events": 0, "records": 0, "corrections": 0,
-                         "abandoned": 0, "invalid_transitions": 0, "ignored_late": 0}  # fmt: skip
+                         "abandoned": 0, "invalid_transitions": 0}  # fmt: skip
+        # Indexes over self.tasks, so that a tick costs what is due, not every task held
+        # (not persisted: rebuilt by restore).
+        self._due: dict[str, int] = {}  # task → wall ms its reordering window ends
+        self._deadlines: list[tuple[int, str]] = []  # heap: (stream ms it is abandoned, task)
+        self._closed: deque[tuple[int, str]] = deque()  # (wall ms closed, task), oldest first
+        self._closed_abandoned: deque[tuple[int, str]] = deque()
 
     # ------------------------------------------------------------------ time
     def stream_ms(self, wall_ms: int) -> int:
@@ -100,6 +108,14 @@ class Correlator:
         times = [s["last"] for s in tasks.values() if s["h"]] + [a["seen"] for a in agents.values()]
         if times:
             self._saw(max(times), wall_ms)
+        window_ms = int(self.config.reorder_window_s * 1000)
+        for task_id, slot in sorted(tasks.items(), key=lambda kv: kv[1]["closed"] or 0):
+            if slot["closed"] is not None:
+                self._closed.append((slot["closed"], task_id))
+            elif slot["term"] is not None:
+                self._due[task_id] = slot["term"] + window_ms
+            else:
+                self._watch(task_id, slot, derive(task_id, slot["h"]))
 
     def repair(self, task_id: str, entries: list[list[Any]], version: int, wall_ms: int) -> Output:
         """Merge events read back from the ``events`` table into a task whose persisted state
@@ -164,6 +180,17 @@ class Correlator:
         slot["closed"] = None
         out.task_rows[task_id] = (view, slot["v"])
         out.dirty_tasks[task_id] = slot
+        if slot["term"] is not None:
+            self._due[task_id] = slot["term"] + int(self.config.reorder_window_s * 1000)
+        else:
+            self._due.pop(task_id, None)
+            self._watch(task_id, slot, view)
+
+    def _watch(self, task_id: str, slot: Slot, view: TaskView) -> None:
+        """Put an open, started task on the abandonment heap (stale entries are skipped)."""
+        if view.state in ACTIVE and view.started_ms is not None:
+            deadline = slot["last"] + self.config.abandon_after_ms(view.task_type)
+            heapq.heappush(self._deadlines, (deadline, task_id))
 
     # ------------------------------------------------------------------ timers
     def tick(self, wall_ms: int) -> Output:
@@ -175,52 +202,61 @@ class Correlator:
     def _tick(self, wall_ms: int, out: Output) -> None:
         cfg = self.config
         now = self.stream_ms(wall_ms)
-        window_ms = int(cfg.reorder_window_s * 1000)
-        forget: list[str] = []
-        for task_id, slot in self.tasks.items():
-            closed = slot["closed"]
-            if closed is not None:
-                keep = cfg.keep_abandoned_s if slot.get("abandoned") else cfg.keep_closed_s
-                if wall_ms - closed > keep * 1000:
-                    forget.append(task_id)
-                continue
-            if slot["term"] is not None:
-                if wall_ms - slot["term"] >= window_ms:
-                    self._finalize(task_id, slot, out, wall_ms)
-                continue
-            last = slot["last"]
-            # cheap pre-check before deriving: silence long enough for the shortest timeout
-            if now - last <= min([cfg.abandon_after_s, *cfg.abandon_after_by_type.values()]) * 1000:
+        for task_id in [t for t, d in self._due.items() if d <= wall_ms]:
+            slot = self.tasks.get(task_id)
+            del self._due[task_id]
+            if slot is not None and slot["term"] is not None:
+                self._finalize(task_id, slot, out, wall_ms)
+        while self._deadlines and self._deadlines[0][0] < now:
+            deadline, task_id = heapq.heappop(self._deadlines)
+            slot = self.tasks.get(task_id)
+            if slot is None or slot["closed"] is not None or slot["term"] is not None:
                 continue
             view = derive(task_id, slot["h"])
-            if view.state not in ACTIVE or view.started_ms is None:
-                continue
             timeout = cfg.abandon_after_ms(view.task_type)
-            if now - last > timeout:
-                slot["ab"] += 1
-                entry = abandon_entry(task_id, last + timeout, timeout / 1000, slot["ab"])
-                slot["h"].append(entry)
-                slot["abandoned"] = True
-                self.counters["abandoned"] += 1
-                out.emitted.append(self._abandoned_event(task_id, entry, view))
-                self._task_changed(task_id, out)
-                self._finalize(task_id, slot, out, wall_ms)  # nothing to wait for: we closed it
-        for task_id in forget:
-            del self.tasks[task_id]
-            out.dirty_tasks[task_id] = None
+            if slot["last"] + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
+                continue  # stale: the task moved on after this entry was pushed
+            slot["ab"] += 1
+            entry = abandon_entry(task_id, slot["last"] + timeout, timeout / 1000, slot["ab"])
+            slot["h"].append(entry)
+            slot["abandoned"] = True
+            self.counters["abandoned"] += 1
+            out.emitted.append(self._abandoned_event(task_id, entry, view))
+            self._task_changed(task_id, out)
+            self._finalize(task_id, slot, out, wall_ms)  # nothing to wait for: we closed it
+        self._forget(self._closed, cfg.keep_closed_s, wall_ms, out, self._closed_abandoned)
+        self._forget(self._closed_abandoned, cfg.keep_abandoned_s, wall_ms, out, None)
         for agent, a in self.agents.items():
             if a["status"] != "offline" and now - a["seen"] > cfg.agent_offline_after_s * 1000:
                 at = a["seen"] + int(cfg.agent_offline_after_s * 1000)
                 self._set_agent(agent, a, "offline", at, out, reason="no heartbeat")
 
+    def _forget(
+        self, queue: deque[tuple[int, str]], keep_s: float, wall_ms: int, out: Output,
+        abandoned_to: deque[tuple[int, str]] | None,
+    ) -> None:  # fmt: skip
+        """Drop tasks closed more than ``keep_s`` ago (abandoned ones move to the longer queue)."""
+        while queue and wall_ms - queue[0][0] > keep_s * 1000:
+            closed, task_id = queue.popleft()
+            slot = self.tasks.get(task_id)
+            if slot is None or slot["closed"] != closed:
+                continue  # reopened (or closed again later: a newer entry is queued)
+            if abandoned_to is not None and slot.get("abandoned"):
+                abandoned_to.append((closed, task_id))
+                continue
+            del self.tasks[task_id]
+            out.dirty_tasks[task_id] = None
+
     def _finalize(self, task_id: str, slot: Slot, out: Output, wall_ms: int) -> None:
         view = derive(task_id, slot["h"])
         slot["closed"] = wall_ms
         slot["term"] = None
+        self._due.pop(task_id, None)
         out.dirty_tasks[task_id] = slot
         if not view.finished:
             slot["closed"] = None
             return
+        self._closed.append((wall_ms, task_id))
         sig_record = view.record(version=0)
         sig = sig_record.model_dump_json()
         if sig == slot["sig"]:

@@ -176,6 +176,19 @@ def test_replaying_history_does_not_abandon_tasks_whose_events_are_not_read_yet(
     assert [r.outcome for r in c.tick(T0 + 2000 + 61_000).executions] == ["abandoned"]  # real silence
 
 
+def test_closed_tasks_are_forgotten_after_a_while_and_abandoned_ones_kept_longer() -> None:
+    c = correlator(keep_closed_s=100.0, keep_abandoned_s=1000.0, abandon_after_by_type={"x": 5.0})
+    c.apply(happy_task("done"), T0 + 40_000)
+    c.apply([ev("task.started", "silent", T0 + 40_000, task_type="x")], T0 + 40_000)
+    out = c.apply([ev("task.created", "late", T0 + 50_000)], T0 + 50_000)  # stream time passes 45 s
+    assert sorted((r.task_id, r.outcome) for r in out.executions) == [("done", "success"), ("silent", "abandoned")]
+    assert not c.tick(T0 + 50_000 + 100_000).dirty_tasks
+    out = c.tick(T0 + 50_000 + 100_001)
+    assert out.dirty_tasks == {"done": None} and set(c.tasks) == {"silent", "late"}
+    assert c.tick(T0 + 50_000 + 1_000_001).dirty_tasks == {"silent": None}
+    assert set(c.tasks) == {"late"}
+
+
 def test_agents_go_busy_online_and_offline_on_silence() -> None:
     c = correlator()
     out = c.apply([ev("agent.heartbeat", "a1", T0, active_tasks=2, cpu_percent=50)], T0)
