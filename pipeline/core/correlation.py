@@ -85,6 +85,7 @@ class Correlator:
         self._deadlines: list[tuple[int, str]] = []  # heap: (stream ms it is abandoned, task)
         self._closed: deque[tuple[int, str]] = deque()  # (wall ms closed, task), oldest first
         self._closed_abandoned: deque[tuple[int, str]] = deque()
+        self._by_agent: dict[str, set[str]] = {}  # agent → its open, started tasks
 
     # ------------------------------------------------------------------ time
     def stream_ms(self, wall_ms: int) -> int:
@@ -187,10 +188,31 @@ class Correlator:
             self._watch(task_id, slot, view)
 
     def _watch(self, task_id: str, slot: Slot, view: TaskView) -> None:
-        """Put an open, started task on the abandonment heap (stale entries are skipped)."""
+        """Put an open, started task on the abandonment heap (stale entries are skipped), and
+        index it by its agent, whose heartbeats keep it alive."""
+        if slot.get("ag"):
+            self._by_agent.get(slot["ag"], set()).discard(task_id)
+            slot["ag"] = ""
         if view.state in ACTIVE and view.started_ms is not None:
-            deadline = slot["last"] + self.config.abandon_after_ms(view.task_type)
+            slot["tt"] = view.task_type
+            deadline = _alive(slot) + self.config.abandon_after_ms(view.task_type)
             heapq.heappush(self._deadlines, (deadline, task_id))
+            if view.agent:
+                self._by_agent.setdefault(view.agent, set()).add(task_id)
+                slot["ag"] = view.agent
+
+    def _agent_alive(self, agent: str, t: int, out: Output) -> None:
+        """A heartbeat or self-report of ``agent`` at ``t``: its open tasks are not silent."""
+        for task_id in list(self._by_agent.get(agent, ())):
+            slot = self.tasks.get(task_id)
+            if slot is None or slot["closed"] is not None or slot["term"] is not None:
+                self._by_agent[agent].discard(task_id)
+                continue
+            if t > _alive(slot):
+                slot["alive"] = t
+                timeout = self.config.abandon_after_ms(slot.get("tt", ""))
+                heapq.heappush(self._deadlines, (t + timeout, task_id))
+                out.dirty_tasks[task_id] = slot
 
     # ------------------------------------------------------------------ timers
     def tick(self, wall_ms: int) -> Output:
@@ -214,10 +236,10 @@ class Correlator:
                 continue
             view = derive(task_id, slot["h"])
             timeout = cfg.abandon_after_ms(view.task_type)
-            if slot["last"] + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
-                continue  # stale: the task moved on after this entry was pushed
+            if _alive(slot) + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
+                continue  # stale: the task (or its agent) reported after this entry was pushed
             slot["ab"] += 1
-            entry = abandon_entry(task_id, slot["last"] + timeout, timeout / 1000, slot["ab"])
+            entry = abandon_entry(task_id, deadline, timeout / 1000, slot["ab"])
             slot["h"].append(entry)
             slot["abandoned"] = True
             self.counters["abandoned"] += 1
@@ -300,6 +322,8 @@ class Correlator:
         st = ev.current_state
         et = ev.event_type
         a["seen"] = max(a["seen"], t)
+        if et in ("agent.heartbeat", "agent.self_report"):
+            self._agent_alive(agent, t, out)
         if et == "agent.heartbeat":
             a["active"] = int(st.get("active_tasks") or 0)
             a["cpu"] = st.get("cpu_percent")
@@ -346,6 +370,11 @@ class Correlator:
                               "reason": reason, "utilization": agent_utilization(a, at)},
             "metadata": {"triggered_by": "system"}, "metrics": {},
         })  # fmt: skip
+
+
+def _alive(slot: Slot) -> int:
+    """The task's last sign of life: its own newest event, or its agent's newest heartbeat."""
+    return max(int(slot["last"]), int(slot.get("alive", 0)))
 
 
 def agent_utilization(a: Slot, now_ms: int) -> float | None:

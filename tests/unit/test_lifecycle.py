@@ -166,6 +166,18 @@ def test_a_silent_started_task_is_abandoned_by_stream_time_and_corrected_by_a_la
     assert (fixed.outcome, fixed.version, fixed.execution_ms) == ("success", 2, 19_700.0)
 
 
+def test_heartbeats_of_the_assigned_agent_keep_a_quiet_task_alive() -> None:
+    c = correlator(abandon_after_by_type={"long": 10.0})
+    c.apply([ev("task.assigned", "t5", T0, agent_id="a7", task_type="long"), ev("task.started", "t5", T0 + 100)],
+            T0 + 100)  # fmt: skip
+    for k in range(1, 4):  # the agent keeps reporting while it works, every 8 s
+        assert not c.apply([ev("agent.heartbeat", "a7", T0 + k * 8000, active_tasks=1)], T0 + k * 8000).executions
+    assert not c.tick(T0 + 24_000 + 9000).executions
+    # the agent goes silent (crashed): 10 s after its last heartbeat the task is abandoned
+    [rec] = c.tick(T0 + 24_000 + 10_001).executions
+    assert (rec.outcome, rec.finished_ms) == ("abandoned", T0 + 34_000)
+
+
 def test_replaying_history_does_not_abandon_tasks_whose_events_are_not_read_yet() -> None:
     c = correlator()
     old = T0 - 86_400_000  # a day-old backlog, read now
