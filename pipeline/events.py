@@ -365,4 +365,7 @@ class TaskExecution(BaseModel):
     paused_ms: float = 0.0
     progress_checkpoints: int = 0
     invalid_transitions: int = 0
+    invalid_transition_list: list[str] = Field(
+        default_factory=list, description='the transitions the state machine does not allow, e.g. "CREATED->COMPLETED"'
+    )
     events: int = Field(0, description="distinct events the record was built from")

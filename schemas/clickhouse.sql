@@ -168,6 +168,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.task_executions
     paused_ms Float64,
     progress_checkpoints UInt32,
     invalid_transitions UInt32,
+    invalid_transition_list Array(String),
     events UInt32,
     updated_at DateTime64(3, 'UTC')
 )

@@ -73,6 +73,7 @@ TTL toDateTime(last_event_at) + INTERVAL {TASKS_TTL_DAYS} DAY""",
     paused_ms Float64,
     progress_checkpoints UInt32,
     invalid_transitions UInt32,
+    invalid_transition_list Array(String),
     events UInt32,
     updated_at {DT}
 )

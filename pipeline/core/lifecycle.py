@@ -197,6 +197,7 @@ class TaskView:
             paused_ms=self.paused_ms,
             progress_checkpoints=self.progress_checkpoints,
             invalid_transitions=self.invalid_transitions,
+            invalid_transition_list=list(self.invalid),
             events=self.events,
         )
 

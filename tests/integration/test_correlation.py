@@ -60,7 +60,8 @@ def script(base: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
                                other_agents={"writer": 0.4, "coder": 0.2}, events=10, version=1)  # fmt: skip
     task("t-skip", 1, "research", [(0, "task.created", {"group": "week-A"}), (5000, "task.completed", {})])
     expected["t-skip"] = dict(outcome="success", queue_wait_ms=None, execution_ms=None, cycle_ms=5000.0,
-                              invalid_transitions=1, events=2, version=1)  # fmt: skip
+                              invalid_transitions=1, invalid_transition_list=["CREATED->COMPLETED"], events=2,
+                              version=1)  # fmt: skip
     task("t-retry", 2, "code", [
         (0, "task.created", {"group": "week-A"}), (100, "task.queued", {}),
         (200, "task.assigned", {"agent_id": "coder", "confidence": 0.8}), (300, "task.started", {}),
@@ -141,7 +142,8 @@ def test_scripted_tasks_agents_groups_and_csv(make_worker, broker, tmp_path):
     publish(broker, happy, batch_size=100)  # every event of t-happy delivered twice
 
     select = ("SELECT task_id, version, outcome, agent, confidence, other_agents, queue_wait_ms, execution_ms, "
-              "review_ms, cycle_ms, paused_ms, progress_checkpoints, retry_count, invalid_transitions, error, "
+              "review_ms, cycle_ms, paused_ms, progress_checkpoints, retry_count, invalid_transitions, "
+              "invalid_transition_list, error, "
               "events, request, requester_id, group_key, correlation_id FROM taskpulse.task_executions FINAL "
               "ORDER BY task_id")  # fmt: skip
     wait_for(lambda: len(worker.sql(select)) >= 6, 90, "six finished tasks")
