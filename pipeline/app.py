@@ -61,24 +61,30 @@ class Pipeline:
     raw_consumer: Any = None
     #: role name → coroutine giving its part of /api/status (``ingest``'s is the top level)
     status_sections: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
+    #: topics whose lag this worker reports (each role adds the topics it reads)
+    lag_topics: set[str] = field(default_factory=set)
     #: every registry /metrics serves (roles add their own)
     registries: list[CollectorRegistry] = field(default_factory=list)
 
     def lag(self) -> dict[str, int]:
-        """Messages not yet consumed per topic (highwater from fetch responses)."""
+        """Messages not yet processed per input topic (raw topics: ingest; normalized:
+        correlation), from the highwater marks in fetch responses and ``last_offsets``."""
         out: dict[str, int] = {}
-        consumer = self.raw_consumer or self.app.consumer
-        for tp in consumer.assignment():
-            if not tp.topic.startswith("taskpulse.events."):
-                continue
-            try:
-                hw = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001, S112 - not fetched yet
-                continue
-            if hw is None:
-                continue
-            done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
-            out[tp.topic] = out.get(tp.topic, 0) + max(0, int(hw) - done)
+        consumers = [c for c in (self.raw_consumer, self.app.consumer) if c is not None]
+        seen: set[Any] = set()
+        for consumer in consumers:
+            for tp in consumer.assignment():
+                if tp in seen or tp.topic not in self.lag_topics:
+                    continue  # read by another role (its own consumer reports it) or an internal topic
+                seen.add(tp)
+                try:
+                    hw = consumer.highwater(tp)
+                except Exception:  # noqa: BLE001, S112 - not fetched yet
+                    continue
+                if hw is None:
+                    continue
+                done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
+                out[tp.topic] = out.get(tp.topic, 0) + max(0, int(hw) - done)
         return out
 
 

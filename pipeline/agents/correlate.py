@@ -273,6 +273,9 @@ def register(p: Pipeline) -> None:
                     role.batches += 1
                 for e in events:  # only now may these offsets be committed
                     await stream.ack(e)
+                    tp = (e.message.topic, e.message.partition)
+                    if e.message.offset > p.last_offsets.get(tp, -1):
+                        p.last_offsets[tp] = e.message.offset
         finally:
             if role.producer_started:
                 await role.producer.stop()
@@ -292,6 +295,7 @@ def register(p: Pipeline) -> None:
                 await role.write(out)
 
     p.status_sections["correlate"] = role.status
+    p.lag_topics.add(NORMALIZED)
 
 
 def task_state_summary(slots: dict[str, Any]) -> dict[str, int]:

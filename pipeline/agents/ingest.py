@@ -98,6 +98,7 @@ def register(p: Pipeline) -> None:
         return await _status(p, st)
 
     p.status_sections["ingest"] = status
+    p.lag_topics.update(RAW_TOPICS.values())
 
 
 def _register_faust_agent(p: Pipeline, st: _State) -> None:

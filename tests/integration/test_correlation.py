@@ -228,6 +228,10 @@ def test_scripted_tasks_agents_groups_and_csv(make_worker, broker, tmp_path):
     overview = rows(worker, "SELECT status, utilization FROM taskpulse.agent_overview WHERE agent = 'agent-x'")
     assert overview == [{"status": "offline", "utilization": 0.2}]  # busy 1 s of 5 s online
 
+    # everything read: no lag on the raw topics (ingest) nor on the normalized one (correlation)
+    lag = wait_for(lambda: (st := worker.status()) and sum(st["lag"].values()) == 0 and st["lag"], 30, "no lag")
+    assert "taskpulse.events.normalized" in lag and "taskpulse.events.task" in lag
+
 
 def _delete_changelogs(bootstrap: str) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
