@@ -21,6 +21,7 @@ window, abandoning silent tasks, taking silent agents offline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -111,6 +112,10 @@ class _Role:
         if not self.producer_started:
             await self.producer.start()
             self.producer_started = True
+            # Faust buffers changelog sends and warns ("producer buffer full") past 100 while
+            # it flushes; a batch touches hundreds of tasks, so let it hold a batch's worth.
+            with contextlib.suppress(AttributeError):
+                self.p.app.producer.buffer.max_messages = 20_000
         if self.ready:
             return
         wall = _wall_ms()
