@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from pipeline.app import Pipeline
 from pipeline.core.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.lifecycle import TERMINAL, compact, derive
+from pipeline.core.lifecycle import compact
 from pipeline.core.rows_tasks import (
     AGENT_COLUMNS,
     EXECUTION_COLUMNS,
@@ -43,10 +43,10 @@ from pipeline.core.rows_tasks import (
     execution_rows,
     task_rows,
 )
-from pipeline.errors import SinkBackpressure, SinkUnavailable
 from pipeline.events import NormalizedEvent
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.kafka import OutputProducer
+from pipeline.sinks.writer import SinkRetry
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class _Role:
             help="agent id → availability state",
         )  # fmt: skip
         self.written = {"tasks": 0, "task_executions": 0, "agent_status": 0, "lifecycle": 0, "emitted": 0}
-        self.last_error = ""
+        self.retry = SinkRetry(p.metrics)  # outages are waited out, like the ingest role's writes
         self.batches = 0
 
     async def prepare(self) -> None:
@@ -196,10 +196,10 @@ class _Role:
                 def insert(t: str = table, r: list[tuple[Any, ...]] = rows, c: list[str] = columns) -> Awaitable[None]:
                     return asyncio.to_thread(store.insert, t, r, c)
 
-                await self._retrying(table, insert)
+                await self.retry(table, insert)
                 self.written[table] += len(rows)
         if out.executions or out.emitted:
-            await self._retrying("kafka", lambda: self._publish(out))
+            await self.retry("kafka", lambda: self._publish(out))
         for key, slot in out.dirty_tasks.items():
             if slot is None:
                 self.tasks.pop(key.encode(), None)
@@ -219,20 +219,6 @@ class _Role:
         self.written["lifecycle"] += len(out.executions)
         self.written["emitted"] += len(out.emitted)
 
-    async def _retrying(self, name: str, step: Callable[[], Awaitable[object]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await step()
-                return
-            except SinkBackpressure as exc:
-                await asyncio.sleep(exc.retry_after)
-            except SinkUnavailable as exc:
-                self.last_error = str(exc)
-                log.warning("correlation: %s unavailable (%s); retrying in %.1fs", name, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     async def status(self) -> dict[str, Any]:
         c = self.correlator
         open_tasks = sum(1 for s in c.tasks.values() if s["closed"] is None)
@@ -247,7 +233,7 @@ class _Role:
             "stream_lag_s": round((_wall_ms() - c.stream_ms(_wall_ms())) / 1000, 1),
             **c.counters,
             "rows_written": dict(self.written),
-            "last_sink_error": self.last_error,
+            "last_sink_error": self.retry.last_error,
         }
 
 
@@ -301,13 +287,3 @@ def register(p: Pipeline) -> None:
 
     p.status_sections["correlate"] = role.status
     p.lag_topics.add(NORMALIZED)
-
-
-def task_state_summary(slots: dict[str, Any]) -> dict[str, int]:
-    """Open tasks per state (for status views)."""
-    counts: dict[str, int] = {}
-    for task_id, slot in slots.items():
-        view = derive(task_id, slot["h"])
-        if view.state is not None and view.state not in TERMINAL:
-            counts[view.state.value] = counts.get(view.state.value, 0) + 1
-    return counts

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.lifecycle import ACTIVE, TERMINAL, TaskView, abandon_entry, compact, derive
-from pipeline.core.timestamps import TimestampError, to_epoch_ms
+from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import NormalizedEvent, TaskExecution
 
 Slot = dict[str, Any]
@@ -63,8 +63,6 @@ class Output:
 
 
 def _iso(ms: int) -> str:
-    from pipeline.core.timestamps import ms_to_datetime
-
     return ms_to_datetime(ms).isoformat(timespec="milliseconds")
 
 

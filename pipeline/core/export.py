@@ -37,6 +37,20 @@ def parse_time(text: str, now_ms: int) -> int:
         raise ValueError(f"cannot read {text!r} as a time: use ISO 8601 (2025-11-03T10:00:00Z) or 24h / 7d") from exc
 
 
+_TS = "ifNull(created_at, finished_at)"  # the CSV's timestamp: when the task was requested
+
+
+def _where(since_ms: int | None, until_ms: int | None, agent: str | None) -> str:
+    where = ["1"]
+    if since_ms is not None:
+        where.append(f"{_TS} >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC')")
+    if until_ms is not None:
+        where.append(f"{_TS} < fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')")
+    if agent:
+        where.append(f"agent = {_quote(agent)}")
+    return " AND ".join(where)
+
+
 def page_sql(
     database: str,
     since_ms: int | None,
@@ -46,28 +60,19 @@ def page_sql(
     limit: int,
 ) -> str:
     """One page of the export, after the keyset ``(timestamp text, task id)``."""
-    ts = "ifNull(created_at, finished_at)"
-    where = ["1"]
-    if since_ms is not None:
-        where.append(f"{ts} >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC')")
-    if until_ms is not None:
-        where.append(f"{ts} < fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')")
-    if agent:
-        where.append(f"agent = {_quote(agent)}")
+    where = _where(since_ms, until_ms, agent)
     if after is not None:
-        where.append(f"({ts}, task_id) > (toDateTime64({_quote(after[0])}, 3, 'UTC'), {_quote(after[1])})")
+        where += f" AND ({_TS}, task_id) > (toDateTime64({_quote(after[0])}, 3, 'UTC'), {_quote(after[1])})"
     return (
-        f"SELECT formatDateTime({ts}, '%Y-%m-%d %H:%i:%S.%f', 'UTC') AS ts, task_id, requester_id, request, "
+        f"SELECT formatDateTime({_TS}, '%Y-%m-%d %H:%i:%S.%f', 'UTC') AS ts, task_id, requester_id, request, "
         "agent, confidence, other_agents AS others, success, execution_ms, error "
-        f"FROM {database}.task_executions FINAL WHERE {' AND '.join(where)} "
-        f"ORDER BY {ts}, task_id LIMIT {int(limit)}"
+        f"FROM {database}.task_executions FINAL WHERE {where} "
+        f"ORDER BY {_TS}, task_id LIMIT {int(limit)}"
     )
 
 
 def count_sql(database: str, since_ms: int | None, until_ms: int | None, agent: str | None) -> str:
-    inner = page_sql(database, since_ms, until_ms, agent, None, 1)
-    where = inner.split(" WHERE ", 1)[1].split(" ORDER BY ", 1)[0]
-    return f"SELECT count() FROM {database}.task_executions FINAL WHERE {where}"
+    return f"SELECT count() FROM {database}.task_executions FINAL WHERE {_where(since_ms, until_ms, agent)}"
 
 
 def _quote(s: str) -> str:

@@ -11,49 +11,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.lifecycle import TERMINAL, target_state
+from pipeline.events import TaskState
+
 OTHER = "other"
 UNKNOWN = "unknown"
 
-#: event type → the task state it moves a task to (``task.status_changed`` and the
-#: outcome-dependent ones are resolved in ``task_state_of``)
-TASK_STATE_BY_EVENT: dict[str, str] = {
-    "task.created": "CREATED",
-    "task.queued": "QUEUED",
-    "task.assigned": "ASSIGNED",
-    "task.started": "EXECUTING",
-    "task.resumed": "EXECUTING",
-    "task.progress": "EXECUTING",
-    "task.review": "REVIEWING",
-    "task.completed": "COMPLETED",
-    "task.failed": "FAILED",
-    "task.paused": "PAUSED",
-    "task.cancelled": "CANCELLED",
-    "task.abandoned": "ABANDONED",
-}
-#: states after which a task is no longer tracked
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ABANDONED", "REJECTED"})
-TASK_STATES = (
-    "CREATED", "QUEUED", "ASSIGNED", "EXECUTING", "REVIEWING", "COMPLETED",
-    "FAILED", "PAUSED", "REJECTED", "RETRY", "ABANDONED", "CANCELLED",
-)  # fmt: skip
+#: states after which a task is no longer tracked (the lifecycle's final states)
+FINAL_STATES = frozenset(s.value for s in TERMINAL)
+TASK_STATES = tuple(s.value for s in TaskState)
 #: open states (what the task board shows)
 OPEN_STATES = tuple(s for s in TASK_STATES if s not in FINAL_STATES)
 AGENT_STATUSES = ("online", "busy", "offline")
 
 
 def task_state_of(event_type: str, current_state: dict[str, Any]) -> str | None:
-    """The task state an event moves its task to, or None for events that do not move it."""
-    if event_type == "task.status_changed":
-        status = current_state.get("status")
-        return str(status) if status in TASK_STATES else None
-    state = TASK_STATE_BY_EVENT.get(event_type)
-    if state == "COMPLETED" and current_state.get("success") is False:
-        return "FAILED"
-    if state == "FAILED" and current_state.get("will_retry"):
-        return "RETRY"
+    """The task state an event moves its task to (the lifecycle's own mapping), or None for
+    events that do not move it.  ``task.progress`` does not count here: it may arrive
+    before ``started``, and the gauge should not show a task executing before it is."""
     if event_type == "task.progress":
-        return None  # progress does not change the state (it may arrive before `started`)
-    return state
+        return None
+    state = target_state(event_type, current_state)
+    return None if state is None else state.value
 
 
 class LabelCap:

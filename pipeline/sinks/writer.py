@@ -48,42 +48,21 @@ def _chunks(items: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-class BatchWriter:
-    """Writes BatchOutputs; tracks totals for the status view."""
+class SinkRetry:
+    """Runs one sink step until it is written.  An unavailable sink is retried with backoff
+    for as long as it takes (the caller holds its batch meanwhile: backpressure); a sink
+    that asks to slow down is retried after its ``retry_after``; a refusal propagates."""
 
     def __init__(
-        self,
-        store: ClickHouseStore,
-        producer: OutputProducer,
-        processor: BatchProcessor,
-        metrics: PipelineMetrics,
-        max_backoff_s: float = 5.0,
-        clock: Callable[[], float] = time.time,
+        self, metrics: PipelineMetrics, max_backoff_s: float = 5.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self.store = store
-        self.producer = producer
-        self.processor = processor
         self.metrics = metrics
         self.max_backoff_s = max_backoff_s
         self.clock = clock
-        self.rows_written: dict[str, int] = defaultdict(int)
         self.unavailable_since: float | None = None
         self.last_error: str = ""
 
-    async def write(self, out: BatchOutput) -> None:
-        steps: list[tuple[str, Callable[[], object]]] = []
-        if out.events or out.rejected or out.rollups:
-            steps.append(("kafka", lambda: self._kafka(out)))
-        if out.events:
-            steps.append(("events", lambda: self._insert("events", out)))
-        if out.rollups:
-            steps.append(("rollups", lambda: self._insert("rollups", out)))
-        if out.rejected:
-            steps.append(("dlq", lambda: self._insert("dlq", out)))
-        for name, step in steps:
-            await self._retrying(name, step)
-
-    async def _retrying(self, name: str, step: Callable[[], object]) -> None:
+    async def __call__(self, name: str, step: Callable[[], object]) -> None:
         delay = 0.2
         while True:
             try:
@@ -113,6 +92,54 @@ class BatchWriter:
             except SinkRejected:
                 self.metrics.write_errors.labels(name).inc()
                 raise
+
+
+class BatchWriter:
+    """Writes BatchOutputs; tracks totals for the status view."""
+
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        producer: OutputProducer,
+        processor: BatchProcessor,
+        metrics: PipelineMetrics,
+        max_backoff_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.producer = producer
+        self.processor = processor
+        self.metrics = metrics
+        self.retry = SinkRetry(metrics, max_backoff_s, clock)
+        self.rows_written: dict[str, int] = defaultdict(int)
+
+    async def write(self, out: BatchOutput) -> None:
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if out.events or out.rejected or out.rollups:
+            steps.append(("kafka", lambda: self._kafka(out)))
+        if out.events:
+            steps.append(("events", lambda: self._insert("events", out)))
+        if out.rollups:
+            steps.append(("rollups", lambda: self._insert("rollups", out)))
+        if out.rejected:
+            steps.append(("dlq", lambda: self._insert("dlq", out)))
+        for name, step in steps:
+            await self._retrying(name, step)
+
+    async def _retrying(self, name: str, step: Callable[[], object]) -> None:
+        await self.retry(name, step)
+
+    @property
+    def unavailable_since(self) -> float | None:
+        return self.retry.unavailable_since
+
+    @property
+    def last_error(self) -> str:
+        return self.retry.last_error
+
+    @last_error.setter
+    def last_error(self, value: str) -> None:
+        self.retry.last_error = value
 
     async def _kafka(self, out: BatchOutput) -> None:
         p = self.producer
