@@ -65,7 +65,10 @@ async def publish(url: str, events: list[dict[str, Any]], batch_size: int) -> tu
 
 
 class WorkerProc:
-    def __init__(self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust", roles: str = "ingest") -> None:
+    def __init__(
+        self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust", roles: str = "ingest",
+        **extra_env: str,
+    ) -> None:  # fmt: skip
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         env = {
@@ -76,6 +79,7 @@ class WorkerProc:
             "TASKPULSE_SESSION_TIMEOUT_S": "6",
             "TASKPULSE_INGEST_ENGINE": engine,
             "TASKPULSE_ROLES": roles,
+            **extra_env,
         }
         self.log = open(data_dir.parent / "worker.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -352,6 +356,106 @@ def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks:
         broker.stop()
 
 
+def _wait_api(w: WorkerProc, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while w.count() is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("worker did not start")
+        time.sleep(0.5)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return bytes(r.read())
+
+
+def metrics_run(events: list[dict[str, Any]], workdir: Path, scrapes: int = 30) -> dict[str, Any]:
+    """The metrics role on demo traffic: how many series /metrics holds, and how long a scrape takes."""
+    with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 1 << 30))
+        w = WorkerProc(broker, workdir / "data", roles="ingest,correlate,metrics")
+        try:
+            _wait_api(w)
+            asyncio.run(publish(broker.url, events, 100))
+            deadline = time.monotonic() + 300
+            while (w.count() or 0) < len(events) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(5)  # the metrics role and correlation catch up
+            times, body = [], b""
+            for _ in range(scrapes):
+                t0 = time.perf_counter()
+                body = _get(f"{w.api}/metrics")
+                times.append(time.perf_counter() - t0)
+            series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        finally:
+            w.stop()
+    times.sort()
+    return {"events": len(events), "series": series, "bytes": len(body),
+            "scrape_p50_ms": round(times[len(times) // 2] * 1000, 1),
+            "scrape_max_ms": round(times[-1] * 1000, 1)}  # fmt: skip
+
+
+ALERT_RULES = """
+routing: {high: [webhook]}
+rules:
+  - name: bench_failure_rate
+    measure: failure_rate
+    window: 1m
+    op: ">"
+    threshold: 0.2
+    min_count: 20
+    severity: high
+"""
+
+
+def alert_delay_run(workdir: Path, interval_s: float) -> dict[str, Any]:
+    """From publishing a burst of failures to the webhook receiving the firing alert."""
+    import http.server
+    import threading
+
+    from pipeline.sdk import make_event
+
+    arrivals: list[float] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            arrivals.append(time.monotonic())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = workdir / "rules.yml"
+    rules.write_text(ALERT_RULES)
+    try:
+        with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+            asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 1 << 30))
+            w = WorkerProc(
+                broker, workdir / "data", roles="ingest,alerts", TASKPULSE_ALERT_RULES=str(rules),
+                TASKPULSE_ALERT_INTERVAL_S=str(interval_s),
+                TASKPULSE_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hook",
+            )  # fmt: skip
+            try:
+                _wait_api(w)
+                time.sleep(interval_s + 5)  # the alerts role has led and evaluated
+                burst = [make_event("task.failed", f"bench-{i}", {"task_type": "code", "error": "boom"})
+                         for i in range(40)]  # fmt: skip
+                t0 = time.monotonic()
+                asyncio.run(publish(broker.url, burst, 100))
+                deadline = t0 + interval_s + 60
+                while not arrivals and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            finally:
+                w.stop()
+    finally:
+        server.shutdown()
+    return {"interval_s": interval_s, "delay_s": round(arrivals[0] - t0, 2) if arrivals else None}
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(143)  # run the finally blocks: stop the worker and the broker
 
@@ -362,7 +466,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
-    ap.add_argument("--only", choices=["single", "batched", "latency", "correlation"], action="append",
+    ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "metrics", "alerts"],
+                    action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--engine", choices=["faust", "direct"], action="append",
                     help="ingest engines to measure (repeatable); default: both")
@@ -374,7 +479,20 @@ def main() -> None:
         events = events_for(args.events)
         avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
         results["avg_event_bytes"] = round(avg)
-        parts = set(args.only or ["single", "batched", "latency", "correlation"])
+        parts = set(args.only or ["single", "batched", "latency", "correlation", "metrics", "alerts"])
+        if "metrics" in parts:
+            console.print("[bold]metrics role: series and scrape time on 20,000 demo events[/]")
+            d = work / "metrics"
+            d.mkdir()
+            results["metrics"] = metrics_run(events[:20_000], d)
+            console.print(results["metrics"])
+        if "alerts" in parts:
+            for interval in (1.0, 10.0):
+                console.print(f"[bold]alerts: failure burst → webhook, rules evaluated every {interval:g} s[/]")
+                d = work / f"alerts-{interval:g}"
+                d.mkdir()
+                results[f"alerts-{interval:g}s"] = alert_delay_run(d, interval)
+                console.print(results[f"alerts-{interval:g}s"])
         if "correlation" in parts:
             console.print("[bold]correlation: the pure correlator, then ingest + correlation end to end[/]")
             pure = results["correlation-pure"] = correlation_pure(events)
