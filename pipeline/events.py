@@ -271,6 +271,11 @@ class RejectReason(StrEnum):
     bad_timestamp = "bad_timestamp"
     oversized = "oversized"
     unknown_event_type = "unknown_event_type"
+    too_deep = "too_deep"
+    too_many_elements = "too_many_elements"
+    out_of_range = "out_of_range"
+    #: a row the database or a serializer refused, isolated from its batch
+    unwritable = "unwritable"
 
 
 class Source(BaseModel):
