@@ -213,3 +213,19 @@ def test_clickhouse_https_with_the_wrong_ca_fails_before_sending_anything(https_
     assert "TASKPULSE_CLICKHOUSE_CA_FILE" in message and "certificate" in message.lower(), message
     assert not _Stub.seen, "credentials were sent to a server whose certificate did not verify"
     assert "w-secret" not in message
+
+
+def test_analyst_queries_connect_as_the_read_only_user(https_stub: str, pki: Pki) -> None:  # noqa: F811
+    """``clickhouse_read_url`` / ``_read_password``: the store /api/sql and `taskpulse sql` use."""
+    reader_url = https_stub.replace("taskpulse_writer", "taskpulse_reader")
+    s = Settings(clickhouse_url=https_stub, clickhouse_password="w-secret", clickhouse_read_url=reader_url,  # type: ignore[arg-type]
+                 clickhouse_read_password="r-secret", clickhouse_ca_file=str(pki.ca))  # type: ignore[arg-type]  # fmt: skip
+    with pytest.raises(TaskpulseError) as err:
+        store_from_settings(s, reader=True)
+    assert "r-secret" not in str(err.value)
+    headers = _Stub.seen[0]
+    if "authorization" in headers:
+        user, password = base64.b64decode(headers["authorization"].split()[1]).decode().split(":", 1)
+    else:
+        user, password = headers.get("x-clickhouse-user", ""), headers.get("x-clickhouse-key", "")
+    assert (user, password) == ("taskpulse_reader", "r-secret")
