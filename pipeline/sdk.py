@@ -8,6 +8,14 @@ up to 100 events, or what arrived within ``linger_ms``): one worker then pays Fa
 per-message cost once per batch instead of once per event.  ``batch_size=1`` sends one
 event per message.  Each event goes to its entity type's raw topic, keyed by entity id,
 so one entity's events stay in order on one partition.
+
+A managed Kafka (TLS, SASL)::
+
+    sec = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                        sasl_username="svc", sasl_password=os.environ["KAFKA_PASSWORD"])
+    async with TaskpulseProducer("kafka://broker.example.com:9096", security=sec) as tp: ...
+
+(``KafkaSecurity.from_settings(Settings())`` reads the ``TASKPULSE_KAFKA_*`` variables.)
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from pipeline.kafka_security import KafkaSecurity, client_kwargs
 from pipeline.settings import kafka_bootstrap
 from pipeline.topics import RAW_TOPICS
 
@@ -70,6 +79,7 @@ class TaskpulseProducer:
         batch_size: int = 100,
         linger_ms: int = 20,
         client_id: str = "taskpulse-sdk",
+        security: KafkaSecurity | None = None,
     ) -> None:
         servers = kafka_bootstrap(kafka_url)
         self.batch_size = batch_size
@@ -80,6 +90,7 @@ class TaskpulseProducer:
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
             acks="all",
+            **client_kwargs(security or KafkaSecurity()),
         )
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}

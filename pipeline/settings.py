@@ -28,6 +28,43 @@ class Settings(BaseSettings):
     )
     clickhouse_password: SecretStr = Field(SecretStr(""), description="Overrides the URL password.")
     clickhouse_database: str = "taskpulse"
+    clickhouse_read_url: str = Field(
+        "",
+        description="Server mode: the URL (with the read-only user) that analyst queries use "
+        "(/api/sql, `taskpulse sql`, reports, exports); empty: the same connection as the writes.",
+    )
+    clickhouse_read_password: SecretStr = Field(
+        SecretStr(""), description="Password of the clickhouse_read_url user (overrides its URL password)."
+    )
+    clickhouse_ca_file: str = Field(
+        "",
+        description="https:// ClickHouse: CA bundle (PEM) the server certificate is verified against; "
+        "empty: the system's CAs.",
+    )
+    clickhouse_verify: bool = Field(
+        True, description="https:// ClickHouse: verify the server certificate and host name (never off in production)."
+    )
+    clickhouse_client_cert: str = Field("", description="https:// ClickHouse: client certificate (PEM) for mTLS.")
+    clickhouse_client_key: str = Field("", description="https:// ClickHouse: the client certificate's key (PEM).")
+
+    # --- Kafka transport security (every consumer, producer, admin client and the SDK) ---
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT (local), SSL (TLS), SASL_SSL (TLS + user/password: managed Kafka)."
+    )
+    kafka_ssl_cafile: str = Field(
+        "", description="CA bundle (PEM) the brokers' certificates are verified against; empty: the system's CAs."
+    )
+    kafka_ssl_certfile: str = Field("", description="Client certificate (PEM) for brokers that require mTLS.")
+    kafka_ssl_keyfile: str = Field("", description="The client certificate's private key (PEM).")
+    kafka_ssl_key_password: SecretStr = Field(SecretStr(""), description="Password of an encrypted keyfile.")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker certificate names the host connected to."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism for SASL_SSL / SASL_PLAINTEXT."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password.")
 
     partitions: int = Field(4, ge=1, description="Partitions for topics taskpulse creates.")
     topic_retention_ms: int = Field(6 * 3600 * 1000, description="retention.ms of created topics.")
@@ -134,7 +171,9 @@ class Settings(BaseSettings):
         out = self.model_dump(mode="json")
         out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
         out["alert_webhook_url"] = "***" if self.alert_webhook_url.get_secret_value() else ""
-        for key in ("kafka_url", "clickhouse_url", "alertmanager_url"):
+        for key in ("clickhouse_read_password", "kafka_ssl_key_password", "kafka_sasl_password"):
+            out[key] = "***" if getattr(self, key).get_secret_value() else ""
+        for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url"):
             out[key] = mask_url(out[key])
         return out
 

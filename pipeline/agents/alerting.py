@@ -170,7 +170,7 @@ async def _run(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics)
 async def _publish_loop(p: Pipeline, st: _State) -> None:
     """Publish changes to ``taskpulse.alerts`` in the background (a Kafka outage delays the
     topic, never the evaluation), in order, retrying with backoff."""
-    producer = OutputProducer(kafka_bootstrap(p.kafka_url))
+    producer = OutputProducer(kafka_bootstrap(p.kafka_url), client_kwargs=p.kafka_kwargs)
     started = False
     delay = 0.5
     try:

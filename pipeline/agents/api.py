@@ -51,7 +51,7 @@ def register(p: Pipeline) -> None:
             if not query.strip():
                 return self.json({"error": "no query given"}, status=400)
             try:
-                result = await asyncio.to_thread(p.store.query, query)
+                result = await asyncio.to_thread((p.query_store or p.store).query, query)
             except TaskpulseError as exc:
                 return self.json({"error": str(exc)}, status=400)
             rows = [[jsonable(v) for v in row] for row in result.result_rows]

@@ -91,7 +91,7 @@ class _Role:
         self.correlator = Correlator(config_from(p.settings))
         self.lock = asyncio.Lock()
         self.ready = False
-        self.producer = OutputProducer(kafka_bootstrap(p.kafka_url))
+        self.producer = OutputProducer(kafka_bootstrap(p.kafka_url), client_kwargs=p.kafka_kwargs)
         self.producer_started = False
         app = p.app
         parts = p.settings.partitions

@@ -56,6 +56,7 @@ def register(p: Pipeline) -> None:
             start_http_server(s.metrics_port, addr=s.api_host, registry=_merged(p))
         consumer = AIOKafkaConsumer(
             bootstrap_servers=kafka_bootstrap(p.kafka_url),
+            **p.kafka_kwargs,
             group_id=f"{s.consumer_group}-metrics",
             enable_auto_commit=True,
             auto_commit_interval_ms=int(s.commit_interval_s * 1000),

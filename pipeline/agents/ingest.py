@@ -168,6 +168,7 @@ def _register_direct(p: Pipeline, st: _State) -> None:
     async def direct_ingest() -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
+            **p.kafka_kwargs,
             group_id=f"{settings.consumer_group}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -24,7 +25,7 @@ from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
-from pipeline.settings import mask_url
+from pipeline.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +46,62 @@ def _classify(exc: Exception, what: str) -> Exception:
     return SinkRejected(f"ClickHouse refused {what}: {text[:500]}")
 
 
+def tls_kwargs(url: str, ca_file: str = "", verify: bool = True, client_cert: str = "", client_key: str = "") -> dict[str, Any]:  # noqa: E501
+    """clickhouse-connect's TLS arguments for an ``https://`` URL (nothing for http or chDB):
+    the server certificate is verified against ``ca_file`` (or the system's CAs).
+
+    ``interface="https"`` is explicit because clickhouse-connect ignores a DSN's scheme: it
+    infers TLS from the port only (443 / 8443), so ``https://host:9440`` would otherwise be
+    plain HTTP, password included."""
+    if not url.lower().startswith("https://"):
+        return {}
+    for setting, path in (("CA_FILE", ca_file), ("CLIENT_CERT", client_cert), ("CLIENT_KEY", client_key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"TASKPULSE_CLICKHOUSE_{setting}: {path} is not a readable file")
+    out: dict[str, Any] = {"interface": "https", "verify": verify}
+    if ca_file:
+        out["ca_cert"] = ca_file
+    if client_cert:
+        out["client_cert"] = client_cert
+        if client_key:
+            out["client_cert_key"] = client_key
+    return out
+
+
+def store_from_settings(settings: Settings, *, reader: bool = False) -> ClickHouseStore:
+    """The writer's store, or (``reader``) the one analyst queries use: the read-only user of
+    ``clickhouse_read_url`` when it is set, else the writer's connection."""
+    s = settings
+    url, password = s.effective_clickhouse_url, s.clickhouse_password
+    if reader and s.clickhouse_read_url:
+        url, password = s.clickhouse_read_url, s.clickhouse_read_password
+    tls = tls_kwargs(url, s.clickhouse_ca_file, s.clickhouse_verify, s.clickhouse_client_cert, s.clickhouse_client_key)
+    return ClickHouseStore(url, s.clickhouse_database, password.get_secret_value(), tls)
+
+
 class ClickHouseStore:
     """The taskpulse tables in one ClickHouse database."""
 
-    def __init__(self, url: str, database: str = "taskpulse", password: str = "") -> None:
+    def __init__(
+        self, url: str, database: str = "taskpulse", password: str = "", tls: Mapping[str, Any] | None = None
+    ) -> None:
         self.url = url
         self.database = database
         self._lock = threading.Lock()  # chDB: one engine per process, one call at a time
         try:
-            kwargs: dict[str, Any] = {"dsn": url}
+            kwargs: dict[str, Any] = {"dsn": url, **(tls or {})}
             if password:
                 kwargs["password"] = password
             if not url.startswith("chdb"):
                 kwargs["autogenerate_session_id"] = False
             self.client = clickhouse_connect.get_client(**kwargs)
         except OperationalError as exc:
-            raise SinkUnavailable(
-                f"cannot reach ClickHouse at {mask_url(url)}: {exc}; check "
-                "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
-            ) from exc
+            hint = (
+                "TASKPULSE_CLICKHOUSE_CA_FILE (the CA that signed the server certificate)"
+                if "certificate" in str(exc).lower()
+                else "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
+            )
+            raise SinkUnavailable(f"cannot reach ClickHouse at {mask_url(url)}: {exc}; check {hint}") from exc
         except (ClickHouseError, ValueError) as exc:
             raise ConfigError(
                 f"cannot open ClickHouse at {mask_url(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,15 +25,22 @@ async def ensure_topics(
     retention_ms: int,
     retention_bytes: int,
     timeout_s: float = 30.0,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet (with explicit retention); returns those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=int(timeout_s * 1000))
+    """Create the topics that do not exist yet (with explicit retention); returns those created.
+    ``client_kwargs``: TLS / SASL arguments (pipeline.kafka_security.client_kwargs)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers, request_timeout_ms=int(timeout_s * 1000), **(client_kwargs or {})
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (TimeoutError, KafkaError, OSError) as exc:
+        tls = (client_kwargs or {}).get("ssl_context")
+        reason = await tls_diagnosis(servers, tls) if tls is not None else ""
         raise SinkUnavailable(
-            f"cannot reach Kafka at {servers}: {exc!r}; check TASKPULSE_KAFKA_URL "
-            "(leave it empty to start the embedded broker)"
+            f"cannot reach Kafka at {servers}: {exc!r}{reason}; check TASKPULSE_KAFKA_URL "
+            "(leave it empty to start the embedded broker) and TASKPULSE_KAFKA_SECURITY_PROTOCOL "
+            "with its TASKPULSE_KAFKA_SSL_* / TASKPULSE_KAFKA_SASL_* settings"
         ) from exc
     try:
         existing = set(await admin.list_topics())
@@ -49,12 +58,31 @@ async def ensure_topics(
         await admin.close()
 
 
+async def tls_diagnosis(servers: str, context: ssl.SSLContext, timeout_s: float = 5.0) -> str:
+    """Why a TLS connection to the first bootstrap server fails (aiokafka only says "Unable to
+    bootstrap"): e.g. ``; TLS handshake with host:9093 failed: certificate verify failed``."""
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host), timeout_s
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            detail = f"the broker's certificate did not verify ({exc.verify_message}): check TASKPULSE_KAFKA_SSL_CAFILE"
+        else:
+            detail = str(getattr(exc, "reason", None) or exc)
+        return f"; TLS handshake with {host}:{port} failed: {detail}"
+    writer.close()
+    return ""
+
+
 class OutputProducer:
     """Publishes the pipeline's outputs; ``flush`` returns once the broker acknowledged all."""
 
-    def __init__(self, servers: str, linger_ms: int = 5) -> None:
+    def __init__(self, servers: str, linger_ms: int = 5, client_kwargs: Mapping[str, Any] | None = None) -> None:
         self.servers = servers
         self.linger_ms = linger_ms
+        self.client_kwargs = dict(client_kwargs or {})  # TLS / SASL
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
         self._pending: list[asyncio.Future[object]] = []
@@ -73,6 +101,7 @@ class OutputProducer:
             linger_ms=self.linger_ms,
             max_batch_size=256 * 1024,
             max_request_size=8 * 1024 * 1024,
+            **self.client_kwargs,
         )
         try:
             await self._producer.start()

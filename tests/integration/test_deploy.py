@@ -131,12 +131,18 @@ def test_compose_defines_the_stack() -> None:
     assert {"kafka-data", "clickhouse-data", "prometheus-data", "grafana-data"} <= set(volumes.stdout.split())
 
 
-def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    proc = _compose(["config", "-q"], {}, empty)
-    assert proc.returncode != 0, "docker-compose.yml has a default for a secret"
-    assert "CLICKHOUSE_PASSWORD" in proc.stderr + proc.stdout, _output(proc)
+SECRETS = ["CLICKHOUSE_ADMIN_PASSWORD", "CLICKHOUSE_WRITER_PASSWORD", "CLICKHOUSE_READER_PASSWORD",
+           "GRAFANA_ADMIN_PASSWORD"]  # fmt: skip
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(tmp_path: Path, secret: str) -> None:
+    env = {k: v for k, v in _env_example().items() if k != secret}
+    env_file = tmp_path / "partial.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    proc = _compose(["config", "-q"], env, env_file)
+    assert proc.returncode != 0, f"docker-compose.yml starts without {secret}"
+    assert secret in proc.stderr + proc.stdout, _output(proc)
 
 
 def test_secrets_have_no_default() -> None:
@@ -209,7 +215,8 @@ def test_grafana_datasources_prometheus_and_clickhouse_plugin() -> None:
     chd = ds["clickhouse"]
     assert chd["type"] == "grafana-clickhouse-datasource"  # the official plugin
     assert chd["jsonData"]["defaultDatabase"] == "taskpulse"
-    assert chd["secureJsonData"]["password"] == "${CLICKHOUSE_PASSWORD}", "no literal password in git"
+    assert chd["jsonData"]["username"] == "${CLICKHOUSE_READER_USER}"
+    assert chd["secureJsonData"]["password"] == "${CLICKHOUSE_READER_PASSWORD}", "no literal password in git"
 
 
 def test_dashboards_are_generated_and_use_the_provisioned_datasources() -> None:
