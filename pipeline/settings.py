@@ -90,6 +90,30 @@ class Settings(BaseSettings):
         "group,correlation_id",
         description="Fields (current_state, then metadata) that name a task's group; first non-empty wins.",
     )
+    correlation_memory_mb: int = Field(
+        1024,
+        ge=1,
+        description="Memory budget of the correlation state (estimated); beyond it the stalest tasks and "
+        "agents (least recently changed) are dropped first and counted (evicted_tasks, evicted_agents).",
+    )
+    task_expire_after_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="An open task with no event for this long (stream time) is forgotten: tasks that never "
+        "start (created, queued, assigned) or stay paused are never abandoned, so this bounds them.",
+    )
+    task_history_max: int = Field(
+        500,
+        ge=16,
+        description="Events kept per task; beyond it the oldest progress events (else the oldest events) "
+        "are dropped, and counted on the record (history_dropped).",
+    )
+    agent_forget_after_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="An agent with no event for this long (stream time) is forgotten by the correlation "
+        "state (its agent_status row stays).",
+    )
 
     # --- alerting ----------------------------------------------------------------------
     alert_rules: Path = Field(
