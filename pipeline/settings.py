@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     alert_webhook_format: Literal["json", "slack"] = Field(
         "json", description="json: taskpulse's alert object; slack: a Slack incoming-webhook payload."
     )
+    alert_buffer_max: int = Field(
+        100_000, ge=100, description="Alert changes held while the alerts table is unreachable; beyond it the "
+        "oldest are dropped and counted (dropped_unwritten_changes).",
+    )
     alert_notify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one notification request.")
     alert_retry_for_s: float = Field(
         600.0, gt=0, description="A failing notification is retried with backoff for this long, then dropped."

@@ -48,9 +48,10 @@ from pipeline.events import NormalizedEvent, TaskExecution
 Slot = dict[str, Any]
 
 #: estimated bytes of a task slot without its history, of one history entry, of an agent slot
-#: (measured with tracemalloc by ``bench/run.py --only correlation-memory``)
-TASK_BYTES = 1100
-ENTRY_BYTES = 450
+#: (conservative against ``bench/run.py --only correlation-memory``: about 2.7 KB traced, 3.6 KB RSS
+#: per open task of 4 events)
+TASK_BYTES = 1000
+ENTRY_BYTES = 600
 AGENT_BYTES = 1100
 #: histories up to this length are checked for duplicates by a scan; longer ones get an id set
 _SCAN_MAX = 16
