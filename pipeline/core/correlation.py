@@ -48,7 +48,7 @@ from pipeline.events import NormalizedEvent, TaskExecution
 Slot = dict[str, Any]
 
 #: estimated bytes of a task slot without its history, of one history entry, of an agent slot
-#: (conservative against ``bench/run.py --only correlation-memory``: about 2.7 KB traced, 3.6 KB RSS
+#: (conservative against ``bench/run.py --only correlation-memory``: about 2.7 KB traced, 2.9 KB RSS
 #: per open task of 4 events)
 TASK_BYTES = 1000
 ENTRY_BYTES = 600
