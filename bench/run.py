@@ -321,6 +321,84 @@ def correlation_pure(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _open_task_events(first: int, n: int, per_task: int, t0: int) -> list[Any]:
+    """``per_task`` events (created, queued, assigned, started) of tasks first … first+n-1:
+    each stays open.  Built without validation: the correlator's cost is what is measured."""
+    from pipeline.events import EntityType, NormalizedEvent
+
+    steps = [("task.created", {"task_type": "research", "request": "summarise the quarterly report"}),
+             ("task.queued", {}), ("task.assigned", {"agent_id": "agent-7", "confidence": 0.82}),
+             ("task.started", {"agent_id": "agent-7"})][:per_task]  # fmt: skip
+    out = []
+    for k in range(first, first + n):
+        for j, (et, state) in enumerate(steps):
+            out.append(NormalizedEvent.model_construct(
+                id=f"{k:08d}-{j}-7f3a9c2e-4b1d-4e8a-9c3f", event_time_ms=t0 + k + j, timestamp_raw="",
+                event_type=et, entity_type=EntityType("task"), entity_id=f"task-{k:08d}", current_state=dict(state),
+                metadata={"correlation_id": f"c-{k % 1000}"}, previous_state={}, metrics={}, extra={},
+            ))  # fmt: skip
+    return out
+
+
+def _fill(c: Any, n: int, per_task: int, t0: int, wall: int) -> None:
+    for first in range(0, n, 10_000):
+        c.apply(_open_task_events(first, min(10_000, n - first), per_task, t0), wall)
+
+
+def correlation_memory(tasks: int = 1_000_000) -> dict[str, Any]:
+    """What open tasks cost the pure correlator: bytes per open task (tracemalloc, on 50,000
+    tasks of 2 and 4 events, which also calibrates the budget's estimate), the persisted
+    slot's size, and RSS with ``tasks`` open tasks of 4 events."""
+    import gc
+    import tracemalloc
+
+    from pipeline.core.correlation import AGENT_BYTES, ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
+
+    cfg = CorrelationConfig(memory_budget_bytes=1 << 40)  # nothing evicted while measuring
+    t0 = int(time.time() * 1000) - 3_600_000
+    wall = t0 + 3_600_000
+    traced: dict[int, float] = {}
+    for per_task in (2, 4):
+        gc.collect()
+        tracemalloc.start()
+        c = Correlator(cfg)
+        before = tracemalloc.get_traced_memory()[0]
+        _fill(c, 50_000, per_task, t0, wall)
+        gc.collect()
+        traced[per_task] = (tracemalloc.get_traced_memory()[0] - before) / 50_000
+        tracemalloc.stop()
+        slot_json = statistics.mean(len(orjson.dumps(s)) for s in list(c.tasks.values())[:1000])
+        estimate = c.state_bytes / 50_000
+        del c
+    entry = (traced[4] - traced[2]) / 2
+    gc.collect()
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    started = time.perf_counter()
+    c = Correlator(cfg)
+    _fill(c, tasks, 4, t0, wall)
+    gc.collect()
+    rss = proc.memory_info().rss - rss0
+    took = time.perf_counter() - started
+    tick = time.perf_counter()
+    c.tick(wall + 500)
+    tick_ms = (time.perf_counter() - tick) * 1000
+    return {
+        "open_tasks": len(c.tasks),
+        "events_per_task": 4,
+        "rss_mib": round(rss / 2**20),
+        "rss_bytes_per_open_task": round(rss / tasks),
+        "traced_bytes_per_open_task": round(traced[4]),
+        "traced_bytes_per_history_entry": round(entry),
+        "estimated_bytes_per_open_task": round(estimate),
+        "estimate_constants": {"task": TASK_BYTES, "entry": ENTRY_BYTES, "agent": AGENT_BYTES},
+        "persisted_slot_bytes_per_open_task": round(slot_json),
+        "fill_s": round(took, 1),
+        "fill_events_per_s": round(tasks * 4 / took),
+        "tick_ms_with_all_open": round(tick_ms, 2),
+    }
+
+
 def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks: int) -> dict[str, Any]:
     """Finished tasks/s through ingest + correlation in one worker (SDK batches of 100)."""
     broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
@@ -466,20 +544,28 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
-    ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "metrics", "alerts"],
+    ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "correlation-memory",
+                                       "metrics", "alerts"],
                     action="append",
                     help="run only these parts (repeatable); default: all")
+    ap.add_argument("--open-tasks", type=int, default=1_000_000, help="open tasks for correlation-memory")
     ap.add_argument("--engine", choices=["faust", "direct"], action="append",
                     help="ingest engines to measure (repeatable); default: both")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taskpulse-bench-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
-        console.print(f"[bold]generating {args.events:,} demo events[/]")
-        events = events_for(args.events)
-        avg = statistics.mean(len(orjson.dumps(e)) for e in events[:5000])
-        results["avg_event_bytes"] = round(avg)
-        parts = set(args.only or ["single", "batched", "latency", "correlation", "metrics", "alerts"])
+        parts = set(args.only or ["single", "batched", "latency", "correlation", "correlation-memory", "metrics",
+                                  "alerts"])
+        if "correlation-memory" in parts:  # first, in a process that holds nothing else yet
+            console.print(f"[bold]correlation state: memory of {args.open_tasks:,} open tasks (pure correlator)[/]")
+            results["correlation-memory"] = correlation_memory(args.open_tasks)
+            console.print(results["correlation-memory"])
+        events: list[dict[str, Any]] = []
+        if parts - {"correlation-memory"}:
+            console.print(f"[bold]generating {args.events:,} demo events[/]")
+            events = events_for(args.events)
+            results["avg_event_bytes"] = round(statistics.mean(len(orjson.dumps(e)) for e in events[:5000]))
         if "metrics" in parts:
             console.print("[bold]metrics role: series and scrape time on 20,000 demo events[/]")
             d = work / "metrics"
@@ -518,7 +604,7 @@ def main() -> None:
                 results[f"{engine}-latency"] = latency_run(args.latency_rate, args.latency_seconds, 10, d, engine)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table = Table(title=f"taskpulse bench ({results['avg_event_bytes']} bytes/event avg, 4 partitions)")
+    table = Table(title=f"taskpulse bench ({results.get('avg_event_bytes')} bytes/event avg, 4 partitions)")
     for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB"):
         table.add_column(col, justify="right")
     for r in results.values():

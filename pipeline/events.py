@@ -335,7 +335,8 @@ class TaskExecution(BaseModel):
     Kafka message, keyed by task id) and writes to the ``task_executions`` table.
 
     ``version`` grows when a record is corrected (an abandoned task that completes later
-    is published again with a higher version; the table keeps the latest).  Times are UTC
+    is published again with a higher version; the table keeps the latest; its
+    ``abandoned_verdicts`` says it was once judged abandoned).  Times are UTC
     epoch milliseconds; durations are milliseconds (``None`` when a state was never seen).
     """
 
@@ -374,3 +375,11 @@ class TaskExecution(BaseModel):
         default_factory=list, description='the transitions the state machine does not allow, e.g. "CREATED->COMPLETED"'
     )
     events: int = Field(0, description="distinct events the record was built from")
+    abandoned_verdicts: int = Field(
+        0,
+        description="times taskpulse judged the task abandoned; a later event of the task (a completion, "
+        "a failure, progress) overrules the verdict, and the record shows the true outcome",
+    )
+    history_dropped: int = Field(
+        0, description="events dropped from the task's history by its length cap (still counted in events)"
+    )

@@ -59,3 +59,15 @@ class PipelineMetrics:
         self.backpressure = Gauge(
             "taskpulse_backpressure", "1 while a sink is unavailable and batches are held", registry=r
         )
+        self.state_bytes = Gauge(
+            "taskpulse_state_bytes", "Estimated memory held by a role's state", ["role"], registry=r
+        )
+        self.state_entries = Gauge(
+            "taskpulse_state_entries", "Entities a role's state holds", ["role", "kind"], registry=r
+        )
+        self.state_dropped = Counter(
+            "taskpulse_state_dropped_total",
+            "State entries a role dropped to stay bounded (budget, expiry, forgetting, history cap)",
+            ["role", "reason"],
+            registry=r,
+        )

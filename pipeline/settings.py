@@ -127,6 +127,30 @@ class Settings(BaseSettings):
         "group,correlation_id",
         description="Fields (current_state, then metadata) that name a task's group; first non-empty wins.",
     )
+    correlation_memory_mb: int = Field(
+        1024,
+        ge=1,
+        description="Memory budget of the correlation state (estimated); beyond it the stalest tasks and "
+        "agents (least recently changed) are dropped first and counted (evicted_tasks, evicted_agents).",
+    )
+    task_expire_after_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="An open task with no event for this long (stream time) is forgotten: tasks that never "
+        "start (created, queued, assigned) or stay paused are never abandoned, so this bounds them.",
+    )
+    task_history_max: int = Field(
+        500,
+        ge=16,
+        description="Events kept per task; beyond it the oldest progress events (else the oldest events) "
+        "are dropped, and counted on the record (history_dropped).",
+    )
+    agent_forget_after_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="An agent with no event for this long (stream time) is forgotten by the correlation "
+        "state (its agent_status row stays).",
+    )
 
     # --- alerting ----------------------------------------------------------------------
     alert_rules: Path = Field(
@@ -143,6 +167,10 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr = Field(SecretStr(""), description="JSON webhook for alerts; empty: not used.")
     alert_webhook_format: Literal["json", "slack"] = Field(
         "json", description="json: taskpulse's alert object; slack: a Slack incoming-webhook payload."
+    )
+    alert_buffer_max: int = Field(
+        100_000, ge=100, description="Alert changes held while the alerts table is unreachable; beyond it the "
+        "oldest are dropped and counted (dropped_unwritten_changes).",
     )
     alert_notify_timeout_s: float = Field(5.0, gt=0, description="Timeout of one notification request.")
     alert_retry_for_s: float = Field(

@@ -170,11 +170,17 @@ CREATE TABLE IF NOT EXISTS taskpulse.task_executions
     invalid_transitions UInt32,
     invalid_transition_list Array(String),
     events UInt32,
+    abandoned_verdicts UInt32,
+    history_dropped UInt32,
     updated_at DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
 TTL toDateTime(finished_at) + INTERVAL 730 DAY;
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events;
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 AFTER abandoned_verdicts;
 
 CREATE TABLE IF NOT EXISTS taskpulse.agent_status
 (

@@ -84,6 +84,7 @@ class _State:
     errors: dict[str, str] = field(default_factory=dict)
     observations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unwritten_rows: list[Change] = field(default_factory=list)
+    dropped_changes: int = 0
     unpublished: list[Change] = field(default_factory=list)
     publish_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     last_refresh: float = 0.0
@@ -256,6 +257,11 @@ async def _tick(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics
     metrics.seconds.set(st.last_evaluation_ms / 1000)
 
     st.unwritten_rows += changes
+    over = len(st.unwritten_rows) - p.settings.alert_buffer_max
+    if over > 0:  # a long outage: the oldest unwritten history goes first, counted
+        del st.unwritten_rows[:over]
+        st.dropped_changes += over
+        p.metrics.state_dropped.labels("alerts", "unwritten_changes").inc(over)
     await _write_changes(p, st)
     if changes:
         st.unpublished += changes
@@ -325,6 +331,7 @@ def _status(st: _State) -> dict[str, Any]:
             "notifiers": {n: vars(s) for n, s in dispatcher.stats.items()} if dispatcher else {},
             "unconfigured_notifiers": sorted(st.unrouted),
             "unwritten_changes": len(st.unwritten_rows),
+            "dropped_unwritten_changes": st.dropped_changes,
             "unpublished_changes": len(st.unpublished),
             "errors": dict(st.errors),
             "observations": st.observations,

@@ -50,6 +50,7 @@ from pipeline.sinks.writer import SinkRetry
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
 
 log = logging.getLogger(__name__)
+_DROP_REASONS = ("history_dropped", "expired_tasks", "forgotten_agents", "evicted_tasks", "evicted_agents")
 
 
 def config_from(settings: Settings) -> CorrelationConfig:
@@ -59,6 +60,10 @@ def config_from(settings: Settings) -> CorrelationConfig:
         abandon_after_by_type=dict(settings.abandon_after_by_type),
         agent_offline_after_s=settings.agent_offline_after_s,
         group_keys=tuple(k.strip() for k in settings.group_keys.split(",") if k.strip()),
+        task_expire_after_s=settings.task_expire_after_s,
+        agent_forget_after_s=settings.agent_forget_after_s,
+        max_history=settings.task_history_max,
+        memory_budget_bytes=settings.correlation_memory_mb * 1024 * 1024,
     )
 
 
@@ -106,6 +111,7 @@ class _Role:
         self.written = {"tasks": 0, "task_executions": 0, "agent_status": 0, "lifecycle": 0, "emitted": 0}
         self.retry = SinkRetry(p.metrics)  # outages are waited out, like the ingest role's writes
         self.batches = 0
+        self.exported: dict[str, int] = {}  # drop counters already added to /metrics
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
@@ -145,7 +151,8 @@ class _Role:
             known.update({str(t): int(v) for t, v in rows})
         unfinished = await asyncio.to_thread(
             store.rows, f"SELECT task_id, max(version) FROM {db}.tasks GROUP BY task_id "
-            "HAVING NOT argMax(finished, version) AND max(last_event_at) > now64(3) - INTERVAL 7 DAY",
+            "HAVING NOT argMax(finished, version) AND max(last_event_at) > now64(3) - toIntervalSecond(%(keep)s)",
+            {"keep": int(c.config.task_expire_after_s)},  # older open tasks were expired, not lost
         )  # fmt: skip
         for t, v in unfinished:
             known.setdefault(str(t), int(v))
@@ -206,8 +213,23 @@ class _Role:
             else:
                 self.tasks[key.encode()] = orjson.dumps(slot)
         for key, slot in out.dirty_agents.items():
-            if slot is not None:
+            if slot is None:
+                self.agents.pop(key.encode(), None)
+            else:
                 self.agents[key.encode()] = orjson.dumps(slot)
+        self._export_state()
+
+    def _export_state(self) -> None:
+        """State size and what was dropped to keep it bounded, on /metrics."""
+        c, m = self.correlator, self.p.metrics
+        m.state_bytes.labels("correlate").set(c.state_bytes)
+        m.state_entries.labels("correlate", "tasks").set(len(c.tasks))
+        m.state_entries.labels("correlate", "agents").set(len(c.agents))
+        for reason in _DROP_REASONS:
+            delta = c.counters[reason] - self.exported.get(reason, 0)
+            if delta > 0:
+                m.state_dropped.labels("correlate", reason).inc(delta)
+                self.exported[reason] = c.counters[reason]
 
     async def _publish(self, out: Output) -> None:
         pr = self.producer
@@ -231,6 +253,8 @@ class _Role:
             "tasks_open": open_tasks,
             "agents": by_status,
             "stream_lag_s": round((_wall_ms() - c.stream_ms(_wall_ms())) / 1000, 1),
+            "state_bytes_estimated": c.state_bytes,
+            "memory_budget_bytes": c.config.memory_budget_bytes,
             **c.counters,
             "rows_written": dict(self.written),
             "last_sink_error": self.retry.last_error,

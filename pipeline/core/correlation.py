@@ -4,28 +4,57 @@ comes in as an argument, and persistence is the caller's (the slots are plain JS
 * Tasks: each task's distinct events (its history) are kept in event-time order; a task
   that reached a final state is published once its events have had ``reorder_window_s``
   (wall clock) to arrive, and again, with a higher version, if a later event changes it.
-  A started task that stays silent for ``abandon_after_s`` of *stream time* is closed as
-  ABANDONED (a ``task.abandoned`` event with a deterministic id is emitted).
+* Abandonment is a *verdict*, not an event of the task: a started task that stays silent
+  for ``abandon_after_s`` of *stream time* is judged ABANDONED at its deadline (a
+  ``task.abandoned`` event with a deterministic id is emitted).  Any later-arriving event
+  of the task overrules it: a completion or failure (whatever its time) is the task's
+  outcome; progress or a pause the verdict did not know reopens the task, which is watched
+  again (and judged again, at its new deadline, if that has passed too).  The record keeps
+  ``abandoned_verdicts``.  A ``task.abandoned`` a producer sends is an ordinary event.
 * Agents: online / busy / offline from heartbeats, self-reports and online/offline events;
   offline after ``agent_offline_after_s`` of stream-time silence; each change is emitted as
   an ``agent.status_changed`` event, so availability can be charted over time.
+* Bounds: a history cap per task; open tasks silent for ``task_expire_after_s`` and agents
+  silent for ``agent_forget_after_s`` are forgotten; beyond ``memory_budget_bytes``
+  (estimated) the least recently changed tasks and agents are dropped.  All counted.
 
 Stream time is the newest event time seen, advanced by the wall clock while the stream is
 quiet: replaying history does not abandon tasks whose next event is simply not read yet.
+Every timer (reordering window, abandonment, offline, expiry) is a heap or an ordered
+queue, so a tick costs what is due, not what is held.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.core.lifecycle import ACTIVE, TERMINAL, TaskView, abandon_entry, compact, derive
+from pipeline.core.lifecycle import (
+    ACTIVE,
+    TERMINAL,
+    TaskView,
+    abandon_reason,
+    abandoned_event_id,
+    compact,
+    derive,
+    sort_key,
+    verdict_number,
+)
 from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import NormalizedEvent, TaskExecution
 
 Slot = dict[str, Any]
+
+#: estimated bytes of a task slot without its history, of one history entry, of an agent slot
+#: (conservative against ``bench/run.py --only correlation-memory``: about 2.7 KB traced, 2.9 KB RSS
+#: per open task of 4 events)
+TASK_BYTES = 1000
+ENTRY_BYTES = 600
+AGENT_BYTES = 1100
+#: histories up to this length are checked for duplicates by a scan; longer ones get an id set
+_SCAN_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,14 @@ class CorrelationConfig:
     keep_closed_s: float = 600.0
     #: abandoned tasks are kept longer: a late completion corrects their record
     keep_abandoned_s: float = 86_400.0
+    #: open tasks with no event for this long (stream time) are forgotten
+    task_expire_after_s: float = 7 * 86_400.0
+    #: agents with no event for this long (stream time) are forgotten
+    agent_forget_after_s: float = 7 * 86_400.0
+    #: events kept per task (the oldest progress events go first)
+    max_history: int = 500
+    #: estimated bytes of task and agent state; beyond it the least recently changed go first
+    memory_budget_bytes: int = 1 << 30
 
     def abandon_after_ms(self, task_type: str) -> int:
         return int(self.abandon_after_by_type.get(task_type, self.abandon_after_s) * 1000)
@@ -66,6 +103,28 @@ def _iso(ms: int) -> str:
     return ms_to_datetime(ms).isoformat(timespec="milliseconds")
 
 
+def new_task_slot(wall_ms: int, last_ms: int) -> Slot:
+    """A task's persisted state.  Keys added later (``ad``: the standing abandonment verdict's
+    deadline; ``hd`` / ``hp``: events / progress events the history cap dropped) are read
+    with defaults, so slots written by older versions load as they are."""
+    return {"h": [], "v": 0, "rv": 0, "sig": None, "term": None, "ab": 0, "closed": None,
+            "wall": wall_ms, "last": last_ms}  # fmt: skip
+
+
+def upgrade_task_slot(task_id: str, slot: Slot) -> Slot:
+    """A slot persisted before verdicts were kept apart: its ``task.abandoned`` entries that
+    taskpulse added itself leave the history; the last one, if nothing of the task's own
+    came after it, becomes the standing verdict."""
+    if "ad" in slot or not any(verdict_number(task_id, str(e[2])) is not None for e in slot["h"]):
+        return slot
+    ordered = sorted(slot["h"], key=sort_key)
+    last = ordered[-1]
+    if verdict_number(task_id, str(last[2])) is not None:
+        slot["ad"] = int(last[0])
+    slot["h"] = [e for e in slot["h"] if verdict_number(task_id, str(e[2])) is None]
+    return slot
+
+
 class Correlator:
     """Task and agent state machines over the normalized stream."""
 
@@ -76,14 +135,26 @@ class Correlator:
         self.max_event_ms: int | None = None
         self.max_event_wall_ms = 0
         self.counters = {"task_events": 0, "agent_events": 0, "records": 0, "corrections": 0,
-                         "abandoned": 0, "invalid_transitions": 0}  # fmt: skip
-        # Indexes over self.tasks, so that a tick costs what is due, not every task held
-        # (not persisted: rebuilt by restore).
-        self._due: dict[str, int] = {}  # task → wall ms its reordering window ends
+                         "abandoned": 0, "verdicts_overruled": 0, "invalid_transitions": 0,
+                         "history_dropped": 0, "expired_tasks": 0, "forgotten_agents": 0,
+                         "evicted_tasks": 0, "evicted_agents": 0}  # fmt: skip
+        #: estimated bytes held (see TASK_BYTES): what the memory budget is checked against
+        self.state_bytes = 0
+        # Indexes over self.tasks / self.agents, so that a tick costs what is due, not every
+        # task or agent held (not persisted: rebuilt by restore).  Heap entries are checked
+        # when popped (lazy deletion): a task that changed since was pushed again.
+        self._due: list[tuple[int, str]] = []  # heap: (wall ms its reordering window ends, task)
         self._deadlines: list[tuple[int, str]] = []  # heap: (stream ms it is abandoned, task)
         self._closed: deque[tuple[int, str]] = deque()  # (wall ms closed, task), oldest first
         self._closed_abandoned: deque[tuple[int, str]] = deque()
         self._by_agent: dict[str, set[str]] = {}  # agent → its open, started tasks
+        self._offline: list[tuple[int, str]] = []  # heap: (stream ms it goes offline, agent)
+        self._offline_queued: set[str] = set()  # agents with an entry in _offline
+        # least recently changed first: (stream-time) touch, for expiry and the budget
+        self._task_lru: OrderedDict[str, int] = OrderedDict()
+        self._agent_lru: OrderedDict[str, int] = OrderedDict()
+        self._clock = 0  # monotonic stream time of the last touch
+        self._ids: dict[str, set[str]] = {}  # event ids of tasks with long histories
 
     # ------------------------------------------------------------------ time
     def stream_ms(self, wall_ms: int) -> int:
@@ -97,12 +168,26 @@ class Correlator:
             self.max_event_ms = t
             self.max_event_wall_ms = wall_ms
 
+    def _now(self, wall_ms: int) -> int:
+        """Stream time for the staleness order (never going back)."""
+        self._clock = max(self._clock, self.stream_ms(wall_ms))
+        return self._clock
+
+    def _touch_task(self, task_id: str, now: int) -> None:
+        self._task_lru[task_id] = now
+        self._task_lru.move_to_end(task_id)
+
+    def _touch_agent(self, agent: str, now: int) -> None:
+        self._agent_lru[agent] = now
+        self._agent_lru.move_to_end(agent)
+
     # ------------------------------------------------------------------ restore
     def restore(self, tasks: dict[str, Slot], agents: dict[str, Slot], wall_ms: int) -> None:
         """Take the persisted slots (after a restart).  Stream time resumes from the newest
         event time they hold, not from the wall clock: the time the worker was down must
         not count as silence of the tasks and agents whose events wait in Kafka."""
-        self.tasks.update(tasks)
+        for task_id, slot in tasks.items():
+            self.tasks[task_id] = upgrade_task_slot(task_id, slot)
         self.agents.update(agents)
         times = [s["last"] for s in tasks.values() if s["h"]] + [a["seen"] for a in agents.values()]
         if times:
@@ -112,9 +197,19 @@ class Correlator:
             if slot["closed"] is not None:
                 self._closed.append((slot["closed"], task_id))
             elif slot["term"] is not None:
-                self._due[task_id] = slot["term"] + window_ms
+                heapq.heappush(self._due, (slot["term"] + window_ms, task_id))
             else:
-                self._watch(task_id, slot, derive(task_id, slot["h"]))
+                self._watch(task_id, slot, self._view(task_id, slot))
+            self.state_bytes += TASK_BYTES + ENTRY_BYTES * len(slot["h"])
+            if len(slot["h"]) > _SCAN_MAX:
+                self._ids[task_id] = {str(e[2]) for e in slot["h"]}
+        for task_id, slot in sorted(tasks.items(), key=lambda kv: int(kv[1]["last"])):
+            self._task_lru[task_id] = int(slot["last"])
+        for agent, a in sorted(agents.items(), key=lambda kv: int(kv[1]["seen"])):
+            self._agent_lru[agent] = int(a["seen"])
+            self.state_bytes += AGENT_BYTES
+            self._queue_offline(agent, a)
+        self._clock = max([self._clock, *self._task_lru.values(), *self._agent_lru.values()])
 
     def repair(self, task_id: str, entries: list[list[Any]], version: int, wall_ms: int) -> Output:
         """Merge events read back from the ``events`` table into a task whose persisted state
@@ -122,17 +217,27 @@ class Correlator:
         out = Output()
         slot = self.tasks.get(task_id)
         if slot is None:
-            slot = self.tasks[task_id] = {"h": [], "v": 0, "rv": 0, "sig": None, "term": None, "ab": 0,
-                                          "closed": None, "wall": wall_ms, "last": 0}  # fmt: skip
+            slot = self.tasks[task_id] = new_task_slot(wall_ms, 0)
+            self.state_bytes += TASK_BYTES
         known = {e[2] for e in slot["h"]}
         for entry in entries:
-            if entry[2] not in known:
+            n = verdict_number(task_id, str(entry[2]))
+            if n is not None:  # a verdict of ours: it stands if nothing of the task's overrules it
+                if n > slot["ab"]:
+                    slot["ab"], slot["ad"] = n, int(entry[0])
+            elif entry[2] not in known:
                 slot["h"].append(entry)
                 known.add(entry[2])
                 slot["last"] = max(slot["last"], entry[0])
+                self.state_bytes += ENTRY_BYTES
+        if len(slot["h"]) > _SCAN_MAX:
+            self._ids[task_id] = {str(e[2]) for e in slot["h"]}
+        while len(slot["h"]) > self.config.max_history:
+            self._drop_entry(task_id, slot)
         slot["v"] = max(slot["v"], version)
         slot["wall"] = wall_ms
         self._task_changed(task_id, out)
+        self._touch_task(task_id, self._now(wall_ms))
         return out
 
     # ------------------------------------------------------------------ events
@@ -144,53 +249,104 @@ class Correlator:
                 if self._apply_task(ev, wall_ms):
                     touched.add(ev.entity_id)
             elif ev.entity_type.value == "agent" and ev.event_type != "agent.status_changed":
-                self._apply_agent(ev, out)
                 self._saw(ev.event_time_ms, wall_ms)
+                self._apply_agent(ev, out, wall_ms)
+        now = self._now(wall_ms)
         for task_id in touched:
             self._task_changed(task_id, out)
+            self._touch_task(task_id, now)
         self._tick(wall_ms, out)
         return out
 
     def _apply_task(self, ev: NormalizedEvent, wall_ms: int) -> bool:
         self.counters["task_events"] += 1
-        slot = self.tasks.get(ev.entity_id)
+        task_id = ev.entity_id
+        slot = self.tasks.get(task_id)
+        n = verdict_number(task_id, ev.id)
+        if n is not None:
+            # our own verdict, back through the pipeline: it is in the slot already (or the
+            # slot is gone, and a verdict alone does not make a task)
+            if slot is not None and n > slot["ab"]:
+                slot["ab"] = n
+            return False
         if slot is None:
-            slot = self.tasks[ev.entity_id] = {"h": [], "v": 0, "rv": 0, "sig": None, "term": None, "ab": 0,
-                                               "closed": None, "wall": wall_ms, "last": ev.event_time_ms}  # fmt: skip
-        if any(e[2] == ev.id for e in slot["h"]):
+            slot = self.tasks[task_id] = new_task_slot(wall_ms, ev.event_time_ms)
+            self.state_bytes += TASK_BYTES
+        h = slot["h"]
+        ids = self._ids.get(task_id)
+        if ev.id in ids if ids is not None else any(e[2] == ev.id for e in h):
             return False  # the same event again (a replay): nothing changes
-        entry = compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
-                        self.config.group_keys)  # fmt: skip
-        slot["h"].append(entry)
+        h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
+                         self.config.group_keys))  # fmt: skip
+        self.state_bytes += ENTRY_BYTES
+        if ids is not None:
+            ids.add(ev.id)
+        elif len(h) > _SCAN_MAX:
+            self._ids[task_id] = {str(e[2]) for e in h}
+        if len(h) > self.config.max_history:
+            self._drop_entry(task_id, slot)
         slot["wall"] = wall_ms
         slot["last"] = max(slot["last"], ev.event_time_ms)
         self._saw(ev.event_time_ms, wall_ms)
         return True
 
+    def _drop_entry(self, task_id: str, slot: Slot) -> None:
+        """The history is over its cap: drop its oldest progress event but the newest (they
+        only count), else its oldest event but the first; both are counted on the record."""
+        h = slot["h"]
+        progress = sorted((i for i, e in enumerate(h) if e[3] == "task.progress"), key=lambda i: sort_key(h[i]))
+        if len(progress) > 1:
+            i = progress[0]
+            slot["hp"] = slot.get("hp", 0) + 1
+        else:
+            i = sorted(range(len(h)), key=lambda j: sort_key(h[j]))[1]
+        entry = h.pop(i)
+        slot["hd"] = slot.get("hd", 0) + 1
+        self.counters["history_dropped"] += 1
+        self.state_bytes -= ENTRY_BYTES
+        ids = self._ids.get(task_id)
+        if ids is not None:
+            ids.discard(str(entry[2]))
+
+    def _view(self, task_id: str, slot: Slot, verdict: bool = True) -> TaskView:
+        """The task as its history (and the standing verdict, unless ``verdict`` is off) says."""
+        return derive(task_id, slot["h"], slot.get("ad") if verdict else None, slot["ab"],
+                      slot.get("hd", 0), slot.get("hp", 0))  # fmt: skip
+
+    def _review_verdict(self, task_id: str, slot: Slot) -> None:
+        """A standing verdict stays only while the task's own events still leave it open,
+        started and silent until the same deadline; otherwise it is overruled."""
+        if slot.get("ad") is None:
+            return
+        real = self._view(task_id, slot, verdict=False)
+        deadline = _alive(slot) + self.config.abandon_after_ms(real.task_type)
+        if real.state in ACTIVE and real.started_ms is not None and deadline == slot["ad"]:
+            return
+        slot["ad"] = None
+        self.counters["verdicts_overruled"] += 1
+
     def _task_changed(self, task_id: str, out: Output) -> None:
         slot = self.tasks[task_id]
-        view = derive(task_id, slot["h"])
+        self._review_verdict(task_id, slot)
+        view = self._view(task_id, slot)
         slot["v"] += 1
         if view.finished:
             if slot["term"] is None:
-                slot["term"] = slot["wall"]
+                slot["term"] = int(slot["wall"])
+                heapq.heappush(self._due, (int(slot["wall"]) + int(self.config.reorder_window_s * 1000), task_id))
         else:
             slot["term"] = None
         slot["closed"] = None
         out.task_rows[task_id] = (view, slot["v"])
         out.dirty_tasks[task_id] = slot
-        if slot["term"] is not None:
-            self._due[task_id] = slot["term"] + int(self.config.reorder_window_s * 1000)
-        else:
-            self._due.pop(task_id, None)
+        if slot["term"] is None:
             self._watch(task_id, slot, view)
 
     def _watch(self, task_id: str, slot: Slot, view: TaskView) -> None:
         """Put an open, started task on the abandonment heap (stale entries are skipped), and
         index it by its agent, whose heartbeats keep it alive."""
         if slot.get("ag"):
-            self._by_agent.get(slot["ag"], set()).discard(task_id)
-            slot["ag"] = ""
+            self._unindex_agent(task_id, slot)
         if view.state in ACTIVE and view.started_ms is not None:
             slot["tt"] = view.task_type
             deadline = _alive(slot) + self.config.abandon_after_ms(view.task_type)
@@ -198,6 +354,14 @@ class Correlator:
             if view.agent:
                 self._by_agent.setdefault(view.agent, set()).add(task_id)
                 slot["ag"] = view.agent
+
+    def _unindex_agent(self, task_id: str, slot: Slot) -> None:
+        tasks = self._by_agent.get(slot["ag"])
+        if tasks is not None:
+            tasks.discard(task_id)
+            if not tasks:
+                del self._by_agent[slot["ag"]]
+        slot["ag"] = ""
 
     def _agent_alive(self, agent: str, t: int, out: Output) -> None:
         """A heartbeat or self-report of ``agent`` at ``t``: its open tasks are not silent."""
@@ -222,34 +386,44 @@ class Correlator:
     def _tick(self, wall_ms: int, out: Output) -> None:
         cfg = self.config
         now = self.stream_ms(wall_ms)
-        for task_id in [t for t, d in self._due.items() if d <= wall_ms]:
+        window_ms = int(cfg.reorder_window_s * 1000)
+        while self._due and self._due[0][0] <= wall_ms:
+            due, task_id = heapq.heappop(self._due)
             slot = self.tasks.get(task_id)
-            del self._due[task_id]
-            if slot is not None and slot["term"] is not None:
+            if slot is not None and slot["term"] is not None and slot["term"] + window_ms == due:
                 self._finalize(task_id, slot, out, wall_ms)
         while self._deadlines and self._deadlines[0][0] < now:
             deadline, task_id = heapq.heappop(self._deadlines)
             slot = self.tasks.get(task_id)
-            if slot is None or slot["closed"] is not None or slot["term"] is not None:
-                continue
-            view = derive(task_id, slot["h"])
-            timeout = cfg.abandon_after_ms(view.task_type)
-            if _alive(slot) + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
-                continue  # stale: the task (or its agent) reported after this entry was pushed
-            slot["ab"] += 1
-            entry = abandon_entry(task_id, deadline, timeout / 1000, slot["ab"])
-            slot["h"].append(entry)
-            slot["abandoned"] = True
-            self.counters["abandoned"] += 1
-            out.emitted.append(self._abandoned_event(task_id, entry, view))
-            self._task_changed(task_id, out)
-            self._finalize(task_id, slot, out, wall_ms)  # nothing to wait for: we closed it
+            if slot is not None and slot["closed"] is None and slot["term"] is None and slot.get("ad") is None:
+                self._judge(task_id, slot, deadline, out, wall_ms)
         self._forget(self._closed, cfg.keep_closed_s, wall_ms, out, self._closed_abandoned)
         self._forget(self._closed_abandoned, cfg.keep_abandoned_s, wall_ms, out, None)
-        for agent, a in self.agents.items():
-            if a["status"] != "offline" and now - a["seen"] > cfg.agent_offline_after_s * 1000:
+        while self._offline and self._offline[0][0] < now:
+            _, agent = heapq.heappop(self._offline)
+            self._offline_queued.discard(agent)
+            a = self.agents.get(agent)
+            if a is None or a["status"] == "offline":
+                continue
+            if now - a["seen"] > cfg.agent_offline_after_s * 1000:
                 at = a["seen"] + int(cfg.agent_offline_after_s * 1000)
                 self._set_agent(agent, a, "offline", at, out, reason="no heartbeat")
+            else:
+                self._queue_offline(agent, a)  # seen since this entry was pushed
+        self._bound(self._now(wall_ms), out)
+
+    def _judge(self, task_id: str, slot: Slot, deadline: int, out: Output, wall_ms: int) -> None:
+        """The abandonment verdict on a task whose deadline passed in stream time."""
+        view = self._view(task_id, slot)
+        timeout = self.config.abandon_after_ms(view.task_type)
+        if _alive(slot) + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
+            return  # stale: the task (or its agent) reported after this entry was pushed
+        slot["ab"] += 1
+        slot["ad"] = deadline
+        self.counters["abandoned"] += 1
+        out.emitted.append(self._abandoned_event(task_id, slot["ab"], deadline, timeout / 1000, view))
+        self._task_changed(task_id, out)
+        self._finalize(task_id, slot, out, wall_ms)  # nothing to wait for: we closed it
 
     def _forget(
         self, queue: deque[tuple[int, str]], keep_s: float, wall_ms: int, out: Output,
@@ -264,19 +438,62 @@ class Correlator:
             if abandoned_to is not None and slot.get("abandoned"):
                 abandoned_to.append((closed, task_id))
                 continue
-            del self.tasks[task_id]
-            out.dirty_tasks[task_id] = None
+            self._drop_task(task_id, out)
+
+    def _bound(self, now: int, out: Output) -> None:
+        """Expiry of silent open tasks and agents, then the memory budget (stalest first)."""
+        cfg = self.config
+        horizon = now - int(cfg.task_expire_after_s * 1000)
+        while self._task_lru:
+            task_id, touched = next(iter(self._task_lru.items()))
+            if touched > horizon:
+                break
+            if self.tasks[task_id]["closed"] is None:
+                self.counters["expired_tasks"] += 1
+            self._drop_task(task_id, out)
+        horizon = now - int(cfg.agent_forget_after_s * 1000)
+        while self._agent_lru:
+            agent, touched = next(iter(self._agent_lru.items()))
+            if touched > horizon:
+                break
+            self.counters["forgotten_agents"] += 1
+            self._drop_agent(agent, out)
+        while self.state_bytes > cfg.memory_budget_bytes and (self._task_lru or self._agent_lru):
+            stalest_task = next(iter(self._task_lru.items()), None)
+            stalest_agent = next(iter(self._agent_lru.items()), None)
+            if stalest_task is not None and (stalest_agent is None or stalest_task[1] <= stalest_agent[1]):
+                self.counters["evicted_tasks"] += 1
+                self._drop_task(stalest_task[0], out)
+            elif stalest_agent is not None:
+                self.counters["evicted_agents"] += 1
+                self._drop_agent(stalest_agent[0], out)
+
+    def _drop_task(self, task_id: str, out: Output) -> None:
+        slot = self.tasks.pop(task_id)
+        self._task_lru.pop(task_id, None)
+        self._ids.pop(task_id, None)
+        if slot.get("ag"):
+            self._unindex_agent(task_id, slot)
+        self.state_bytes -= TASK_BYTES + ENTRY_BYTES * len(slot["h"])
+        out.dirty_tasks[task_id] = None
+
+    def _drop_agent(self, agent: str, out: Output) -> None:
+        del self.agents[agent]
+        self._agent_lru.pop(agent, None)
+        self._by_agent.pop(agent, None)
+        self.state_bytes -= AGENT_BYTES
+        out.dirty_agents[agent] = None
 
     def _finalize(self, task_id: str, slot: Slot, out: Output, wall_ms: int) -> None:
-        view = derive(task_id, slot["h"])
+        view = self._view(task_id, slot)
         slot["closed"] = wall_ms
         slot["term"] = None
-        self._due.pop(task_id, None)
         out.dirty_tasks[task_id] = slot
         if not view.finished:
             slot["closed"] = None
             return
         self._closed.append((wall_ms, task_id))
+        slot["abandoned"] = slot.get("ad") is not None
         sig_record = view.record(version=0)
         sig = sig_record.model_dump_json()
         if sig == slot["sig"]:
@@ -285,14 +502,12 @@ class Correlator:
         slot["rv"] += 1
         if slot["rv"] > 1:
             self.counters["corrections"] += 1
-        if view.state is not None and view.state.value != "ABANDONED":
-            slot["abandoned"] = False
         self.counters["records"] += 1
         self.counters["invalid_transitions"] += view.invalid_transitions
         out.executions.append(sig_record.model_copy(update={"version": slot["rv"]}))
 
-    def _abandoned_event(self, task_id: str, entry: list[Any], view: TaskView) -> dict[str, Any]:
-        state: dict[str, Any] = {"reason": entry[4]["reason"]}
+    def _abandoned_event(self, task_id: str, n: int, at: int, timeout_s: float, view: TaskView) -> dict[str, Any]:
+        state: dict[str, Any] = {"reason": abandon_reason(timeout_s)}
         if view.task_type:
             state["task_type"] = view.task_type
         if view.agent:
@@ -301,14 +516,20 @@ class Correlator:
         if view.correlation_id:
             md["correlation_id"] = view.correlation_id
         return {
-            "id": entry[2], "timestamp": _iso(entry[0]), "event_type": "task.abandoned",
+            "id": abandoned_event_id(task_id, n), "timestamp": _iso(at), "event_type": "task.abandoned",
             "entity_type": "task", "entity_id": task_id,
             "previous_state": {"status": view.state.value if view.state else ""},
             "current_state": state, "metadata": md, "metrics": {},
         }  # fmt: skip
 
     # ------------------------------------------------------------------ agents
-    def _apply_agent(self, ev: NormalizedEvent, out: Output) -> None:
+    def _queue_offline(self, agent: str, a: Slot) -> None:
+        """One entry per agent on the offline heap; a popped entry that is early is pushed again."""
+        if agent not in self._offline_queued and a["status"] != "offline":
+            self._offline_queued.add(agent)
+            heapq.heappush(self._offline, (a["seen"] + int(self.config.agent_offline_after_s * 1000), agent))
+
+    def _apply_agent(self, ev: NormalizedEvent, out: Output, wall_ms: int) -> None:
         self.counters["agent_events"] += 1
         agent = ev.entity_id
         t = ev.event_time_ms
@@ -317,6 +538,8 @@ class Correlator:
             a = self.agents[agent] = {"status": "unknown", "since": t, "seen": t, "online_since": None,
                                       "active": 0, "cpu": None, "mem": None, "busy_ms": 0, "online_ms": 0,
                                       "reported": "", "n": 0, "v": 0}  # fmt: skip
+            self.state_bytes += AGENT_BYTES
+        self._touch_agent(agent, self._now(wall_ms))
         st = ev.current_state
         et = ev.event_type
         a["seen"] = max(a["seen"], t)
@@ -337,6 +560,7 @@ class Correlator:
             # an old event (out of order): it updates what we know, not the current status
             new = a["status"]
         self._set_agent(agent, a, new, max(t, a["since"]), out, reason=et)
+        self._queue_offline(agent, a)
         a["v"] += 1
         out.agent_rows[agent] = a
         out.dirty_agents[agent] = a

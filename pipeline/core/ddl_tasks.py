@@ -4,7 +4,8 @@
 
 Each table is a ReplacingMergeTree keyed by its entity id with a ``version`` column: a
 replayed write after a crash carries the same version and collapses, a correction (an
-abandoned task that completes later) carries a higher one and wins.  Read them with
+abandoned task that completes later) carries a higher one and wins; ``abandoned_verdicts``
+keeps that it was once judged abandoned.  Read them with
 ``FINAL`` (or ``argMax(…, version)``) for exactly one row per entity.
 """
 
@@ -75,11 +76,16 @@ TTL toDateTime(last_event_at) + INTERVAL {TASKS_TTL_DAYS} DAY""",
     invalid_transitions UInt32,
     invalid_transition_list Array(String),
     events UInt32,
+    abandoned_verdicts UInt32,
+    history_dropped UInt32,
     updated_at {DT}
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
 TTL toDateTime(finished_at) + INTERVAL {TASK_EXECUTIONS_TTL_DAYS} DAY""",
+        # databases created before these columns existed (no migration steps yet)
+        f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events",
+        f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 AFTER abandoned_verdicts",
         f"""CREATE TABLE IF NOT EXISTS {db}.agent_status
 (
     agent String,

@@ -154,6 +154,10 @@ class TaskView:
     invalid_transitions: int = 0
     invalid: list[str] = field(default_factory=list)
     events: int = 0
+    #: times taskpulse judged the task abandoned (kept when a real outcome overrules it)
+    abandoned_verdicts: int = 0
+    #: events dropped from the history by its length cap (counted in ``events``)
+    history_dropped: int = 0
 
     @property
     def finished(self) -> bool:
@@ -199,6 +203,8 @@ class TaskView:
             invalid_transitions=self.invalid_transitions,
             invalid_transition_list=list(self.invalid),
             events=self.events,
+            abandoned_verdicts=self.abandoned_verdicts,
+            history_dropped=self.history_dropped,
         )
 
 
@@ -212,9 +218,23 @@ def sort_key(entry: list[Any]) -> tuple[int, int, str]:
     return (int(entry[0]), int(entry[1]), str(entry[2]))
 
 
-def derive(task_id: str, history: list[list[Any]]) -> TaskView:
-    """Replay a task's history (any order; it is sorted here) through the state machine."""
-    v = TaskView(task_id=task_id)
+def derive(
+    task_id: str,
+    history: list[list[Any]],
+    abandoned_at: int | None = None,
+    verdicts: int = 0,
+    dropped: int = 0,
+    dropped_progress: int = 0,
+) -> TaskView:
+    """Replay a task's history (any order; it is sorted here) through the state machine.
+
+    ``abandoned_at`` is taskpulse's abandonment verdict (the deadline, event time): it is
+    not an event of the task and never outranks one.  It closes the task as ABANDONED only
+    when the task's own events leave it open; any terminal event of the task wins.
+    ``dropped`` / ``dropped_progress``: events the history cap removed (still counted)."""
+    v = TaskView(task_id=task_id, abandoned_verdicts=verdicts, history_dropped=dropped)
+    v.events = dropped
+    v.progress_checkpoints = dropped_progress
     in_state_since: int | None = None
     review_total = 0.0
     reviewed = False
@@ -292,14 +312,36 @@ def derive(task_id: str, history: list[list[Any]]) -> TaskView:
         if old != new or in_state_since is None:
             in_state_since = t
         v.state = new
+    if abandoned_at is not None and v.state not in TERMINAL:
+        # the verdict: closed at the deadline (not a transition of the task's own)
+        if v.state == S.REVIEWING and in_state_since is not None:
+            review_total += max(0, abandoned_at - in_state_since)
+        elif v.state == S.PAUSED and in_state_since is not None:
+            v.paused_ms += max(0, abandoned_at - in_state_since)
+        v.state = S.ABANDONED
+        v.finished_ms = abandoned_at
     v.queued_ms = first_queued
     v.review_ms = review_total if reviewed else None
     return v
 
 
-def abandon_entry(task_id: str, at_ms: int, timeout_s: float, n: int) -> list[Any]:
-    """The history entry (and the id of the ``task.abandoned`` event) taskpulse adds when it
-    closes a silent task; deterministic, so a replay after a crash produces the same id."""
-    event_id = f"taskpulse:abandoned:{task_id}:{n}"
-    reason = f"no progress, heartbeat or completion for {timeout_s:g}s"
-    return [at_ms, _RANK["task.abandoned"], event_id, "task.abandoned", {"reason": reason}]
+ABANDONED_ID_PREFIX = "taskpulse:abandoned:"
+
+
+def abandoned_event_id(task_id: str, n: int) -> str:
+    """The id of the ``task.abandoned`` event taskpulse emits for its ``n``-th verdict on a
+    task; deterministic, so a replay after a crash produces the same id."""
+    return f"{ABANDONED_ID_PREFIX}{task_id}:{n}"
+
+
+def verdict_number(task_id: str, event_id: str) -> int | None:
+    """``n`` when ``event_id`` is taskpulse's own ``n``-th abandonment verdict on the task."""
+    prefix = f"{ABANDONED_ID_PREFIX}{task_id}:"
+    if not event_id.startswith(prefix):
+        return None
+    tail = event_id[len(prefix) :]
+    return int(tail) if tail.isdigit() else None
+
+
+def abandon_reason(timeout_s: float) -> str:
+    return f"no progress, heartbeat or completion for {timeout_s:g}s"

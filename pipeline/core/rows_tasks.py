@@ -22,7 +22,8 @@ EXECUTION_COLUMNS = [
     "task_type", "group_key", "correlation_id", "requester_id", "requester_type", "request", "priority",
     "agent", "confidence", "other_agents", "outcome", "success", "final_state", "error", "retry_count",
     "queue_wait_ms", "execution_ms", "review_ms", "cycle_ms", "paused_ms", "progress_checkpoints",
-    "invalid_transitions", "invalid_transition_list", "events", "updated_at",
+    "invalid_transitions", "invalid_transition_list", "events", "abandoned_verdicts", "history_dropped",
+    "updated_at",
 ]  # fmt: skip
 
 AGENT_COLUMNS = [
@@ -56,7 +57,8 @@ def execution_rows(records: Iterable[TaskExecution], now: datetime) -> list[tupl
             r.requester_id, r.requester_type, r.request, r.priority, r.agent, r.confidence,
             r.other_agents, r.outcome, r.success, r.final_state.value, r.error, r.retry_count,
             r.queue_wait_ms, r.execution_ms, r.review_ms, r.cycle_ms, r.paused_ms,
-            r.progress_checkpoints, r.invalid_transitions, r.invalid_transition_list, r.events, now,
+            r.progress_checkpoints, r.invalid_transitions, r.invalid_transition_list, r.events,
+            r.abandoned_verdicts, r.history_dropped, now,
         ))  # fmt: skip
     return rows
 
