@@ -18,7 +18,7 @@ from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
-from pipeline.sinks.clickhouse import ClickHouseStore
+from pipeline.sinks.clickhouse import ClickHouseStore, SqlLimits
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import BatchWriter
 
@@ -88,11 +88,20 @@ class Pipeline:
         return out
 
 
+def sql_limits(settings: Settings) -> SqlLimits:
+    """The analyst query limits of ``settings``."""
+    return SqlLimits(
+        settings.sql_max_execution_s, settings.sql_max_result_rows, settings.sql_max_result_bytes,
+        settings.sql_max_memory_bytes,
+    )  # fmt: skip
+
+
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
     """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
     servers = kafka_bootstrap(kafka_url)
     store = ClickHouseStore(
-        clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value()
+        clickhouse_url, settings.clickhouse_database, settings.clickhouse_password.get_secret_value(),
+        sql_limits(settings),
     )
     store.migrate(settings.sketch_relative_accuracy)
     app = LeanApp(
@@ -109,6 +118,9 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         broker_max_poll_records=5000,
         stream_buffer_maxsize=settings.batch_max * 2,
         web_enabled=True,
+        # Faust's own pages that expose routing and table contents: not served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_bind=settings.api_host,
         web_port=settings.api_port,
         web_host=settings.api_host,

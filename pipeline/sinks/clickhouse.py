@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import clickhouse_connect
@@ -23,8 +24,9 @@ from pipeline.core.batch import TP
 from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
+from pipeline.core.sql_guard import NOT_SERIALIZABLE, QueryRefused, check_ast_text, check_json_ast
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
-from pipeline.settings import mask_url
+from pipeline.settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ _BACKPRESSURE_HINTS = ("too many parts", "too_many_parts", "code: 252")
 
 
 def _classify(exc: Exception, what: str) -> Exception:
-    text = str(exc)
+    text = redact(str(exc))
     if any(h in text.lower() for h in _BACKPRESSURE_HINTS):
         return SinkBackpressure(f"ClickHouse asks to slow down during {what}: {text[:300]}", retry_after=1.0)
     if isinstance(exc, OperationalError) or any(h in text.lower() for h in _UNAVAILABLE_HINTS):
@@ -45,28 +47,70 @@ def _classify(exc: Exception, what: str) -> Exception:
     return SinkRejected(f"ClickHouse refused {what}: {text[:500]}")
 
 
-class ClickHouseStore:
-    """The taskpulse tables in one ClickHouse database."""
+@dataclass(frozen=True)
+class SqlLimits:
+    """The limits of analyst queries (``TASKPULSE_SQL_*``)."""
 
-    def __init__(self, url: str, database: str = "taskpulse", password: str = "") -> None:
+    max_execution_s: float = 30.0
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 64 * 1024 * 1024
+    max_memory_bytes: int = 2 * 1024**3
+
+    def session_settings(self) -> dict[str, Any]:
+        """The analyst session's settings; ``readonly`` comes last: once it is set, neither
+        the session nor a query can change any setting (``SETTINGS readonly=0`` included)."""
+        return {
+            "max_execution_time": self.max_execution_s,
+            "timeout_overflow_mode": "throw",
+            "max_result_rows": self.max_result_rows,
+            "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory_bytes,
+            "readonly": 1,
+        }
+
+
+class ClickHouseStore:
+    """The taskpulse tables in one ClickHouse database.
+
+    Two clients: the pipeline's (writes and the roles' own queries) and, opened on first
+    use, the analysts' (``analyst_query``): its own session with ``readonly=1`` and the
+    ``SqlLimits``, and its own lock.  chDB runs the two sessions' calls concurrently, so an
+    analyst query never holds up a write.
+    """
+
+    def __init__(
+        self, url: str, database: str = "taskpulse", password: str = "", limits: SqlLimits | None = None
+    ) -> None:
         self.url = url
         self.database = database
-        self._lock = threading.Lock()  # chDB: one engine per process, one call at a time
+        self.password = password
+        self.limits = limits or SqlLimits()
+        self._lock = threading.Lock()  # one call at a time on a client's session
+        self._analyst_lock = threading.Lock()
+        self._analyst: Any = None
+        self._table_functions: frozenset[str] | None = None
+        self.client = self._open()
+
+    def _open(self, settings: dict[str, Any] | None = None) -> Any:
+        url = self.url
         try:
             kwargs: dict[str, Any] = {"dsn": url}
-            if password:
-                kwargs["password"] = password
+            if self.password:
+                kwargs["password"] = self.password
             if not url.startswith("chdb"):
                 kwargs["autogenerate_session_id"] = False
-            self.client = clickhouse_connect.get_client(**kwargs)
+            if settings:
+                kwargs["settings"] = settings
+            return clickhouse_connect.get_client(**kwargs)
         except OperationalError as exc:
             raise SinkUnavailable(
-                f"cannot reach ClickHouse at {mask_url(url)}: {exc}; check "
+                f"cannot reach ClickHouse at {redact(url)}: {exc}; check "
                 "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
             ) from exc
         except (ClickHouseError, ValueError) as exc:
             raise ConfigError(
-                f"cannot open ClickHouse at {mask_url(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
+                f"cannot open ClickHouse at {redact(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
             ) from exc
 
     # ------------------------------------------------------------------ schema
@@ -111,6 +155,42 @@ class ClickHouseStore:
         except (ClickHouseError, OSError) as exc:
             raise _classify(exc, f"command {sql.split(chr(10))[0][:80]!r}") from exc
 
+    # ------------------------------------------------------------------ analyst queries
+    def analyst_query(self, sql: str) -> Any:
+        """Run an analyst's query: checked (``core.sql_guard``), then run on the read-only,
+        limited session.  ``QueryRefused`` (a ``SinkRejected``) names what is not allowed; a
+        query waits for the one before it at most its own time limit."""
+        if not self._analyst_lock.acquire(timeout=self.limits.max_execution_s):
+            raise SinkRejected(
+                f"another analyst query has been running for {self.limits.max_execution_s:g}s; try again"
+            )
+        try:
+            if self._analyst is None:
+                self._analyst = self._open(self.limits.session_settings())
+            self._check(sql)
+            return self._analyst.query(sql)
+        except QueryRefused as exc:
+            raise SinkRejected(str(exc)) from exc
+        except (ClickHouseError, OSError) as exc:
+            raise _classify(exc, "query") from exc
+        finally:
+            self._analyst_lock.release()
+
+    def _check(self, sql: str) -> None:
+        client = self._analyst
+        if self._table_functions is None:
+            names = client.query("SELECT lower(name) FROM system.table_functions").result_rows
+            self._table_functions = frozenset(str(n) for (n,) in names)
+        try:
+            ast = client.query("SELECT parseQueryToJSON({q:String})", parameters={"q": sql}).result_rows[0][0]
+        except DatabaseError as exc:
+            if NOT_SERIALIZABLE not in str(exc):
+                raise
+            lines = [str(r[0]) for r in client.query(f"EXPLAIN AST {sql}").result_rows]
+            check_ast_text(lines, self._table_functions)
+            return
+        check_json_ast(str(ast), self._table_functions)
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.query(sql, parameters).result_rows]
 
@@ -151,10 +231,13 @@ class ClickHouseStore:
         return {t: int(n) for t, n in self.rows(sql, {"db": self.database})}
 
     def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            log.debug("closing ClickHouse client failed", exc_info=True)
+        for client in (self._analyst, self.client):
+            if client is None:
+                continue
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("closing ClickHouse client failed", exc_info=True)
 
 
-__all__ = ["ClickHouseStore", "DatabaseError"]
+__all__ = ["ClickHouseStore", "DatabaseError", "SqlLimits"]

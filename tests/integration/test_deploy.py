@@ -236,8 +236,14 @@ def test_dashboards_are_generated_and_use_the_provisioned_datasources() -> None:
 # --------------------------------------------------------------------------- Prometheus
 
 
-def test_promtool_accepts_prometheus_config() -> None:
-    proc = _run([_tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG)])
+def test_promtool_accepts_prometheus_config(tmp_path: Path) -> None:
+    # A copy next to its rules and a token file where compose mounts the secret: promtool
+    # checks that credentials_file exists.
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_CONFIG.parent, copy)
+    (copy / "secrets").mkdir(exist_ok=True)
+    (copy / "secrets" / "taskpulse_metrics_token").write_text("test-token\n")
+    proc = _run([_tool("promtool"), "check", "config", str(copy / PROMETHEUS_CONFIG.name)])
     assert proc.returncode == 0, f"promtool check config failed:\n{_output(proc)}"
     assert "rule files found" in proc.stdout + proc.stderr, _output(proc)
 
