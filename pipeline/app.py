@@ -4,6 +4,7 @@ processor and a metrics registry.  Everything else takes plain arguments."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,7 +93,8 @@ def sql_limits(settings: Settings) -> SqlLimits:
     """The analyst query limits of ``settings``."""
     return SqlLimits(
         settings.sql_max_execution_s, settings.sql_max_result_rows, settings.sql_max_result_bytes,
-        settings.sql_max_memory_bytes,
+        settings.sql_max_memory_bytes, settings.sql_max_concurrent,
+        settings.sql_max_threads or max(1, (os.cpu_count() or 2) // 2),
     )  # fmt: skip
 
 

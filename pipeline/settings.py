@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Bytes an analyst query may return (uncompressed)."
     )
     sql_max_memory_bytes: int = Field(2 * 1024**3, ge=1024**2, description="Memory one analyst query may use.")
+    sql_max_concurrent: int = Field(
+        2, ge=1, description="Analyst queries that run at once (each on its own read-only session)."
+    )
+    sql_max_threads: int = Field(
+        0, ge=0, description="Threads one analyst query may use; 0: half the CPU cores (the rest stay for ingest)."
+    )
 
     roles: str = Field(
         "ingest,correlate,alerts,metrics",

@@ -24,7 +24,7 @@ from pipeline.core.batch import TP
 from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
-from pipeline.core.sql_guard import NOT_SERIALIZABLE, QueryRefused, check_ast_text, check_json_ast
+from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
 from pipeline.settings import redact
 
@@ -55,6 +55,8 @@ class SqlLimits:
     max_result_rows: int = 100_000
     max_result_bytes: int = 64 * 1024 * 1024
     max_memory_bytes: int = 2 * 1024**3
+    max_concurrent: int = 2
+    max_threads: int = 1
 
     def session_settings(self) -> dict[str, Any]:
         """The analyst session's settings; ``readonly`` comes last: once it is set, neither
@@ -66,6 +68,7 @@ class SqlLimits:
             "max_result_bytes": self.max_result_bytes,
             "result_overflow_mode": "throw",
             "max_memory_usage": self.max_memory_bytes,
+            "max_threads": self.max_threads,
             "readonly": 1,
         }
 
@@ -73,10 +76,10 @@ class SqlLimits:
 class ClickHouseStore:
     """The taskpulse tables in one ClickHouse database.
 
-    Two clients: the pipeline's (writes and the roles' own queries) and, opened on first
-    use, the analysts' (``analyst_query``): its own session with ``readonly=1`` and the
-    ``SqlLimits``, and its own lock.  chDB runs the two sessions' calls concurrently, so an
-    analyst query never holds up a write.
+    The pipeline's client (writes and the roles' own queries) and, opened on first use, up
+    to ``max_concurrent`` analyst clients (``analyst_query``): each its own session with
+    ``readonly=1`` and the ``SqlLimits``.  chDB runs different sessions' calls concurrently,
+    so an analyst query never holds up a write.
     """
 
     def __init__(
@@ -87,8 +90,10 @@ class ClickHouseStore:
         self.password = password
         self.limits = limits or SqlLimits()
         self._lock = threading.Lock()  # one call at a time on a client's session
-        self._analyst_lock = threading.Lock()
-        self._analyst: Any = None
+        self._analyst_slots = threading.BoundedSemaphore(self.limits.max_concurrent)
+        self._idle_analysts: list[Any] = []
+        self._all_analysts: list[Any] = []
+        self._pool_lock = threading.Lock()
         self._table_functions: frozenset[str] | None = None
         self.client = self._open()
 
@@ -160,33 +165,45 @@ class ClickHouseStore:
         """Run an analyst's query: checked (``core.sql_guard``), then run on the read-only,
         limited session.  ``QueryRefused`` (a ``SinkRejected``) names what is not allowed; a
         query waits for the one before it at most its own time limit."""
-        if not self._analyst_lock.acquire(timeout=self.limits.max_execution_s):
+        if not self._analyst_slots.acquire(timeout=self.limits.max_execution_s):
             raise SinkRejected(
-                f"another analyst query has been running for {self.limits.max_execution_s:g}s; try again"
+                f"{self.limits.max_concurrent} analyst queries have been running for "
+                f"{self.limits.max_execution_s:g}s; try again"
             )
+        client: Any = None
         try:
-            if self._analyst is None:
-                self._analyst = self._open(self.limits.session_settings())
-            self._check(sql)
-            return self._analyst.query(sql)
+            with self._pool_lock:
+                client = self._idle_analysts.pop() if self._idle_analysts else None
+            if client is None:
+                client = self._open(self.limits.session_settings())
+                with self._pool_lock:
+                    self._all_analysts.append(client)
+            self._check(client, sql)
+            return client.query(sql)
         except QueryRefused as exc:
             raise SinkRejected(str(exc)) from exc
         except (ClickHouseError, OSError) as exc:
             raise _classify(exc, "query") from exc
         finally:
-            self._analyst_lock.release()
+            if client is not None:
+                with self._pool_lock:
+                    self._idle_analysts.append(client)
+            self._analyst_slots.release()
 
-    def _check(self, sql: str) -> None:
-        client = self._analyst
+    def _check(self, client: Any, sql: str) -> None:
         if self._table_functions is None:
             names = client.query("SELECT lower(name) FROM system.table_functions").result_rows
             self._table_functions = frozenset(str(n) for (n,) in names)
         try:
             ast = client.query("SELECT parseQueryToJSON({q:String})", parameters={"q": sql}).result_rows[0][0]
         except DatabaseError as exc:
-            if NOT_SERIALIZABLE not in str(exc):
+            if "SYNTAX_ERROR" in str(exc) or "Code: 62." in str(exc):
                 raise
-            lines = [str(r[0]) for r in client.query(f"EXPLAIN AST {sql}").result_rows]
+            # a statement parseQueryToJSON cannot serialise (DESCRIBE, INSERT … VALUES, SYSTEM, …)
+            try:
+                lines = [str(r[0]) for r in client.query(f"EXPLAIN AST {sql}").result_rows]
+            except DatabaseError as explain_exc:
+                raise QueryRefused(f"query refused: it could not be checked ({explain_exc})") from explain_exc
             check_ast_text(lines, self._table_functions)
             return
         check_json_ast(str(ast), self._table_functions)
@@ -231,9 +248,7 @@ class ClickHouseStore:
         return {t: int(n) for t, n in self.rows(sql, {"db": self.database})}
 
     def close(self) -> None:
-        for client in (self._analyst, self.client):
-            if client is None:
-                continue
+        for client in (*self._all_analysts, self.client):
             try:
                 client.close()
             except Exception:  # noqa: BLE001 - closing is best effort
