@@ -412,3 +412,18 @@ def test_readme_cluster_ddl_runs_with_migrate_and_watermarks(tmp_path: Path) -> 
         "rollups": {"taskpulse.events.task:3": 41},
     }
     assert result["rollup_count"] == 2
+
+
+def test_the_api_binds_every_interface_only_with_tokens_and_prometheus_sends_one() -> None:
+    services = _resolved()["services"]
+    for name in ("worker", "alerting", "metrics"):
+        env = services[name]["environment"]
+        assert env["TASKPULSE_API_HOST"] == "0.0.0.0"
+        assert env["TASKPULSE_API_TOKEN"] and env["TASKPULSE_API_METRICS_TOKEN"], name
+        assert "TASKPULSE_API_TOKEN" in " ".join(services[name]["healthcheck"]["test"])
+    jobs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    job = next(j for j in jobs if j["job_name"] == "taskpulse")
+    token_file = "/etc/prometheus/" + job["authorization"]["credentials_file"]
+    entrypoint = " ".join(services["prometheus"]["entrypoint"])
+    assert f"> {token_file}" in entrypoint and "TASKPULSE_METRICS_TOKEN" in entrypoint
+    assert services["prometheus"]["environment"]["TASKPULSE_METRICS_TOKEN"]
