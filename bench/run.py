@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -534,6 +536,59 @@ def alert_delay_run(workdir: Path, interval_s: float) -> dict[str, Any]:
     return {"interval_s": interval_s, "delay_s": round(arrivals[0] - t0, 2) if arrivals else None}
 
 
+HEAVY_SQL = "SELECT count() FROM numbers(1000000000000) WHERE sipHash64(number) % 7 = 3"
+
+
+def _ingest_rate(broker: EmbeddedBroker, w: WorkerProc, events: list[dict[str, Any]], before: int) -> float:
+    """Publish ``events`` (100 per message) and time them until all are visible: events/s."""
+    t0 = time.monotonic()
+    asyncio.run(publish(broker.url, events, 100))
+    wait_all(w, before + len(events), timeout_s=900)
+    return len(events) / (time.monotonic() - t0)
+
+
+def analyst_run(events: list[dict[str, Any]], workdir: Path, engine: str = "direct") -> dict[str, Any]:
+    """Ingest rate alone, then while analyst queries that run to their time limit keep one
+    read-only session busy (the other answers the row counts)."""
+    warm = 5_000  # the first batches (group join, first parts) are not the steady rate
+    half = (len(events) - warm) // 2
+    with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
+        w = WorkerProc(broker, workdir / "data", engine, TASKPULSE_SQL_MAX_EXECUTION_S="10")
+        try:
+            _wait_api(w)
+            _ingest_rate(broker, w, events[-warm:], 0)
+            alone = _ingest_rate(broker, w, events[:half], warm)
+            stop = threading.Event()
+            heavy = {"queries": 0, "timeouts": 0}
+
+            def analyst() -> None:
+                while not stop.is_set():
+                    req = urllib.request.Request(
+                        f"{w.api}/api/sql", data=json.dumps({"query": HEAVY_SQL}).encode(),
+                        headers={"Content-Type": "application/json"},
+                    )  # fmt: skip
+                    try:
+                        urllib.request.urlopen(req, timeout=60).close()
+                    except urllib.error.HTTPError as exc:
+                        heavy["timeouts"] += "Timeout exceeded" in exc.read().decode()
+                    heavy["queries"] += 1
+
+            thread = threading.Thread(target=analyst, daemon=True)
+            thread.start()
+            time.sleep(1.0)
+            loaded = _ingest_rate(broker, w, events[half : 2 * half], warm + half)
+            stop.set()
+            thread.join(30)
+        finally:
+            w.stop()
+    return {
+        "engine": engine, "events": half, "alone_events_per_s": round(alone),
+        "with_heavy_query_events_per_s": round(loaded), "ratio": round(loaded / alone, 3),
+        "heavy_queries": heavy["queries"], "heavy_query_timeouts": heavy["timeouts"],
+    }  # fmt: skip
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(143)  # run the finally blocks: stop the worker and the broker
 
@@ -545,7 +600,7 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "correlation-memory",
-                                       "metrics", "alerts"],
+                                       "metrics", "alerts", "analyst"],
                     action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--open-tasks", type=int, default=1_000_000, help="open tasks for correlation-memory")
@@ -556,7 +611,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
         parts = set(args.only or ["single", "batched", "latency", "correlation", "correlation-memory", "metrics",
-                                  "alerts"])
+                                  "alerts", "analyst"])
         if "correlation-memory" in parts:  # first, in a process that holds nothing else yet
             console.print(f"[bold]correlation state: memory of {args.open_tasks:,} open tasks (pure correlator)[/]")
             results["correlation-memory"] = correlation_memory(args.open_tasks)
@@ -566,6 +621,12 @@ def main() -> None:
             console.print(f"[bold]generating {args.events:,} demo events[/]")
             events = events_for(args.events)
             results["avg_event_bytes"] = round(statistics.mean(len(orjson.dumps(e)) for e in events[:5000]))
+        if "analyst" in parts:
+            console.print("[bold]ingest rate alone, then while a heavy analyst query runs (direct engine)[/]")
+            d = work / "analyst"
+            d.mkdir()
+            results["analyst"] = analyst_run(events[:200_000], d)
+            console.print(results["analyst"])
         if "metrics" in parts:
             console.print("[bold]metrics role: series and scrape time on 20,000 demo events[/]")
             d = work / "metrics"

@@ -116,6 +116,9 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         broker_max_poll_records=5000,
         stream_buffer_maxsize=settings.batch_max * 2,
         web_enabled=True,
+        # Faust's own pages that expose routing and table contents: not served.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_bind=settings.api_host,
         web_port=settings.api_port,
         web_host=settings.api_host,

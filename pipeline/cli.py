@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline.errors import TaskpulseError
-from pipeline.settings import Settings
+from pipeline.settings import Settings, install_log_redaction, secret_values
 
 cli = typer.Typer(
     name="taskpulse",
@@ -36,12 +36,31 @@ console = Console()
 err = Console(stderr=True)
 alerts_app = typer.Typer(help="Alert rules and alert history.", no_args_is_help=True)
 export_app = typer.Typer(help="Export data (CSV).", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (TASKPULSE_API_TOKENS_FILE).", no_args_is_help=True)
 cli.add_typer(alerts_app, name="alerts")
 cli.add_typer(export_app, name="export")
+cli.add_typer(token_app, name="token")
 
 
 def _settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    install_log_redaction(secret_values(settings))
+    return settings
+
+
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    """The worker API's Authorization header from TASKPULSE_API_TOKEN (none when unset)."""
+    token = settings.api_token.get_secret_value()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _refused(status: int, body: Any) -> None:
+    """Fail with the worker's answer to a request it did not authorise."""
+    why = body.get("error", "") if isinstance(body, dict) else ""
+    _fail(
+        f"the worker refused the request (HTTP {status}: {why}); set TASKPULSE_API_TOKEN to a token "
+        "it accepts with a role that allows this"
+    )
 
 
 def _fail(message: str) -> None:
@@ -69,12 +88,17 @@ def worker(
             "`taskpulse up` starts an embedded broker and a worker for you"
         )
     from pipeline.agents import register_roles
+    from pipeline.agents.api import load_tokens
     from pipeline.app import build_pipeline
     from pipeline.kafka_security import KafkaSecurity, client_kwargs
     from pipeline.settings import kafka_bootstrap
     from pipeline.sinks.kafka import ensure_topics
     from pipeline.topics import ALL_TOPICS
 
+    try:
+        load_tokens(settings)  # refuses a non-loopback API without a token before anything starts
+    except TaskpulseError as exc:
+        _fail(str(exc))
     level = (log_level or settings.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("taskpulse.worker")
@@ -102,7 +126,7 @@ def worker(
         return
     try:
         register_roles(pipeline, settings.role_list)
-    except ValueError as exc:
+    except (ValueError, TaskpulseError) as exc:
         _fail(str(exc))
     import faust
 
@@ -162,9 +186,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
         proc.wait(5)
 
 
-async def _get_status(session: aiohttp.ClientSession, api: str) -> dict[str, Any] | None:
+async def _get_status(
+    session: aiohttp.ClientSession, api: str, headers: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     try:
-        async with session.get(f"{api}/api/status", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        async with session.get(
+            f"{api}/api/status", headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as r:
+            if r.status in (401, 403):
+                _refused(r.status, await r.json(content_type=None))
             if r.status == 200:
                 data: dict[str, Any] = await r.json()
                 return data
@@ -220,12 +250,13 @@ async def _up_loop(
         return None
 
     api = settings.effective_api_url
+    headers = _auth_headers(settings)
     published = [0]
     demo_task: asyncio.Task[None] | None = None
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
         with console.status("starting the worker (opening ClickHouse, joining the consumer group)…"):
-            while (status := await _get_status(session, api)) is None:
+            while (status := await _get_status(session, api, headers)) is None:
                 if proc.poll() is not None:
                     _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                 await asyncio.sleep(0.5)
@@ -239,7 +270,7 @@ async def _up_loop(
                     await asyncio.sleep(1.0)
                     if proc.poll() is not None:
                         _fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
-                    status = await _get_status(session, api) or status
+                    status = await _get_status(session, api, headers) or status
                     extra = {"published": published[0], "hint": hint, "broker_mib": broker_mib()}
                     live.update(render(status, rates, extra))
         finally:
@@ -434,11 +465,15 @@ def _query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[l
             async with aiohttp.ClientSession() as s, s.post(
                 f"{settings.effective_api_url}/api/sql",
                 json={"query": query},
-                timeout=aiohttp.ClientTimeout(total=120, connect=2),
+                headers=_auth_headers(settings),
+                timeout=aiohttp.ClientTimeout(total=settings.sql_max_execution_s + 30, connect=2),
             ) as r:
-                body = await r.json()
-        except (aiohttp.ClientError, TimeoutError):
+                body = await r.json(content_type=None)
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
+        if status in (401, 403):
+            _refused(status, body)
         if "error" in body:
             _fail(body["error"])
         return body["columns"], body["rows"]
@@ -497,8 +532,9 @@ def status(
 
     async def go() -> None:
         rates = RateTracker()
+        headers = _auth_headers(settings)
         async with aiohttp.ClientSession() as s:
-            st = await _get_status(s, api)
+            st = await _get_status(s, api, headers)
             if st is None:
                 _fail(f"no worker answers at {api} (start one with `taskpulse up`)")
                 return
@@ -508,7 +544,7 @@ def status(
             with Live(render(st, rates), console=console) as live:
                 while True:
                     await asyncio.sleep(1)
-                    st = await _get_status(s, api) or st
+                    st = await _get_status(s, api, headers) or st
                     live.update(render(st, rates))
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -554,7 +590,7 @@ class _Querier:
                 self.store = store_from_settings(s, reader=True)
                 if not s.clickhouse_read_url:  # the read-only user cannot (and need not) create the schema
                     self.store.migrate(s.sketch_relative_accuracy)
-            res = self.store.query(query)
+            res = self.store.analyst_query(query)
         except TaskpulseError as exc:
             _fail(str(exc))
             raise
@@ -646,6 +682,35 @@ def report(
         console.print(Markdown(text))
     else:
         sys.stdout.write(text)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="Who uses the token (recorded as the source of what it sends)")],
+    role: Annotated[str, typer.Option(help="reader, writer, operator or admin")] = "reader",
+) -> None:
+    """Make a new API token: prints the secret (once; it is not stored) and the line to add to
+    TASKPULSE_API_TOKENS_FILE."""
+    import secrets
+
+    from pipeline.core.auth import TokenFileError, token_line
+
+    secret = secrets.token_urlsafe(32)
+    try:
+        line = token_line(name, role, secret)
+    except TokenFileError as exc:
+        _fail(str(exc).replace("tokens file line 1: ", ""))
+        return
+    sys.stdout.write(f"secret: {secret}\nline:   {line}\n")
+    err.print(
+        "Give the secret to the client (it sends Authorization: Bearer <secret>; the CLI reads "
+        "TASKPULSE_API_TOKEN); it is shown once and not stored. Add the line to TASKPULSE_API_TOKENS_FILE "
+        "and restart the worker.",
+        highlight=False,
+    )
 
 
 # --------------------------------------------------------------------------- alerts

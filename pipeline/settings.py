@@ -6,8 +6,14 @@ Built once (in the CLI), then passed down as plain arguments.  Empty URLs mean
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
+import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,9 +106,38 @@ class Settings(BaseSettings):
     )
     sketch_relative_accuracy: float = Field(0.005, ge=0.001, lt=0.05)
 
-    api_host: str = "127.0.0.1"
+    api_host: str = Field(
+        "127.0.0.1", description="Address the HTTP API binds; a non-loopback one needs an API token."
+    )
     api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")
     api_url: str = Field("", description="Where `taskpulse sql` finds a running worker.")
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token with the admin role the worker accepts; the CLI sends it to the worker. "
+        "Empty and no tokens file: the API is open, allowed on loopback only.",
+    )
+    api_tokens_file: Path | None = Field(
+        None, description="Tokens file: one `name:role:sha256:<hex>` line per token (`taskpulse token create`)."
+    )
+    api_metrics_token: SecretStr = Field(
+        SecretStr(""), description="A reader token named `metrics` for the Prometheus scraper; empty: none."
+    )
+
+    # --- analyst SQL (/api/sql, taskpulse sql, export, report) ------------------------------
+    sql_max_execution_s: float = Field(30.0, gt=0, description="Time limit of one analyst query.")
+    sql_max_result_rows: int = Field(
+        100_000, ge=1, description="Rows an analyst query may return (more: refused, add a LIMIT)."
+    )
+    sql_max_result_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes an analyst query may return (uncompressed)."
+    )
+    sql_max_memory_bytes: int = Field(2 * 1024**3, ge=1024**2, description="Memory one analyst query may use.")
+    sql_max_concurrent: int = Field(
+        2, ge=1, description="Analyst queries that run at once (each on its own read-only session)."
+    )
+    sql_max_threads: int = Field(
+        0, ge=0, description="Threads one analyst query may use; 0: half the CPU cores (the rest stay for ingest)."
+    )
 
     roles: str = Field(
         "ingest,correlate,alerts,metrics",
@@ -199,10 +234,11 @@ class Settings(BaseSettings):
         out = self.model_dump(mode="json")
         out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
         out["alert_webhook_url"] = "***" if self.alert_webhook_url.get_secret_value() else ""
-        for key in ("clickhouse_read_password", "kafka_ssl_key_password", "kafka_sasl_password"):
+        for key in ("clickhouse_read_password", "kafka_ssl_key_password", "kafka_sasl_password",
+                    "api_token", "api_metrics_token"):
             out[key] = "***" if getattr(self, key).get_secret_value() else ""
-        for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url"):
-            out[key] = mask_url(out[key])
+        for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url", "api_url"):
+            out[key] = redact(out[key])
         return out
 
     @property
@@ -212,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_url
+
+    @property
+    def api_on_loopback(self) -> bool:
+        return is_loopback(self.api_host)
 
     @property
     def effective_api_url(self) -> str:
@@ -229,11 +269,109 @@ def kafka_bootstrap(kafka_url: str) -> str:
     return ",".join(p.removeprefix("kafka://") for p in kafka_url.split(",") if p)
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for 0.0.0.0, names and other addresses."""
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?P<pw>:[^/\s@]*)?@")
+#: Webhook URLs whose path is the secret (Slack, Discord, Teams, Mattermost, Google Chat, …).
+_SECRET_PATH = re.compile(
+    r"(?P<keep>https?://[^/\s]+/(?:services|api/webhooks|hooks|webhookb2|webhook|v1/spaces))/[^\s'\"<>)]+",
+    re.IGNORECASE,
+)
+_SECRET_QUERY = re.compile(
+    r"(?P<keep>[?&](?:[A-Za-z_-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth)[A-Za-z_-]*)=)"
+    r"[^&\s'\"<>#]+",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?P<keep>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+#: Exact secret values of this process (``install_log_redaction``), replaced wherever they appear.
+_KNOWN_SECRETS: list[str] = []
+
+
+def _credentials(m: re.Match[str]) -> str:
+    # user:password@ keeps the user; a lone user@ may itself be the token (https://TOKEN@host)
+    return f"{m['scheme']}{m['user']}:***@" if m["pw"] else f"{m['scheme']}***@"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with secrets replaced by ``***``: the process's configured secrets (tokens,
+    passwords, the webhook URL), URL credentials, webhook paths that are the secret
+    (``hooks.slack.com/services/…``), secret-looking query parameters (``?token=…``) and
+    bearer tokens.  For every log line, status field and error message."""
+    if not text:
+        return text
+    out = text
+    for secret in sorted({*_KNOWN_SECRETS, *secrets}, key=len, reverse=True):
+        if len(secret) >= 6:
+            out = out.replace(secret, "***")
+    out = _URL_CREDENTIALS.sub(_credentials, out)
+    out = _SECRET_PATH.sub(lambda m: f"{m['keep']}/***", out)
+    out = _SECRET_QUERY.sub(lambda m: f"{m['keep']}***", out)
+    return _BEARER.sub(lambda m: f"{m['keep']}***", out)
+
+
+def url_for_display(url: str) -> str:
+    """``scheme://host:port/…``: a URL whose path may be the secret (a webhook), for messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<url>"
+    return f"{parts.scheme}://{host}{port}/…" if parts.path.strip("/") or parts.query else f"{parts.scheme}://{host}{port}"
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The secret strings in ``settings``: tokens, passwords, the webhook URL and its path."""
+    out = [
+        settings.api_token.get_secret_value(), settings.api_metrics_token.get_secret_value(),
+        settings.clickhouse_password.get_secret_value(), settings.clickhouse_read_password.get_secret_value(),
+        settings.kafka_sasl_password.get_secret_value(), settings.kafka_ssl_key_password.get_secret_value(),
+    ]  # fmt: skip
+    hook = settings.alert_webhook_url.get_secret_value()
+    if hook:
+        out.append(hook)
+        try:
+            path = urlsplit(hook).path
+        except ValueError:
+            path = ""
+        if len(path.strip("/")) >= 8:
+            out.append(path)
+    for url in (settings.kafka_url, settings.clickhouse_url, settings.clickhouse_read_url, settings.alertmanager_url):
+        with_pw = _URL_CREDENTIALS.search(url)
+        if with_pw and with_pw["pw"]:
+            out.append(with_pw["pw"][1:])
+    return [s for s in out if s]
+
+
+class _RedactedRecord(logging.LogRecord):
+    """A log record whose message and traceback pass through ``redact``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.exc_info and self.exc_info[1] is not None:
+            self.exc_text = redact("".join(traceback.format_exception(*self.exc_info)).rstrip("\n"))
+
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        return redact(super().getMessage())
+
+
+def install_log_redaction(secrets: Iterable[str]) -> None:
+    """Redact ``secrets`` (and URL credentials, webhook paths, tokens) in every log record of
+    this process, whatever logger or handler writes it."""
+    _KNOWN_SECRETS[:] = sorted({s for s in secrets if len(s) >= 6})
+    logging.setLogRecordFactory(_RedactedRecord)
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and error messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """The URL with its password replaced by ``***`` (``redact`` for one URL)."""
+    return redact(url)

@@ -6,6 +6,11 @@ the request text, the assigned agent and its confidence, every other evaluated a
 ``Name:score;Name:score`` (highest first), ``true``/``false``, the execution time in
 seconds, and the error.  Pages are read in (timestamp, task id) order with a keyset, so an
 export of millions of rows holds one page in memory.
+
+Text cells (user id, request, agent names, error) that a spreadsheet would read as a
+formula — they begin with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return — get a
+leading ``'`` (OWASP's CSV injection advice); numbers, times and ``true``/``false`` are
+written by taskpulse and stay as they are, negative numbers included.
 """
 
 from __future__ import annotations
@@ -79,16 +84,31 @@ def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: Any) -> str:
+    """A text cell a spreadsheet will not run: formula-leading text gets a ``'`` prefix (also
+    text already quoted that way, so ``read_text_cell`` gives back exactly what was written)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.lstrip("'").startswith(FORMULA_LEADS) else text
+
+
+def read_text_cell(cell: str) -> str:
+    """The text ``text_cell`` was given (for importers of this CSV)."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_LEADS) else cell
+
+
 def csv_row(row: list[Any]) -> tuple[list[str], tuple[str, str]]:
     """A page row → (CSV fields, the keyset of this row)."""
     ts, task_id, user, request, agent, conf, others, success, exec_ms, error = row
     iso = str(ts).replace(" ", "T")[:23] + "Z"
     ranked = sorted(_pairs(others), key=lambda p: (-p[1], p[0]))
-    other = ";".join(f"{name}:{_num(score)}" for name, score in ranked)
+    other = text_cell(";".join(f"{name}:{_num(score)}" for name, score in ranked))
     fields = [
-        iso, str(user or ""), str(request or ""), str(agent or ""),
+        iso, text_cell(user or ""), text_cell(request or ""), text_cell(agent or ""),
         "" if conf is None else _num(conf), other, "true" if success in (True, 1, "true") else "false",
-        "" if exec_ms is None else _num(float(exec_ms) / 1000), str(error or ""),
+        "" if exec_ms is None else _num(float(exec_ms) / 1000), text_cell(error or ""),
     ]  # fmt: skip
     return fields, (str(ts), str(task_id))
 
@@ -103,4 +123,5 @@ def _num(x: float) -> str:
     return f"{float(x):.3f}".rstrip("0").rstrip(".") if x == x else ""
 
 
-__all__ = ["CSV_HEADER", "count_sql", "csv_row", "page_sql", "parse_time"]
+__all__ = ["CSV_HEADER", "FORMULA_LEADS", "count_sql", "csv_row", "page_sql", "parse_time", "read_text_cell",
+           "text_cell"]

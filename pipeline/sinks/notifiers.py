@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from pipeline.core.alert_state import Change, change_json
+from pipeline.settings import redact, url_for_display
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ SLACK_COLORS = {"critical": "#d00000", "high": "#e8590c", "medium": "#f2c744", "
 
 
 class NotifyError(Exception):
-    """A notification was not accepted (network error or non-2xx answer): retry it."""
+    """A notification was not accepted (network error or non-2xx answer): retry it.  The
+    message never holds the URL's secret parts (``url_for_display`` / ``redact``)."""
 
 
 def _iso(ms: int | None) -> str | None:
@@ -42,14 +44,21 @@ class Notifier(Protocol):
     async def send(self, changes: Sequence[Change]) -> None: ...
 
 
-async def _post(session: aiohttp.ClientSession, url: str, payload: Any, timeout_s: float) -> None:
+async def _post(
+    session: aiohttp.ClientSession, url: str, payload: Any, timeout_s: float, shown: str | None = None
+) -> None:
+    """POST ``payload``; errors name ``shown`` (default: ``url`` redacted), never the URL's
+    secret, and carry no cause (aiohttp's exceptions repeat the full URL)."""
+    where = shown if shown is not None else redact(url)
+    secrets = (url, url.split("?", 1)[0])
     try:
         async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
             if r.status >= 300:
-                text = (await r.text())[:300]
-                raise NotifyError(f"HTTP {r.status} from {url}: {text}")
+                text = redact((await r.text())[:300], secrets)
+                raise NotifyError(f"HTTP {r.status} from {where}: {text}")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise NotifyError(f"POST {url} failed: {exc!r}") from exc
+        detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+        raise NotifyError(f"POST {where} failed: {detail}") from None
 
 
 @dataclass
@@ -126,7 +135,7 @@ class WebhookNotifier:
     async def send(self, changes: Sequence[Change]) -> None:
         for c in changes:
             body = slack_payload(c) if self.format == "slack" else webhook_payload(c)
-            await _post(self.session, self.url, body, self.timeout_s)
+            await _post(self.session, self.url, body, self.timeout_s, shown=url_for_display(self.url))
 
 
 @dataclass
@@ -223,7 +232,7 @@ class Dispatcher:
                 await notifier.send(changes)
             except NotifyError as exc:
                 st.failed_attempts += 1
-                st.last_error = str(exc)
+                st.last_error = redact(str(exc))
                 if time.monotonic() + delay > deadline:
                     st.dropped += len(changes)
                     log.error("notifier %s: giving up on %d alert(s): %s", notifier.name, len(changes), exc)

@@ -23,6 +23,7 @@ from pipeline.core.batch import BatchOutput, BatchProcessor
 from pipeline.core.rows import dlq_rows, event_rows, rollup_rows
 from pipeline.errors import SinkBackpressure, SinkRejected, SinkUnavailable
 from pipeline.metrics import PipelineMetrics
+from pipeline.settings import redact
 from pipeline.sinks.clickhouse import ClickHouseStore
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.topics import DLQ, NORMALIZED, ROLLUPS
@@ -82,7 +83,7 @@ class SinkRetry:
                 await asyncio.sleep(exc.retry_after)
             except SinkUnavailable as exc:
                 self.metrics.write_errors.labels(name).inc()
-                self.last_error = str(exc)
+                self.last_error = redact(str(exc))
                 if self.unavailable_since is None:
                     self.unavailable_since = self.clock()
                     self.metrics.backpressure.set(1)
@@ -139,7 +140,7 @@ class BatchWriter:
 
     @last_error.setter
     def last_error(self, value: str) -> None:
-        self.retry.last_error = value
+        self.retry.last_error = redact(value)
 
     async def _kafka(self, out: BatchOutput) -> None:
         p = self.producer

@@ -48,6 +48,11 @@ class Worker:
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    #: the bearer token status() and sql() send (empty: none; a loopback worker without tokens is open)
+    token: str = ""
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115
@@ -65,7 +70,8 @@ class Worker:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.api}/api/status", timeout=5) as r:
+            req = urllib.request.Request(f"{self.api}/api/status", headers=self._headers())
+            with urllib.request.urlopen(req, timeout=5) as r:
                 return json.load(r)  # type: ignore[no-any-return]
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             return None
@@ -74,7 +80,7 @@ class Worker:
         req = urllib.request.Request(
             f"{self.api}/api/sql",
             data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self._headers()},
         )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:

@@ -243,8 +243,14 @@ def test_dashboards_are_generated_and_use_the_provisioned_datasources() -> None:
 # --------------------------------------------------------------------------- Prometheus
 
 
-def test_promtool_accepts_prometheus_config() -> None:
-    proc = _run([_tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG)])
+def test_promtool_accepts_prometheus_config(tmp_path: Path) -> None:
+    # A copy next to its rules and a token file where compose mounts the secret: promtool
+    # checks that credentials_file exists.
+    copy = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS_CONFIG.parent, copy)
+    (copy / "secrets").mkdir(exist_ok=True)
+    (copy / "secrets" / "taskpulse_metrics_token").write_text("test-token\n")
+    proc = _run([_tool("promtool"), "check", "config", str(copy / PROMETHEUS_CONFIG.name)])
     assert proc.returncode == 0, f"promtool check config failed:\n{_output(proc)}"
     assert "rule files found" in proc.stdout + proc.stderr, _output(proc)
 
@@ -413,3 +419,18 @@ def test_readme_cluster_ddl_runs_with_migrate_and_watermarks(tmp_path: Path) -> 
         "rollups": {"taskpulse.events.task:3": 41},
     }
     assert result["rollup_count"] == 2
+
+
+def test_the_api_binds_every_interface_only_with_tokens_and_prometheus_sends_one() -> None:
+    services = _resolved()["services"]
+    for name in ("worker", "alerting", "metrics"):
+        env = services[name]["environment"]
+        assert env["TASKPULSE_API_HOST"] == "0.0.0.0"
+        assert env["TASKPULSE_API_TOKEN"] and env["TASKPULSE_API_METRICS_TOKEN"], name
+        assert "TASKPULSE_API_TOKEN" in " ".join(services[name]["healthcheck"]["test"])
+    jobs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    job = next(j for j in jobs if j["job_name"] == "taskpulse")
+    token_file = "/etc/prometheus/" + job["authorization"]["credentials_file"]
+    entrypoint = " ".join(services["prometheus"]["entrypoint"])
+    assert f"> {token_file}" in entrypoint and "TASKPULSE_METRICS_TOKEN" in entrypoint
+    assert services["prometheus"]["environment"]["TASKPULSE_METRICS_TOKEN"]

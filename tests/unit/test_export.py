@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from pipeline.core.export import CSV_HEADER, csv_row, page_sql, parse_time
+from pipeline.core.export import CSV_HEADER, csv_row, page_sql, parse_time, read_text_cell, text_cell
 
 NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
 
@@ -53,3 +53,25 @@ def test_pages_continue_after_the_keyset_and_quote_filters() -> None:
     assert "agent = 'o\\'brien'" in sql
     assert "> (toDateTime64('2025-11-03 10:00:00.000000', 3, 'UTC'), 't-9')" in sql
     assert sql.endswith("LIMIT 100")
+
+
+@pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])
+def test_formula_leading_text_is_neutralised_and_reads_back(lead: str) -> None:
+    evil = f"{lead}HYPERLINK(\"http://x\",\"y\")"
+    row = ["2025-11-03 10:00:00.000000", "t", evil, evil, evil, -0.5, {evil: 0.1}, False, -1500.0, evil]
+    fields, _ = csv_row(row)
+    user, request, agent, conf, others, _, exec_s, error = fields[1:]
+    assert user == request == agent == error == "'" + evil
+    assert others.startswith("'")
+    assert (conf, exec_s) == ("-0.5", "-1.5")  # numbers stay numbers, negative ones too
+    buf = io.StringIO()
+    csv.writer(buf).writerow(fields)
+    [back] = list(csv.reader(io.StringIO(buf.getvalue())))
+    assert [read_text_cell(c) for c in back[1:4]] == [evil, evil, evil]
+
+
+@pytest.mark.parametrize("text", ["plain", "'quoted'", "'=already", "''=twice", "", "a=b", "-"])
+def test_text_cells_round_trip_exactly(text: str) -> None:
+    cell = text_cell(text)
+    assert not cell.lstrip("'").startswith(("=", "+", "-", "@")) or cell.startswith("'")
+    assert read_text_cell(cell) == text

@@ -1,0 +1,171 @@
+"""Who may call the HTTP API: bearer tokens with a name and a role, and which role each
+route needs.  Pure (no I/O): the caller reads the tokens file and passes its text.
+
+A tokens file has one token per line, ``name:role:sha256:<hex digest of the secret>``;
+blank lines and lines starting with ``#`` are ignored.  Secrets are random (32 bytes from
+``secrets.token_urlsafe``), so a plain SHA-256 is enough to keep a leaked file useless:
+slow password hashes exist for guessable secrets.  ``taskpulse token create`` prints a
+secret and its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    READER = "reader"  # queries, exports, status, /metrics
+    WRITER = "writer"  # HTTP ingest
+    OPERATOR = "operator"  # reader + operations (DLQ replay, …)
+    ADMIN = "admin"  # everything
+
+
+#: What each role may do besides its own name: admin ⊇ operator ⊇ reader; writer only ingests.
+_GRANTS: dict[Role, frozenset[Role]] = {
+    Role.READER: frozenset({Role.READER}),
+    Role.WRITER: frozenset({Role.WRITER}),
+    Role.OPERATOR: frozenset({Role.OPERATOR, Role.READER}),
+    Role.ADMIN: frozenset(Role),
+}
+
+HASH_SCHEME = "sha256"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TokenFileError(ValueError):
+    """A line of the tokens file cannot be read; the message names the line."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller a token stands for (handlers record ``name`` as the source of what it sends)."""
+
+    name: str
+    role: Role
+
+    def may(self, needed: Role) -> bool:
+        return needed in _GRANTS[self.role]
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    name: str
+    role: Role
+    digest: str  # hex SHA-256 of the secret
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def token_line(name: str, role: str, secret: str) -> str:
+    """The tokens-file line for ``secret`` (validated like a line read from the file)."""
+    line = f"{name}:{role}:{HASH_SCHEME}:{hash_secret(secret)}"
+    parse_tokens(line)
+    return line
+
+
+def parse_tokens(text: str, source: str = "tokens file") -> list[TokenEntry]:
+    """The entries of a tokens file; ``TokenFileError`` names the first bad line."""
+    entries: list[TokenEntry] = []
+    names: set[str] = set()
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        where = f"{source} line {n}"
+        if len(parts) != 4:
+            raise TokenFileError(f"{where}: expected name:role:sha256:<hex>, got {len(parts)} field(s)")
+        name, role, scheme, digest = parts
+        if not _NAME.match(name):
+            raise TokenFileError(f"{where}: bad token name {name!r} (letters, digits, . _ @ -; up to 64)")
+        if role not in Role.__members__.values():
+            raise TokenFileError(f"{where}: unknown role {role!r}; choose from {', '.join(r.value for r in Role)}")
+        if scheme != HASH_SCHEME or not _HEX.match(digest):
+            raise TokenFileError(f"{where}: the secret must be given as sha256:<64 lowercase hex digits>")
+        if name in names:
+            raise TokenFileError(f"{where}: token name {name!r} appears twice")
+        names.add(name)
+        entries.append(TokenEntry(name, Role(role), digest))
+    return entries
+
+
+class TokenTable:
+    """The tokens a worker accepts.  Empty: the API is open (allowed on loopback only)."""
+
+    def __init__(self, entries: list[TokenEntry]) -> None:
+        self.entries = list(entries)
+
+    @classmethod
+    def build(cls, api_token: str = "", file_text: str | None = None, metrics_token: str = "") -> TokenTable:
+        entries = parse_tokens(file_text) if file_text is not None else []
+        if api_token:
+            entries.append(TokenEntry("api-token", Role.ADMIN, hash_secret(api_token)))
+        if metrics_token:
+            entries.append(TokenEntry("metrics", Role.READER, hash_secret(metrics_token)))
+        return cls(entries)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.entries)
+
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal of ``presented``, compared in constant time against every entry."""
+        digest = hash_secret(presented)
+        found: Principal | None = None
+        for e in self.entries:  # no early exit: the time does not depend on which entry matched
+            if hmac.compare_digest(digest, e.digest) and found is None:
+                found = Principal(e.name, e.role)
+        return found
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None when absent or another scheme)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+#: Path prefixes whose non-GET requests need more than the reader role.
+_WRITE_ROUTES: list[tuple[str, Role]] = [
+    ("/api/sql", Role.READER),  # POST only for the body; it never changes state
+    ("/api/v1/events", Role.WRITER),  # HTTP ingest
+    ("/api/v1/dlq", Role.OPERATOR),  # DLQ replay
+    ("/api/dlq", Role.OPERATOR),
+    ("/api/v1/ops", Role.OPERATOR),
+]
+
+
+def required_role(method: str, path: str) -> Role:
+    """The role a request needs.  Reads (GET, HEAD) need a reader; a state-changing method
+    needs the role of its route, admin when no route lists it (deny by default)."""
+    if method.upper() in ("GET", "HEAD", "OPTIONS"):
+        return Role.READER
+    for prefix, role in _WRITE_ROUTES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return role
+    return Role.ADMIN
+
+
+#: Content types a request body may have: JSON or NDJSON, never a form (a web page could
+#: send a form to the API from a browser without a CORS preflight).
+BODY_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson"})
+
+
+def body_type_allowed(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() in BODY_TYPES
+
+
+__all__ = [
+    "BODY_TYPES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable", "bearer",
+    "body_type_allowed", "hash_secret", "parse_tokens", "required_role", "token_line",
+]  # fmt: skip
