@@ -68,7 +68,7 @@ FIELD_CORPUS = [
     pytest.param(without(E, "id"), "schema_violation", "id", id="missing id"),
     pytest.param({**E, "id": ""}, "schema_violation", "id", id="empty id"),
     pytest.param({**E, "id": 7}, "schema_violation", "id", id="id not a string"),
-    pytest.param({**E, "id": "x" * 129}, "schema_violation", "id", id="id too long"),
+    pytest.param({**E, "id": "x" * 257}, "out_of_range", "id", id="id too long"),
     pytest.param(without(E, "event_type"), "schema_violation", "event_type", id="no event_type"),
     pytest.param({**E, "event_type": 5}, "schema_violation", "event_type", id="event_type int"),
     pytest.param(without(E, "entity_id"), "schema_violation", "entity_id", id="no entity_id"),
@@ -107,18 +107,6 @@ FIELD_CORPUS = [
         id="progress -1",
     ),
     pytest.param(
-        with_state("task.progress", percentage=_DROP),
-        "schema_violation",
-        "current_state.percentage",
-        id="progress missing",
-    ),
-    pytest.param(
-        with_state("task.assigned", agent_id=_DROP),
-        "schema_violation",
-        "current_state.agent_id",
-        id="assigned no agent",
-    ),
-    pytest.param(
         with_state("task.assigned", confidence=-0.1),
         "schema_violation",
         "current_state.confidence",
@@ -131,28 +119,10 @@ FIELD_CORPUS = [
         id="evaluation<0",
     ),
     pytest.param(
-        with_state("task.created", priority="urgent"),
-        "schema_violation",
-        "current_state.priority",
-        id="priority enum",
-    ),
-    pytest.param(
         with_state("task.status_changed", status="DONE"),
         "schema_violation",
         "current_state.status",
         id="task state enum",
-    ),
-    pytest.param(
-        with_state("task.review", reviewer=_DROP),
-        "schema_violation",
-        "current_state.reviewer",
-        id="review no reviewer",
-    ),
-    pytest.param(
-        with_state("task.failed", error=_DROP),
-        "schema_violation",
-        "current_state.error",
-        id="failed no error",
     ),
     pytest.param(
         with_state("task.failed", retry_count=-1),
@@ -202,12 +172,6 @@ FIELD_CORPUS = [
         "current_state.score",
         id="feedback 11",
     ),
-    pytest.param(
-        with_state("user.request", user_id=_DROP),
-        "schema_violation",
-        "current_state.user_id",
-        id="request no user",
-    ),
     # timestamps
     pytest.param({**E, "timestamp": "garbage"}, "bad_timestamp", "timestamp", id="ts garbage"),
     pytest.param({**E, "timestamp": ""}, "bad_timestamp", "timestamp", id="ts empty"),
@@ -220,13 +184,13 @@ FIELD_CORPUS = [
     pytest.param({**E, "timestamp": False}, "bad_timestamp", "timestamp", id="ts false"),
     pytest.param(
         {**E, "metrics": {"duration_ms": "Infinity"}},
-        "schema_violation",
+        "out_of_range",
         "metrics.duration_ms",
         id="duration Infinity",
     ),
     pytest.param(
         {**E, "metrics": {"duration_ms": "1e400"}},
-        "schema_violation",
+        "out_of_range",
         "metrics.duration_ms",
         id="duration 1e400",
     ),
@@ -248,7 +212,7 @@ def test_malformed_event_is_rejected_naming_the_field(doc: Any, reason: str, pat
         0,
     )
     # the event id is kept for the DLQ whenever it was a string
-    expected_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    expected_id = doc.get("id")[:256] if isinstance(doc.get("id"), str) else None
     assert r.event_id == expected_id
 
 
