@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         description="Events timestamped before this are rejected (bad_timestamp); ISO 8601.",
     )
     max_depth: int = Field(
-        64, ge=2, le=250, description="Max nesting levels of one event object (too_deep)."
+        64, ge=4, le=250, description="Max nesting levels of one event object (too_deep)."
     )
     max_array_elements: int = Field(
         10_000, ge=1, description="Max events in one array message; a longer array is rejected whole "

@@ -114,7 +114,7 @@ class Decoder:
         except orjson.JSONDecodeError as exc:
             return [_reject(RejectReason.invalid_json, f"not valid JSON: {exc}", src, raw)]
         # Depth: a message with no more brackets than the limit cannot nest deeper (a count
-        # in C, no walk); only the others are walked, one event at a time.
+        # in C, no walk); in the others each event's free-form parts are walked.
         shallow = raw.count(b"{") + raw.count(b"[") <= lim.max_depth
         if isinstance(doc, dict):
             return [self._one(doc, src, raw, now_ms, shallow)]
@@ -151,22 +151,14 @@ class Decoder:
         of an array message: its own bytes are only made for a rejection."""
         lim = self.limits
         where = f"[{src.position}]" if raw is None else "<root>"
-        if not shallow and nests_deeper(doc, lim.max_depth):
-            return _reject(
-                RejectReason.too_deep,
-                f"{where}: nests deeper than {lim.max_depth} levels (TASKPULSE_MAX_DEPTH)",
-                src,
-                raw if raw is not None else orjson.dumps(clip(doc, lim.max_depth)),
-                _id_of(doc),
-            )
         if not isinstance(doc, dict):
             return _reject(
                 RejectReason.schema_violation,
                 f"{where}: expected an event object, got {type(doc).__name__}",
                 src,
-                raw if raw is not None else orjson.dumps(doc),
+                raw if raw is not None else _dumps_clipped(doc, lim.max_depth),
             )
-        reject = _Rejector(src, raw, doc)
+        reject = _Rejector(src, raw, doc, lim.max_depth)
         event_type = doc.get("event_type")
         if isinstance(event_type, str) and event_type not in PAYLOADS:
             return reject(
@@ -177,9 +169,17 @@ class Decoder:
             env = Envelope.model_validate(doc)
         except ValidationError as exc:
             return reject(_reason_of(exc), describe_validation_error(exc))
-        too_long = _long_id(env, lim.max_id_length)
-        if too_long:
-            return reject(RejectReason.out_of_range, too_long)
+        if not shallow and not _event_within(env, lim.max_depth):
+            return reject(
+                RejectReason.too_deep,
+                f"{where}: the event nests deeper than {lim.max_depth} levels (TASKPULSE_MAX_DEPTH)",
+            )
+        n, md = lim.max_id_length, env.metadata
+        if (
+            len(env.id) > n or len(env.entity_id) > n or len(md.triggered_by or "") > n
+            or len(md.correlation_id or "") > n or len(md.session_id or "") > n
+        ):  # fmt: skip
+            return reject(RejectReason.out_of_range, _long_id(env, n))
         prefix = env.event_type.split(".", 1)[0]
         if prefix != env.entity_type.value:
             return reject(
@@ -219,14 +219,22 @@ class Decoder:
 class _Rejector:
     """Builds an event's rejections; the event's own bytes are made only when needed."""
 
-    __slots__ = ("doc", "raw", "src")
+    __slots__ = ("doc", "max_depth", "raw", "src")
 
-    def __init__(self, src: _Src, raw: bytes | None, doc: dict[str, Any]) -> None:
-        self.src, self.raw, self.doc = src, raw, doc
+    def __init__(self, src: _Src, raw: bytes | None, doc: dict[str, Any], max_depth: int) -> None:
+        self.src, self.raw, self.doc, self.max_depth = src, raw, doc, max_depth
 
     def __call__(self, reason: RejectReason, detail: str) -> Rejected:
-        raw = self.raw if self.raw is not None else orjson.dumps(self.doc)
+        raw = self.raw if self.raw is not None else _dumps_clipped(self.doc, self.max_depth)
         return _reject(reason, detail, self.src, raw, _id_of(self.doc))
+
+
+def _dumps_clipped(doc: Any, max_depth: int) -> bytes:
+    """An array element's own bytes for its DLQ entry; cut below ``max_depth`` levels when
+    it nests deeper (orjson writes 254 levels at most)."""
+    if not nests_deeper(doc, max_depth):
+        return orjson.dumps(doc)
+    return orjson.dumps(clip(doc, max_depth))
 
 
 def _id_of(doc: Any) -> str | None:
@@ -265,23 +273,49 @@ def _iso_ms(ms: int) -> str:
 
 def nests_deeper(doc: Any, limit: int) -> bool:
     """True when ``doc`` nests more than ``limit`` levels of objects / arrays (a scalar is
-    level 0, ``{}`` level 1).  Walks containers only and stops at the first one too deep."""
-    if type(doc) is not dict and type(doc) is not list:
+    level 0, ``{}`` level 1).  Visits containers only; stops at the first one too deep."""
+    t = type(doc)
+    return (t is dict or t is list) and not _within(doc, limit)
+
+
+def _event_within(env: Envelope, limit: int) -> bool:
+    """The validated event nests at most ``limit`` levels (``limit`` ≥ 4).  Only the free-form
+    parts are walked: the typed ones (metadata.tags, metrics.duration_ms, …) nest 3 levels."""
+    below = limit - 1  # levels left under the event object
+    if env.current_state and not _within(env.current_state, below):
         return False
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, depth = pop()
-        if depth > limit:
-            return True
-        for value in node.values() if type(node) is dict else node:
-            t = type(value)
-            if (t is dict or t is list) and value:
-                push((value, depth + 1))
-            elif t is dict or t is list:
-                if depth + 1 > limit:
-                    return True
-    return False
+    if env.previous_state and not _within(env.previous_state, below):
+        return False
+    md, mx = env.metadata, env.metrics
+    if mx.resource_usage and not _within(mx.resource_usage, below - 1):
+        return False
+    if mx.performance_data and not _within(mx.performance_data, below - 1):
+        return False
+    # extras: an extras dict stands at its owner's level, its values one below
+    extras: tuple[tuple[dict[str, Any] | None, int], ...] = (
+        (env.__pydantic_extra__, limit), (md.__pydantic_extra__, below), (mx.__pydantic_extra__, below),
+    )  # fmt: skip
+    for extra, level_room in extras:
+        if extra and not _within(extra, level_room):
+            return False
+    return True
+
+
+def _within(node: dict[str, Any] | list[Any], room: int) -> bool:
+    """``node`` and what it holds fit in ``room`` levels (an empty child needs one more)."""
+    if room <= 0:
+        return False
+    room -= 1
+    values: Any = node.values() if type(node) is dict else node
+    for value in values:
+        t = type(value)
+        if t is dict or t is list:
+            if value:
+                if not _within(value, room):
+                    return False
+            elif room <= 0:
+                return False
+    return True
 
 
 def clip(doc: Any, limit: int) -> Any:
@@ -303,7 +337,7 @@ def _normalize(
     # than the validation); values the pipeline computes with come from the models, and are
     # written back into current_state under their canonical names (see _canonical).
     state: dict[str, Any] = doc.get("current_state") or {}
-    if payload.model_fields_set:
+    if payload.__pydantic_fields_set__:
         _canonical(state, payload)
     event_type = env.event_type
     agent = getattr(payload, "agent_id", None) or (
@@ -353,14 +387,15 @@ def _canonical(state: dict[str, Any], payload: BaseModel) -> None:
     in lower case, a number as text, ``"false"`` for a flag) is replaced by the validated
     value and the sent value is kept under ``<name>_raw``.  So every consumer reads one form.
     """
-    fields = type(payload).model_fields
-    for name in payload.model_fields_set:
-        if name not in fields:
+    declared = _DECLARED[type(payload)]
+    values = payload.__dict__
+    for name in payload.__pydantic_fields_set__:
+        if name not in declared:
             continue  # an unknown extra field: kept as sent
-        value = getattr(payload, name)
-        if value is None:
-            continue
+        value = values[name]
         sent = state.get(name, _MISSING)
+        if sent is value or value is None:
+            continue  # the common case: pydantic hands back the object it was given
         if sent is _MISSING:
             state[name] = value
         elif not _same_form(sent, value):
@@ -390,6 +425,7 @@ def _cut(state: dict[str, Any], key: str, value: str, limit: int) -> str:
 
 
 _MISSING = object()
+_DECLARED: dict[type[BaseModel], frozenset[str]] = {m: frozenset(m.model_fields) for m in PAYLOADS.values()}
 
 
 class _Src(NamedTuple):
