@@ -63,6 +63,8 @@ _RANGE_ERRORS = frozenset({"out_of_range", "int_parsing_size", "finite_number"})
 _METADATA_IDS = ("triggered_by", "correlation_id", "session_id")
 #: 2000-01-01T00:00:00Z
 DEFAULT_MIN_EVENT_MS = 946_684_800_000
+#: what a DateTime64(3) column holds: 1900-01-01 .. 2299-12-31T23:59:59.999Z
+_DT64_MIN_MS, _DT64_MAX_MS = -2_208_988_800_000, 10_413_791_999_999
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,11 @@ class Decoder:
             value = getattr(payload, name)
             if value is not None and len(value) > lim.max_id_length:
                 return reject(RejectReason.out_of_range, _id_detail(f"current_state.{name}", value, lim.max_id_length))
+        if event_type == "task.created" and not _deadline_fits(getattr(payload, "deadline", None)):
+            return reject(
+                RejectReason.out_of_range,
+                "current_state.deadline: lies outside 1900..2299, the range of a DateTime64 column",
+            )
         try:
             ts_ms = to_epoch_ms(env.timestamp)
         except TimestampError as exc:
@@ -265,6 +272,18 @@ def _long_id(env: Envelope, limit: int) -> str:
 
 def _id_detail(path: str, value: str, limit: int) -> str:
     return f"{path}: {len(value)} characters; the limit is {limit} (TASKPULSE_MAX_ID_LENGTH)"
+
+
+def _deadline_fits(value: Any) -> bool:
+    """A deadline that can be read lands in a DateTime64(3) column: 1900..2299.  One that
+    cannot be read is kept and ignored (it is descriptive)."""
+    if value is None:
+        return True
+    try:
+        ms = to_epoch_ms(value)
+    except TimestampError:
+        return True
+    return _DT64_MIN_MS <= ms <= _DT64_MAX_MS
 
 
 def _iso_ms(ms: int) -> str:
