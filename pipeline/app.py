@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.core.aggregates import SketchMapping
 from pipeline.core.batch import BatchProcessor
-from pipeline.core.decode import Decoder
+from pipeline.core.decode import Decoder, Limits
 from pipeline.core.dedup import SeenIds
+from pipeline.core.timestamps import to_epoch_ms
 from pipeline.kafka_security import KafkaSecurity, client_kwargs, faust_credentials
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
@@ -93,6 +94,19 @@ class Pipeline:
         return out
 
 
+def decode_limits(settings: Settings) -> Limits:
+    """The decoder's bounds from the settings (TASKPULSE_MAX_*, TASKPULSE_MIN_EVENT_TIME)."""
+    return Limits(
+        max_message_bytes=settings.max_message_bytes,
+        max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+        min_event_ms=to_epoch_ms(settings.min_event_time.isoformat()),
+        max_depth=settings.max_depth,
+        max_array_elements=settings.max_array_elements,
+        max_id_length=settings.max_id_length,
+        max_dimension_length=settings.max_dimension_length,
+    )
+
+
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
     """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
     servers = kafka_bootstrap(kafka_url)
@@ -127,7 +141,7 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
     )
     metrics = PipelineMetrics(CollectorRegistry())
     processor = BatchProcessor(
-        Decoder(settings.max_message_bytes, int(settings.max_future_skew_s * 1000)),
+        Decoder(limits=decode_limits(settings)),
         SeenIds(settings.dedup_capacity),
         SketchMapping(settings.sketch_relative_accuracy),
     )

@@ -9,10 +9,21 @@ know about, and dropping it would lose their data.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 
 class _Open(BaseModel):
@@ -77,11 +88,15 @@ Timestamp = Annotated[
 class Envelope(_Open):
     """One event as services publish it (the tracking record)."""
 
-    id: Annotated[str, Field(min_length=1, max_length=128, description="unique; the dedup key")]
+    id: Annotated[
+        str, Field(min_length=1, description="unique; the dedup key; at most TASKPULSE_MAX_ID_LENGTH characters")
+    ]
     timestamp: Timestamp = Field(...)
     event_type: Annotated[str, Field(min_length=3, max_length=64)]
     entity_type: EntityType
-    entity_id: Annotated[str, Field(min_length=1, max_length=256)]
+    entity_id: Annotated[
+        str, Field(min_length=1, description="at most TASKPULSE_MAX_ID_LENGTH characters")
+    ]
     previous_state: dict[str, Any] = Field(default_factory=dict)
     current_state: dict[str, Any] = Field(default_factory=dict)
     metadata: Metadata = Field(default_factory=Metadata)
@@ -89,24 +104,139 @@ class Envelope(_Open):
 
 
 # --------------------------------------------------------------------------- payloads
-# Each event type's ``current_state``.  Common dimension fields (task_type, agent_id)
-# are optional everywhere so that rollups can group by them when emitters send them.
+# Each event type's ``current_state``.  Strict in what places an event (a status that moves a
+# task, numbers that land in fixed-width columns), liberal in what describes it: descriptive
+# fields are optional and accept the seeds' names as aliases (``ALIASES`` lists them).  The
+# decoder writes each validated value back under its canonical name (keeping a value sent
+# in another form under ``<name>_raw``), so every consumer reads one form.
 
-Percentage = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Confidence = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: the largest value of a ClickHouse UInt32 column (retry counts, active tasks)
+UINT32_MAX = 2**32 - 1
 
 
-class TaskPayload(_Open):
-    task_type: str | None = None
-    agent_id: str | None = None
+def _fits_uint32(value: int) -> int:
+    if value > UINT32_MAX:
+        raise PydanticCustomError(
+            "out_of_range", "{value} does not fit a UInt32 column (at most {limit})",
+            {"value": value, "limit": UINT32_MAX},
+        )  # fmt: skip
+    return value
+
+
+def _count_of(value: Any) -> Any:
+    """A list of task ids (seeds 000 / 003 send ``active_tasks: [...]``) counts as its length."""
+    return len(value) if isinstance(value, list) else value
+
+
+#: a count that lands in a UInt32 column: negative is a schema violation, too big out of range
+UInt32 = Annotated[int, Field(ge=0), AfterValidator(_fits_uint32)]
+Count = Annotated[UInt32, BeforeValidator(_count_of)]
+#: a float that lands in a Float64 column: finite (no inf / nan, no "1e400" strings)
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Percentage = Annotated[Finite, Field(ge=0, le=100)]
+Confidence = Annotated[Finite, Field(ge=0)]
+
+_ERROR_MESSAGE_KEYS = ("message", "error_message", "msg", "detail", "description", "reason")
+_ERROR_TYPE_KEYS = ("error_type", "type", "name", "code", "exception")
+_TRACE_KEYS = ("stack_trace", "stacktrace", "traceback", "trace", "stack")
+
+
+def error_text(value: Any) -> Any:
+    """An error as one line of text: a string as is; an error object (seed 004:
+    ``{"error_type": …, "stack_trace": …}``) as ``type: message``, the message being its
+    message field or else the last line of its stack trace; any other value as JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        kind = next((str(value[k]) for k in _ERROR_TYPE_KEYS if value.get(k) not in (None, "")), "")
+        msg = next((str(value[k]) for k in _ERROR_MESSAGE_KEYS if value.get(k) not in (None, "")), "")
+        if not msg:
+            trace = next((value[k] for k in _TRACE_KEYS if isinstance(value.get(k), str)), "")
+            msg = next((ln.strip() for ln in reversed(trace.splitlines()) if ln.strip()), "")
+        if kind and msg.startswith(kind):
+            return msg
+        if kind or msg:
+            return f"{kind}: {msg}" if kind and msg else kind or msg
+    return _json_text(value)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+ErrorText = Annotated[str, BeforeValidator(error_text)]
+
+#: task status words of the seeds that are not taskpulse's names (case is ignored)
+STATUS_SYNONYMS = {"PENDING": "QUEUED", "IN_PROGRESS": "EXECUTING", "SKIPPED": "CANCELLED"}
+
+
+def task_state_of(value: Any) -> TaskState | None:
+    """A task status as sent (any case, or a seed's synonym) → the TaskState, else None."""
+    if isinstance(value, TaskState):
+        return value
+    if not isinstance(value, str):
+        return None
+    name = value.strip().upper().replace("-", "_").replace(" ", "_")
+    try:
+        return TaskState(STATUS_SYNONYMS.get(name, name))
+    except ValueError:
+        return None
+
+
+def _task_state(value: Any) -> Any:
+    return task_state_of(value) or value  # an unknown word fails the enum with its own message
+
+
+def _review_passed(value: Any) -> Any:
+    """Seed 003's review ``status`` (pending | passed | failed) as the ``passed`` flag."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("passed", "pass", "approved", "accepted"):
+            return True
+        if word in ("failed", "fail", "rejected"):
+            return False
+        if word in ("pending", ""):
+            return None
+    return value
+
+
+def aliased(*names: str | AliasPath, description: str = "", default: Any = None) -> Any:
+    """A field that also accepts the seeds' names (the first name is canonical)."""
+    shown = ", ".join(n if isinstance(n, str) else ".".join(map(str, n.path)) for n in names[1:])
+    text = f"{description} (also accepted as: {shown})" if description else f"also accepted as: {shown}"
+    return Field(default, validation_alias=AliasChoices(*names), description=text)
+
+
+_AGENT = aliased(
+    "agent_id", "agent", "agent_name", "droid_id", "assigned_to", "assigned_agent",
+    AliasPath("assignment", "primary_agent"), description="the agent working on the task",
+)  # fmt: skip
+
+
+class _Payload(_Open):
+    """A ``current_state`` model."""
+
+    #: fields that hold ids: longer than TASKPULSE_MAX_ID_LENGTH is ``out_of_range``
+    id_fields: ClassVar[tuple[str, ...]] = ()
+
+
+class TaskPayload(_Payload):
+    task_type: str | None = aliased("task_type", "type")
+    agent_id: str | None = _AGENT
+    group: str | None = aliased("group", "run_id", description="batch / week / run label the task belongs to")
 
 
 class TaskCreated(TaskPayload):
-    priority: Literal["critical", "high", "normal", "low"] | None = None
-    requester_type: Literal["human", "agent", "system"] | None = None
-    requester_id: str | None = None
-    request: str | None = Field(None, description="the original request text")
-    group: str | None = Field(None, description="batch / week label the task belongs to")
+    id_fields = ("requester_id",)
+
+    priority: str | None = Field(None, description="critical | high | normal | low (other words are kept)")
+    requester_type: str | None = aliased(
+        "requester_type", AliasPath("requester", "type"), description="human | agent | system"
+    )
+    requester_id: str | None = aliased("requester_id", "user_id", AliasPath("requester", "id"))
+    request: str | None = aliased(
+        "request", "request_text", "text", "description", description="the original request text"
+    )
     deadline: Timestamp | None = None
 
 
@@ -115,12 +245,17 @@ class TaskQueued(TaskPayload):
 
 
 class TaskAssigned(TaskPayload):
-    agent_id: str = Field(description="the chosen agent")
-    confidence: Confidence | None = Field(None, description="the chosen agent's confidence")
+    agent_id: str | None = _AGENT
+    confidence: Confidence | None = aliased(
+        "confidence", "max_confidence", description="the chosen agent's confidence"
+    )
     evaluations: dict[str, Confidence] = Field(
         default_factory=dict, description="every evaluated agent's confidence, by agent id"
     )
-    method: Literal["claimed", "assigned", "volunteered"] | None = None
+    method: str | None = aliased(
+        "method", "assignment_method", AliasPath("assignment", "assignment_method"),
+        description="claimed | assigned | volunteered",
+    )  # fmt: skip
 
 
 class TaskStarted(TaskPayload):
@@ -128,29 +263,41 @@ class TaskStarted(TaskPayload):
 
 
 class TaskProgress(TaskPayload):
-    percentage: Percentage
-    step: str | None = None
+    percentage: Percentage | None = aliased("percentage", "completion_percentage")
+    step: str | None = aliased("step", "current_step", "message")
 
 
 class TaskStatusChanged(TaskPayload):
-    status: TaskState
+    status: Annotated[TaskState, BeforeValidator(_task_state)] = Field(
+        description="a task state, any case; also pending (QUEUED), in_progress (EXECUTING), "
+        "skipped (CANCELLED)"
+    )
 
 
 class TaskReview(TaskPayload):
-    reviewer: str
-    passed: bool
-    quality_score: Annotated[float, Field(ge=0, le=100)] | None = None
+    reviewer: str | None = None
+    passed: Annotated[bool | None, BeforeValidator(_review_passed)] = aliased(
+        "passed", "status", description="false moves the task to REJECTED; status: pending | passed | failed"
+    )
+    quality_score: Annotated[Finite, Field(ge=0, le=100)] | None = None
     feedback: str | None = None
+
+
+_ERROR = aliased(
+    "error", "error_message", description="the error: text, or an object such as "
+    '{"error_type": …, "stack_trace": …} (read as one line of text)',
+)  # fmt: skip
 
 
 class TaskCompleted(TaskPayload):
     success: bool = True
     result: Any = None
+    error: ErrorText | None = _ERROR
 
 
 class TaskFailed(TaskPayload):
-    error: str
-    retry_count: Annotated[int, Field(ge=0)] = 0
+    error: ErrorText | None = _ERROR
+    retry_count: UInt32 = 0
     will_retry: bool = False
 
 
@@ -170,70 +317,78 @@ class TaskAbandoned(TaskPayload):
     reason: str | None = None
 
 
-class AgentOnline(_Open):
+class AgentOnline(_Payload):
     capabilities: list[str] = Field(default_factory=list)
 
 
-class AgentOffline(_Open):
+class AgentOffline(_Payload):
     reason: str | None = None
 
 
-class AgentHeartbeat(_Open):
-    cpu_percent: Annotated[float, Field(ge=0)] | None = None
-    memory_mb: Annotated[float, Field(ge=0)] | None = None
-    active_tasks: Annotated[int, Field(ge=0)] = 0
+class AgentHeartbeat(_Payload):
+    cpu_percent: Annotated[Finite, Field(ge=0)] | None = aliased("cpu_percent", "cpu_usage")
+    memory_mb: Annotated[Finite, Field(ge=0)] | None = aliased("memory_mb", "memory_usage")
+    active_tasks: Count = aliased(
+        "active_tasks", "current_tasks", default=0, description="a number, or the list of task ids"
+    )
 
 
-class AgentSelfReport(_Open):
+class AgentSelfReport(_Payload):
+    id_fields = ("task_id",)
+
     status: Literal[
         "initializing", "ready", "executing", "waiting", "completed", "failed", "abandoned", "timeout"
     ]
     task_id: str | None = None
-    progress: Annotated[float, Field(ge=0, le=1)] | None = None
+    progress: Annotated[Finite, Field(ge=0, le=1)] | None = None
     message: str | None = None
 
 
-class SystemMetric(_Open):
+class SystemMetric(_Payload):
     name: str
-    value: float
+    value: Finite
     unit: str | None = None
 
 
-class SystemError_(_Open):
-    message: str
+class SystemError_(_Payload):
+    message: ErrorText | None = aliased("message", "error_message", "error")
     component: str | None = None
-    severity: Literal["critical", "high", "medium", "low"] | None = None
+    severity: str | None = Field(None, description="critical | high | medium | low (other words are kept)")
 
 
-class SystemHealth(_Open):
-    component: str
+class SystemHealth(_Payload):
+    component: str | None = None
     status: Literal["ok", "degraded", "down"]
-    score: Annotated[float, Field(ge=0, le=100)] | None = None
+    score: Annotated[Finite, Field(ge=0, le=100)] | None = aliased("score", "health_score")
 
 
-class AgentStatusChanged(_Open):
+class AgentStatusChanged(_Payload):
     """Emitted by the correlation role when an agent's availability changes."""
 
     status: Literal["online", "busy", "offline"]
     previous: Literal["online", "busy", "offline", "unknown"] = "unknown"
-    active_tasks: Annotated[int, Field(ge=0)] = 0
+    active_tasks: UInt32 = 0
     reason: str | None = None
 
 
-class UserRequest(_Open):
-    user_id: str
-    request: str
+class UserRequest(_Payload):
+    id_fields = ("user_id",)
+
+    user_id: str | None = None
+    request: str | None = aliased("request", "request_text", "text")
 
 
-class UserFeedback(_Open):
-    user_id: str
-    score: Annotated[float, Field(ge=0, le=10)]
+class UserFeedback(_Payload):
+    id_fields = ("user_id", "task_id")
+
+    user_id: str | None = None
+    score: Annotated[Finite, Field(ge=0, le=10)]
     task_id: str | None = None
-    comment: str | None = None
+    comment: str | None = aliased("comment", "feedback", "text")
 
 
 #: event_type → the model of its ``current_state``.  The prefix names the entity type.
-PAYLOADS: dict[str, type[BaseModel]] = {
+PAYLOADS: dict[str, type[_Payload]] = {
     "task.created": TaskCreated,
     "task.queued": TaskQueued,
     "task.assigned": TaskAssigned,

@@ -11,6 +11,7 @@ import logging
 import re
 import traceback
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -99,7 +100,25 @@ class Settings(BaseSettings):
 
     max_message_bytes: int = Field(1024 * 1024, description="Larger raw messages go to the DLQ.")
     max_future_skew_s: float = Field(
-        300.0, description="Events timestamped further ahead of now are rejected."
+        300.0, description="Events timestamped further ahead of now are rejected (bad_timestamp)."
+    )
+    min_event_time: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="Events timestamped before this are rejected (bad_timestamp); ISO 8601.",
+    )
+    max_depth: int = Field(
+        64, ge=4, le=250, description="Max nesting levels of one event object (too_deep)."
+    )
+    max_array_elements: int = Field(
+        10_000, ge=1, description="Max events in one array message; a longer array is rejected whole "
+        "(too_many_elements)."
+    )
+    max_id_length: int = Field(
+        256, ge=16, description="Max characters of an id (id, entity_id, requester/user/task ids, "
+        "metadata ids); longer is rejected (out_of_range)."
+    )
+    max_dimension_length: int = Field(
+        128, ge=8, description="agent and task_type values are cut to this many characters (not rejected)."
     )
     dedup_capacity: int = Field(
         1_000_000, ge=1000, description="Event ids remembered for duplicate detection."

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.events import TaskExecution, TaskState
+from pipeline.events import TaskExecution, TaskState, error_text, task_state_of
 
 S = TaskState
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.ABANDONED})
@@ -63,7 +63,7 @@ _KEEP = {
     "task.progress": ("percentage", "step"),
     "task.status_changed": ("status",),
     "task.review": ("passed",),
-    "task.completed": ("success",),
+    "task.completed": ("success", "error"),
     "task.failed": ("error", "retry_count", "will_retry"),
 }
 
@@ -91,10 +91,7 @@ def target_state(event_type: str, data: dict[str, Any]) -> TaskState | None:
     if event_type == "task.abandoned":
         return S.ABANDONED
     if event_type == "task.status_changed":
-        try:
-            return TaskState(str(data.get("status", "")).upper())
-        except ValueError:
-            return None
+        return task_state_of(data.get("status"))
     return None
 
 
@@ -274,8 +271,9 @@ def derive(
         elif et == "task.progress":
             v.progress_checkpoints += 1
             v.progress = float(data.get("percentage", v.progress))
-        elif et == "task.failed":
-            v.error = str(data.get("error") or v.error)
+        elif et == "task.failed" or (et == "task.completed" and data.get("success") is False):
+            # the decoder gives the error as text (from error_message or an error object too)
+            v.error = str(error_text(data.get("error")) or v.error)
             if data.get("will_retry"):
                 v.retry_count = max(v.retry_count + 1, int(data.get("retry_count", 0)) + 1)
             else:
