@@ -16,6 +16,7 @@ from pipeline.core.aggregates import SketchMapping
 from pipeline.core.batch import BatchProcessor
 from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
+from pipeline.core.dimcap import DimensionCap
 from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.clickhouse import ClickHouseStore
@@ -120,6 +121,9 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         Decoder(settings.max_message_bytes, int(settings.max_future_skew_s * 1000)),
         SeenIds(settings.dedup_capacity),
         SketchMapping(settings.sketch_relative_accuracy),
+        max_rows=settings.insert_max_rows,
+        max_bytes=settings.insert_max_bytes,
+        caps=DimensionCap(settings.rollup_max_dimension_values, settings.rollup_cap_windows),
     )
     producer = OutputProducer(servers)
     writer = BatchWriter(store, producer, processor, metrics)

@@ -59,3 +59,10 @@ class PipelineMetrics:
         self.backpressure = Gauge(
             "taskpulse_backpressure", "1 while a sink is unavailable and batches are held", registry=r
         )
+        self.rollup_folded = Counter(
+            "taskpulse_rollup_dimension_folded_total",
+            "Rollup updates (event × granularity) whose agent or task type was folded into `other` "
+            "(over TASKPULSE_ROLLUP_MAX_DIMENSION_VALUES distinct values in the window)",
+            ["dimension"],
+            registry=r,
+        )
