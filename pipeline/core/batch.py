@@ -135,7 +135,7 @@ class BatchProcessor:
         self.mapping = mapping
         self.max_rows = max_rows
         self.max_bytes = max_bytes
-        self.caps = caps or DimensionCap(1000)
+        self.caps = caps if caps is not None else DimensionCap(1000)
         self.max_event_bytes = max_event_bytes
         self.watermarks: Watermarks = {name: {} for name in SINKS}
 

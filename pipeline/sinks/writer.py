@@ -329,22 +329,9 @@ class BatchWriter:
         self.rows_written["dlq"] -= len(found)
 
     async def dead_letter(self, letters: list[Rejected], total: BatchOutput | None = None) -> None:
-        """Send write-time refusals to the DLQ topic and table (before the rows they were
-        taken from are written, so a crash in between cannot lose them)."""
-        if not letters:
-            return
-        for r in letters:
-            log.warning("unwritable: %s (source %s:%d@%d)", r.detail[:300], r.source.topic, r.source.partition,
-                        r.source.offset)  # fmt: skip
-            self.metrics.rejected.labels(RejectReason.unwritable.value).inc()
-
-        async def publish() -> None:
-            for r in letters:
-                await self.producer.send(DLQ, dlq_message(r))
-            await self.producer.flush()
-
-        await self.retry("kafka", publish)
-        await self._insert_dlq(dlq_rows(letters, datetime.now(UTC)))
+        """Dead-letter write-time refusals (before the rows they were taken from are
+        written, so a crash in between cannot lose them)."""
+        self.dlq_dropped += await dead_letter(self.retry, self.store, self.producer, self.metrics, letters)
         if total is not None:
             total.unwritable.extend(letters)
 
@@ -373,6 +360,37 @@ class BatchWriter:
             for chunk in _chunks(items, MAX_OUTPUT_BYTES):
                 await p.send(ROLLUPS, b"[" + b",".join(chunk) + b"]")
         await p.flush()
+
+
+async def dead_letter(
+    retry: SinkRetry,
+    store: ClickHouseStore,
+    producer: OutputProducer,
+    metrics: PipelineMetrics,
+    letters: list[Rejected],
+) -> int:
+    """Send refusals to the DLQ topic and the ``dlq`` table, logged and counted; returns how
+    many the ``dlq`` table itself refused (logged: there is nowhere else to put them)."""
+    if not letters:
+        return 0
+    for r in letters:
+        log.warning("unwritable: %s (source %s:%d@%d)", r.detail[:300], r.source.topic, r.source.partition,
+                    r.source.offset)  # fmt: skip
+        metrics.rejected.labels(RejectReason.unwritable.value).inc()
+
+    async def publish() -> None:
+        for r in letters:
+            await producer.send(DLQ, dlq_message(r))
+        await producer.flush()
+
+    await retry("kafka", publish)
+    rows = dlq_rows(letters, datetime.now(UTC))
+
+    async def dropped(found: Refusals) -> None:
+        for i, exc in found:
+            log.error("the dlq table refused a dead letter (%s, %s:%s): %s", rows[i][1], rows[i][5], rows[i][7], exc)
+
+    return len(await write_rows(retry, store, "dlq", rows, DLQ_COLUMNS, dropped))
 
 
 def dlq_message(r: Rejected) -> bytes:
