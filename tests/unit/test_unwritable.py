@@ -199,7 +199,8 @@ def test_rollup_totals_stay_exact_under_the_cap(events: list[tuple[int, int]], m
     docs = [make_event(f"e{i}", "task.completed", iso(DAY0_MS + minute * 60_000),
                        state={"agent_id": f"agent-{agent}"}) for i, (agent, minute) in enumerate(events)]  # fmt: skip
     msgs = [RawMessage(TOPIC, 0, i, dumps(d)) for i, d in enumerate(docs)]
-    capped = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping(), caps=DimensionCap(max_values)).process(msgs, NOW)
+    bp = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping(), caps=DimensionCap(max_values))
+    capped = bp.process(msgs, NOW)
     free = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping()).process(msgs, NOW)
 
     def per_window(out: Any) -> dict[tuple[str, int], int]:
@@ -209,7 +210,7 @@ def test_rollup_totals_stay_exact_under_the_cap(events: list[tuple[int, int]], m
         return totals
 
     assert per_window(capped) == per_window(free)
-    for (g, ws, dims), _ in capped.rollups.items():
+    for g, ws, _ in capped.rollups:
         named = {d[2] for (g2, ws2, d) in capped.rollups if (g2, ws2) == (g, ws) and d[2] != OTHER}
         assert len(named) <= max_values
     assert sum(capped.folded.values()) == sum(
