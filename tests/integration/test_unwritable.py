@@ -97,7 +97,9 @@ def test_poison_on_one_partition_is_dead_lettered_and_canaries_arrive(make_worke
              90, "every canary")  # fmt: skip
     wait_for(lambda: worker.scalar("SELECT count() FROM taskpulse.dlq WHERE reason = 'unwritable'") >= 5, 30, "DLQ")
     time.sleep(1.5)
-    dlq = worker.sql("SELECT event_id, detail, src_topic FROM taskpulse.dlq WHERE reason = 'unwritable' ORDER BY detail")
+    dlq = worker.sql(
+        "SELECT event_id, detail, src_topic FROM taskpulse.dlq WHERE reason = 'unwritable' ORDER BY detail"
+    )
     by_id: dict[str, list[str]] = {}
     for event_id, detail, topic in dlq:
         by_id.setdefault(event_id, []).append(detail)
@@ -123,13 +125,16 @@ def test_dimension_cap_folds_a_flood_of_agents_and_keeps_totals(make_worker, bro
     worker = make_worker(TASKPULSE_ROLLUP_MAX_DIMENSION_VALUES="5").start()
     base = int(time.time() * 1000) - 600_000
     base -= base % 3_600_000  # one hour window holds them all
-    flood = [_event(f"f-{i}", "task.completed", base + i, f"t-{i}", {"agent_id": f"agent-{i:03d}"}) for i in range(200)]
+    flood = [
+        _event(f"f-{i}", "task.completed", base + i, f"t-{i}", {"agent_id": f"agent-{i:03d}"}) for i in range(200)
+    ]
     publish_raw(broker, [(RAW_TASK, _raw(e)) for e in flood])
     wait_for(lambda: worker.scalar("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1h'") == 200, 90, "all")
     assert worker.scalar("SELECT uniqExact(agent) FROM taskpulse.rollups WHERE granularity = '1h'") == 6  # 5 + other
     assert worker.scalar("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1h' AND agent = 'other'") == 195
     assert worker.scalar("SELECT count() FROM taskpulse.events") == 200  # raw rows keep the real names
-    metrics = wait_for(lambda: _metric(worker, 'taskpulse_rollup_dimension_folded_total{dimension="agent"}'), 10, "metric")
+    name = 'taskpulse_rollup_dimension_folded_total{dimension="agent"}'
+    metrics = wait_for(lambda: _metric(worker, name), 10, "metric")
     assert metrics >= 195
 
 
@@ -153,7 +158,9 @@ def test_structural_error_is_retried_not_dead_lettered(make_worker, broker, tmp_
     flag.touch()  # the next insert renames events.agent away: every insert is refused
     held = _canaries("held", 30, base + 100)
     publish_raw(broker, [(RAW_TASK, _raw(e)) for e in held])
-    status = wait_for(lambda: (s := worker.status()) and "agent" in s["last_sink_error"] and s, 60, "the structural error")
+    status = wait_for(
+        lambda: (s := worker.status()) and "agent" in s["last_sink_error"] and s, 60, "the structural error"
+    )
     assert status["backpressure"] is True
     time.sleep(3)  # several retries
     assert worker.scalar("SELECT count() FROM taskpulse.dlq") == 0  # nothing blamed on the rows
