@@ -129,7 +129,8 @@ def test_dimension_cap_folds_a_flood_of_agents_and_keeps_totals(make_worker, bro
         _event(f"f-{i}", "task.completed", base + i, f"t-{i}", {"agent_id": f"agent-{i:03d}"}) for i in range(200)
     ]
     publish_raw(broker, [(RAW_TASK, _raw(e)) for e in flood])
-    wait_for(lambda: worker.scalar("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1h'") == 200, 90, "all")
+    hourly = "SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1h'"
+    wait_for(lambda: worker.scalar(hourly) == 200, 90, "all")
     assert worker.scalar("SELECT uniqExact(agent) FROM taskpulse.rollups WHERE granularity = '1h'") == 6  # 5 + other
     assert worker.scalar("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1h' AND agent = 'other'") == 195
     assert worker.scalar("SELECT count() FROM taskpulse.events") == 200  # raw rows keep the real names
