@@ -226,12 +226,13 @@ class BatchProcessor:
                     seg_offsets["events"][tp] = off
                 if new_rollups:
                     agent, task_type = item.agent, item.task_type
+                    base: Dims = (item.entity_type.value, item.event_type, agent, task_type, item.outcome)
                     dur = item.duration_ms
                     key = mapping_key(dur) if dur is not None else None
                     for gran, size in grans:
                         ws = ts - ts % size
                         a, t = fold(gran, ws, agent, task_type)
-                        dims: Dims = (item.entity_type.value, item.event_type, a, t, item.outcome)
+                        dims = base if (a is agent and t is task_type) else (base[0], base[1], a, t, base[4])
                         rk = (gran, ws, dims)
                         m = rollups.get(rk)
                         if m is None:
