@@ -16,6 +16,7 @@ from pipeline.core.aggregates import SketchMapping
 from pipeline.core.batch import BatchProcessor
 from pipeline.core.decode import Decoder, Limits
 from pipeline.core.dedup import SeenIds
+from pipeline.core.dimcap import DimensionCap
 from pipeline.core.timestamps import to_epoch_ms
 from pipeline.kafka_security import KafkaSecurity, client_kwargs, faust_credentials
 from pipeline.metrics import PipelineMetrics
@@ -144,6 +145,9 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         Decoder(limits=decode_limits(settings)),
         SeenIds(settings.dedup_capacity),
         SketchMapping(settings.sketch_relative_accuracy),
+        max_rows=settings.insert_max_rows,
+        max_bytes=settings.insert_max_bytes,
+        caps=DimensionCap(settings.rollup_max_dimension_values, settings.rollup_cap_windows),
     )
     producer = OutputProducer(servers, client_kwargs=kafka_kwargs)
     writer = BatchWriter(store, producer, processor, metrics)

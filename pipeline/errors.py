@@ -24,7 +24,18 @@ class SinkUnavailable(SinkError):
 
 
 class SinkRejected(SinkError):
-    """The sink refused the data itself (schema mismatch): retrying the same batch will not help."""
+    """The sink refused the data itself (a value a column or a serializer cannot hold):
+    retrying the same rows will not help; the writer isolates them and dead-letters them."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class SinkStructural(SinkError):
+    """The sink refuses every write for a reason no row split can cure (unknown table or
+    column, access denied, read-only, disk full, out of memory): retried with backoff and
+    logged loudly until an operator fixes it; never a reason to dead-letter the rows."""
 
 
 class SinkBackpressure(SinkError):

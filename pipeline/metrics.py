@@ -71,3 +71,10 @@ class PipelineMetrics:
             ["role", "reason"],
             registry=r,
         )
+        self.rollup_folded = Counter(
+            "taskpulse_rollup_dimension_folded_total",
+            "Rollup updates (event × granularity) whose agent or task type was folded into `other` "
+            "(over TASKPULSE_ROLLUP_MAX_DIMENSION_VALUES distinct values in the window)",
+            ["dimension"],
+            registry=r,
+        )

@@ -85,12 +85,7 @@ class Settings(BaseSettings):
         description="faust: a Faust agent reads the raw topics; direct: a plain aiokafka loop "
         "in the same worker (same guarantees, no per-message Faust cost).",
     )
-    batch_max: int = Field(
-        500,
-        ge=1,
-        description="Max Kafka messages per processing batch.  With array messages keep "
-        "batch_max × events per message under ~1M rows: one INSERT must stay one part.",
-    )
+    batch_max: int = Field(500, ge=1, description="Max Kafka messages per processing batch.")
     batch_events: int = Field(
         20_000, ge=100, description="Direct engine: target events per batch (messages adapt)."
     )
@@ -98,6 +93,31 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0, description="How often acked offsets are committed.")
     session_timeout_s: float = Field(10.0, gt=0)
 
+    insert_max_rows: int = Field(
+        200_000,
+        ge=1,
+        le=1_000_000,
+        description="Max rows per ClickHouse INSERT: a bigger batch is written in several, split at "
+        "Kafka-message boundaries, so each INSERT stays one atomic part (the server's "
+        "min_insert_block_size_rows is 1,048,449).  Only a single message bigger than this goes alone.",
+    )
+    insert_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Max bytes (normalized JSON) per ClickHouse INSERT, split like insert_max_rows "
+        "(the server's min_insert_block_size_bytes is 256 MiB).",
+    )
+    rollup_max_dimension_values: int = Field(
+        1000,
+        ge=1,
+        description="Distinct agents, and distinct task types, per rollup window (each granularity); "
+        "later ones fold into `other` (totals stay exact) and count in "
+        "taskpulse_rollup_dimension_folded_total.",
+    )
+    rollup_cap_windows: int = Field(
+        512, ge=8, description="Windows whose distinct dimension values are tracked for the cap (oldest dropped)."
+    )
     max_message_bytes: int = Field(1024 * 1024, description="Larger raw messages go to the DLQ.")
     max_future_skew_s: float = Field(
         300.0, description="Events timestamped further ahead of now are rejected (bad_timestamp)."
@@ -209,6 +229,12 @@ class Settings(BaseSettings):
     # --- alerting ----------------------------------------------------------------------
     alert_rules: Path = Field(
         Path("deploy/alerts/rules.yml"), description="Alert rules YAML (relative to the working directory)."
+    )
+    alert_max_groups: int = Field(
+        100,
+        ge=1,
+        description="Alert groups (group_by label sets) per rule and evaluation; the rest fold into one "
+        "`other` group (its worst value) and count in taskpulse_alert_groups_folded_total.",
     )
     alert_interval_s: float = Field(10.0, gt=0, description="How often the alert rules are evaluated.")
     alertmanager_url: str = Field(

@@ -285,3 +285,17 @@ CREATE TABLE IF NOT EXISTS taskpulse.alerts
 ENGINE = MergeTree
 ORDER BY (rule, fingerprint, at)
 TTL toDateTime(at) + INTERVAL 365 DAY;
+
+CREATE OR REPLACE TABLE taskpulse._probe_events AS taskpulse.events ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_rollups AS taskpulse.rollups ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_dlq AS taskpulse.dlq ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_tasks AS taskpulse.tasks ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_task_executions AS taskpulse.task_executions ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_agent_status AS taskpulse.agent_status ENGINE = Null;
+
+CREATE OR REPLACE TABLE taskpulse._probe_alerts AS taskpulse.alerts ENGINE = Null;

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pipeline.app import Pipeline
 from pipeline.core.alert_queries import latest_states_query, rule_query
 from pipeline.core.alert_state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
-from pipeline.core.rules import Observation, RulesError, RulesFile, observe, parse_rules
+from pipeline.core.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
 from pipeline.errors import TaskpulseError
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.kafka import OutputProducer
@@ -65,6 +65,12 @@ class AlertMetrics:
         )
         self.errors = Counter(
             "taskpulse_alert_rule_errors_total", "Rule queries that failed", ["rule"], registry=registry
+        )
+        self.folded = Counter(
+            "taskpulse_alert_groups_folded_total",
+            "Alert groups folded into the `other` group (over TASKPULSE_ALERT_MAX_GROUPS per rule)",
+            ["rule"],
+            registry=registry,
         )
         self.seconds = Gauge(
             "taskpulse_alert_evaluation_seconds", "Duration of the last evaluation round", registry=registry
@@ -247,7 +253,9 @@ async def _tick(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics
             metrics.errors.labels(rule.name).inc()
             continue
         st.errors.pop(rule.name, None)
-        obs = observe(rule, rows, now_ms)
+        obs, folded = cap_groups(rule, observe(rule, rows, now_ms), p.settings.alert_max_groups)
+        if folded:
+            metrics.folded.labels(rule.name).inc(folded)
         st.observations[rule.name] = [_obs_json(o) for o in obs[:20]]
         changes += book.evaluate(rule, obs, now_ms)
     st.evaluations += 1

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,10 +43,10 @@ from pipeline.core.rows_tasks import (
     execution_rows,
     task_rows,
 )
-from pipeline.events import NormalizedEvent
+from pipeline.events import NormalizedEvent, Rejected, Source
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.kafka import OutputProducer
-from pipeline.sinks.writer import SinkRetry
+from pipeline.sinks.writer import Refusals, SinkRetry, dead_letter, unwritable, write_rows
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class _Role:
         self.retry = SinkRetry(p.metrics)  # outages are waited out, like the ingest role's writes
         self.batches = 0
         self.exported: dict[str, int] = {}  # drop counters already added to /metrics
+        self.unwritable = 0  # records refused for their content (dead-lettered)
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
@@ -189,7 +190,9 @@ class _Role:
             return None
 
     async def write(self, out: Output) -> None:
-        """Steps 1–3 of the module docstring; ClickHouse outages are waited out."""
+        """Steps 1–3 of the module docstring; ClickHouse outages and structural errors are
+        waited out; a row or record refused for its content is dead-lettered (``unwritable``)
+        and the rest is written: one bad value never stops the role."""
         now = datetime.now(UTC)
         store = self.p.store
         steps: list[tuple[str, list[tuple[Any, ...]], list[str]]] = [
@@ -199,24 +202,24 @@ class _Role:
         ]
         for table, rows, columns in steps:
             if rows:
-
-                def insert(t: str = table, r: list[tuple[Any, ...]] = rows, c: list[str] = columns) -> Awaitable[None]:
-                    return asyncio.to_thread(store.insert, t, r, c)
-
-                await self.retry(table, insert)
-                self.written[table] += len(rows)
+                found = await write_rows(self.retry, store, table, rows, columns, self._refused(table, rows, columns))
+                self.written[table] += len(rows) - len(found)
         if out.executions or out.emitted:
-            await self.retry("kafka", lambda: self._publish(out))
+            messages, letters = self._serialize(out)
+            await self._dead_letter(letters)
+            await self.retry("kafka", lambda: self._publish(messages))
+            self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)
+            self.written["emitted"] += sum(1 for topic, _, _ in messages if topic != LIFECYCLE)
         for key, slot in out.dirty_tasks.items():
             if slot is None:
                 self.tasks.pop(key.encode(), None)
-            else:
-                self.tasks[key.encode()] = orjson.dumps(slot)
+            elif (value := self._state_bytes("tasks", key, slot)) is not None:
+                self.tasks[key.encode()] = value
         for key, slot in out.dirty_agents.items():
             if slot is None:
                 self.agents.pop(key.encode(), None)
-            else:
-                self.agents[key.encode()] = orjson.dumps(slot)
+            elif (value := self._state_bytes("agents", key, slot)) is not None:
+                self.agents[key.encode()] = value
         self._export_state()
 
     def _export_state(self) -> None:
@@ -231,15 +234,54 @@ class _Role:
                 m.state_dropped.labels("correlate", reason).inc(delta)
                 self.exported[reason] = c.counters[reason]
 
-    async def _publish(self, out: Output) -> None:
-        pr = self.producer
+    def _refused(
+        self, table: str, rows: list[tuple[Any, ...]], columns: list[str]
+    ) -> Callable[[Refusals], Awaitable[None]]:
+        async def dead_letter_rows(found: Refusals) -> None:
+            await self._dead_letter(
+                [unwritable(table, exc, _SOURCE, _row_json(columns, rows[i]), str(rows[i][0])) for i, exc in found]
+            )
+
+        return dead_letter_rows
+
+    def _serialize(self, out: Output) -> tuple[list[tuple[str, bytes, bytes]], list[Rejected]]:
+        """(topic, value, key) of every lifecycle record and emitted event; those that cannot
+        be serialized become dead letters instead."""
+        messages: list[tuple[str, bytes, bytes]] = []
+        letters: list[Rejected] = []
         for rec in out.executions:
-            await pr.send(LIFECYCLE, rec.model_dump_json().encode(), key=rec.task_id.encode())
+            try:
+                messages.append((LIFECYCLE, rec.model_dump_json().encode(), rec.task_id.encode()))
+            except (ValueError, TypeError, UnicodeError) as exc:
+                original = repr(rec).encode("utf-8", "replace")[:100_000]
+                letters.append(unwritable(f"topic {LIFECYCLE}", exc, _SOURCE, original, rec.task_id))
         for ev in out.emitted:
-            await pr.send(RAW_TOPICS[ev["entity_type"]], orjson.dumps(ev), key=ev["entity_id"].encode())
+            try:
+                messages.append((RAW_TOPICS[ev["entity_type"]], orjson.dumps(ev), str(ev["entity_id"]).encode()))
+            except (ValueError, TypeError, KeyError, UnicodeError) as exc:
+                original = repr(ev).encode("utf-8", "replace")[:100_000]
+                letters.append(unwritable("topic raw", exc, _SOURCE, original, str(ev.get("id", ""))))
+        return messages, letters
+
+    def _state_bytes(self, table: str, key: str, slot: Any) -> bytes | None:
+        """A state slot for its Faust table; one that cannot be serialized stays in memory only."""
+        try:
+            return orjson.dumps(slot)
+        except (TypeError, ValueError) as exc:
+            self.unwritable += 1
+            log.error("correlation state of %s %r cannot be serialized (%s); kept in memory only", table, key, exc)
+            return None
+
+    async def _dead_letter(self, letters: list[Rejected]) -> None:
+        if letters:
+            self.unwritable += len(letters)
+            await dead_letter(self.retry, self.p.store, self.producer, self.p.metrics, letters)
+
+    async def _publish(self, messages: list[tuple[str, bytes, bytes]]) -> None:
+        pr = self.producer
+        for topic, value, key in messages:
+            await pr.send(topic, value, key=key)
         await pr.flush()
-        self.written["lifecycle"] += len(out.executions)
-        self.written["emitted"] += len(out.emitted)
 
     async def status(self) -> dict[str, Any]:
         c = self.correlator
@@ -257,8 +299,22 @@ class _Role:
             "memory_budget_bytes": c.config.memory_budget_bytes,
             **c.counters,
             "rows_written": dict(self.written),
+            "unwritable": self.unwritable,
             "last_sink_error": self.retry.last_error,
         }
+
+
+#: Where a correlation record comes from: state built from the normalized topic, not one message.
+_SOURCE = Source(topic=NORMALIZED, partition=0, offset=-1)
+
+
+def _row_json(columns: list[str], row: tuple[Any, ...]) -> bytes:
+    """A refused row as JSON (its DLQ ``original``)."""
+    doc = dict(zip(columns, row, strict=False))
+    try:
+        return orjson.dumps(doc, default=str)
+    except (TypeError, ValueError):
+        return repr(doc).encode("utf-8", "replace")
 
 
 def _wall_ms() -> int:

@@ -72,15 +72,17 @@ async def _prepare(p: Pipeline, st: _State) -> None:
 
 
 async def _write_or_exit(p: Pipeline, out: Any) -> None:
-    """Write a batch to every sink (outages are retried inside until it is written)."""
+    """Write a batch to every sink.  Outages and structural refusals are retried inside
+    until it is written; rows refused for their content are dead-lettered inside."""
     try:
         await p.writer.write(out)
     except asyncio.CancelledError:
         raise
     except Exception:
-        # Not an outage (those are retried): a refusal or a bug.  Stalling would hide it;
-        # skipping would lose data.  Exit, so that a restart replays the batch from the
-        # last committed offset (the watermarks keep that exact).
+        # None of the above: a bug or a client in a broken state, which a fresh process
+        # may cure.  Stalling would hide it; skipping would lose data.  Exit, so that a
+        # restart replays the batch from the last committed offset (the watermarks keep
+        # that exact).
         log.critical("cannot write a batch; exiting so it is replayed", exc_info=True)
         logging.shutdown()
         os._exit(70)
@@ -248,6 +250,10 @@ def _account(p: Pipeline, st: _State, msgs: list[RawMessage], out: Any, now: flo
     for r in out.rejected:
         m.rejected.labels(r.reason.value).inc()
         st.rejected_by_reason[r.reason.value] += 1
+    for r in out.unwritable:  # refused at write time (the writer counted the metric)
+        st.rejected_by_reason[r.reason.value] += 1
+    for dim, n in out.folded.items():
+        m.rollup_folded.labels(dim).inc(n)
     if out.max_event_time_ms is not None:
         m.event_delay.observe(max(0.0, now - out.max_event_time_ms / 1000))
     for topic, lag in p.lag().items():
@@ -269,6 +275,8 @@ async def _status(p: Pipeline, st: _State) -> dict[str, Any]:
         "replayed_messages": st.replayed,
         "rejected": dict(st.rejected_by_reason),
         "rows_written": dict(p.writer.rows_written),
+        "rollup_dimension_folded": dict(p.processor.caps.folded),
+        "dlq_rows_refused": p.writer.dlq_dropped,
         "table_rows": tables,
         "lag": p.lag(),
         "backpressure": p.writer.unavailable_since is not None,

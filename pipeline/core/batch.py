@@ -10,22 +10,40 @@ Exactly-once into ClickHouse rests on two facts kept here:
   crash makes Kafka deliver it again;
 * duplicate deliveries of one event id are told from replays by the id's origin
   (``SeenIds``): only the first delivery counts.
+
+A batch is cut into *segments* at Kafka-message boundaries so that no segment asks one
+INSERT for more than ``max_rows`` rows or ``max_bytes`` bytes; the writer writes the
+segments one after the other, each with its own watermarks (the rollups marker included),
+so a crash between two segments replays exactly the unwritten ones.  Only a single message
+bigger than the limits makes a bigger segment (a message is never split).
+
+Every accepted event is serialized here, once (the normalized topic's JSON): an event that
+cannot be serialized, or whose JSON exceeds ``max_event_bytes``, becomes an ``unwritable``
+rejection before it is counted anywhere, so events, rollups and topics stay consistent.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+
+import orjson
 
 from pipeline.core.aggregates import Dims, Measures, RollupKey, SketchMapping
 from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
+from pipeline.core.dimcap import DimensionCap
 from pipeline.core.windows import GRANULARITIES
-from pipeline.events import NormalizedEvent, Rejected
+from pipeline.events import NormalizedEvent, Rejected, RejectReason, Source
 
 TP = tuple[str, int]
 #: sink name → (topic, partition) → highest offset written.
 Watermarks = dict[str, dict[TP, int]]
 SINKS = ("events", "rollups", "dlq")
+#: Largest normalized event JSON the writer publishes (Kafka's default message limit is 1 MB).
+MAX_EVENT_BYTES = 900_000
+#: Where a rollup row's first event came from: (topic, partition, offset, index, event id).
+Origin = tuple[str, int, int, int, str]
 
 
 @dataclass(slots=True)
@@ -38,22 +56,25 @@ class RawMessage:
 
 @dataclass(slots=True)
 class Accepted:
-    """A normalized event with where it came from."""
+    """A normalized event with where it came from, and its normalized-topic JSON."""
 
     event: NormalizedEvent
     topic: str
     partition: int
     offset: int
     index: int
+    payload: bytes = b""
 
 
 @dataclass
 class BatchOutput:
-    """What one batch asks the sinks to write, and what it counted."""
+    """What one batch (or one segment of it) asks the sinks to write, and what it counted."""
 
     events: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     rollups: dict[RollupKey, Measures] = field(default_factory=dict)
+    #: the first event of each rollup row (named in the DLQ entry if the row is refused)
+    rollup_origins: dict[RollupKey, Origin] = field(default_factory=dict)
     #: highest offset of this batch per source partition, per sink that has rows to write
     offsets: dict[str, dict[TP, int]] = field(default_factory=dict)
     messages: int = 0
@@ -62,15 +83,60 @@ class BatchOutput:
     duplicates: int = 0
     replayed: int = 0
     max_event_time_ms: int | None = None
+    #: rollup updates folded into ``other`` by the dimension cap, per dimension
+    folded: dict[str, int] = field(default_factory=dict)
+    #: the segments the writer writes in order (``[self]`` for a batch within the limits)
+    segments: list[BatchOutput] = field(default_factory=list)
+    #: rows a sink refused at write time, dead-lettered by the writer (filled by it)
+    unwritable: list[Rejected] = field(default_factory=list)
+
+
+def unserializable(event: NormalizedEvent, exc: Exception, source: Source, raw: bytes | None) -> Rejected:
+    """The ``unwritable`` rejection of an event the JSON serializer refuses, naming the field."""
+    fields = vars(event)
+    bad = next((k for k, v in fields.items() if not _dumps_ok(v)), None)
+    where = f"topic taskpulse.events.normalized, field {bad}" if bad else "topic taskpulse.events.normalized"
+    try:
+        original = json.dumps(fields, default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        original = raw or b""
+    return Rejected(
+        reason=RejectReason.unwritable,
+        detail=f"{where}: orjson cannot serialize the event: {exc}",
+        source=source,
+        original=original,
+        event_id=event.id,
+    )
+
+
+def _dumps_ok(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 class BatchProcessor:
     """Decode, dedup and aggregate batches; tracks the sinks' watermarks."""
 
-    def __init__(self, decoder: Decoder, seen: SeenIds, mapping: SketchMapping) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        seen: SeenIds,
+        mapping: SketchMapping,
+        max_rows: int = 200_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        caps: DimensionCap | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         self.decoder = decoder
         self.seen = seen
         self.mapping = mapping
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.caps = caps if caps is not None else DimensionCap(1000)
+        self.max_event_bytes = max_event_bytes
         self.watermarks: Watermarks = {name: {} for name in SINKS}
 
     def set_watermarks(self, sink: str, marks: dict[TP, int]) -> None:
@@ -88,60 +154,115 @@ class BatchProcessor:
                 current[tp] = off
 
     def process(self, messages: list[RawMessage], now_ms: int) -> BatchOutput:
-        out = BatchOutput(messages=len(messages))
+        total = BatchOutput(messages=len(messages))
+        segments: list[BatchOutput] = []
+        seg = BatchOutput()
+        seg_offsets: dict[str, dict[TP, int]] = {name: {} for name in SINKS}
+        seg_bytes = 0
         marks_events = self.watermarks["events"]
         marks_rollups = self.watermarks["rollups"]
         marks_dlq = self.watermarks["dlq"]
-        rollups = out.rollups
         mapping_key = self.mapping.key
         first_delivery = self.seen.first_delivery
         decode = self.decoder.decode
-        offsets: dict[str, dict[TP, int]] = {name: {} for name in SINKS}
+        fold = self.caps.fold
+        folded_before = dict(self.caps.folded)
+        max_rows, max_bytes, max_event_bytes = self.max_rows, self.max_bytes, self.max_event_bytes
+        dumps = orjson.dumps
         grans = list(GRANULARITIES.items())
         max_ts: int | None = None
         for msg in messages:
+            if (seg.events or seg.rejected or seg.rollups) and (
+                seg_bytes >= max_bytes
+                or len(seg.events) >= max_rows
+                or len(seg.rollups) >= max_rows
+                or len(seg.rejected) >= max_rows
+            ):
+                seg.offsets = {name: tps for name, tps in seg_offsets.items() if tps}
+                segments.append(seg)
+                seg, seg_offsets, seg_bytes = BatchOutput(), {name: {} for name in SINKS}, 0
+            rollups, origins = seg.rollups, seg.rollup_origins
             tp = (msg.topic, msg.partition)
             off = msg.offset
             new_events = off > marks_events.get(tp, -1)
             new_rollups = off > marks_rollups.get(tp, -1)
             new_dlq = off > marks_dlq.get(tp, -1)
             if not (new_events or new_rollups or new_dlq):
-                out.replayed += 1
+                total.replayed += 1
                 continue
             for index, item in enumerate(decode(msg.topic, msg.partition, off, msg.value, now_ms)):
+                if not isinstance(item, Rejected):
+                    try:
+                        payload = dumps(vars(item))
+                    except (TypeError, ValueError) as exc:
+                        item = unserializable(item, exc, Source(topic=msg.topic, partition=msg.partition, offset=off, index=index), msg.value)  # noqa: E501
+                    else:
+                        if len(payload) > max_event_bytes:
+                            item = Rejected(
+                                reason=RejectReason.unwritable,
+                                detail=f"topic taskpulse.events.normalized: the normalized event is {len(payload)} "
+                                f"bytes, over the output limit of {max_event_bytes}",
+                                source=Source(topic=msg.topic, partition=msg.partition, offset=off, index=index),
+                                original=payload,
+                                event_id=item.id,
+                            )
                 if isinstance(item, Rejected):
-                    out.rejected_count += 1
+                    total.rejected_count += 1
                     if new_dlq:
-                        out.rejected.append(item)
-                        offsets["dlq"][tp] = off
+                        seg.rejected.append(item)
+                        seg_bytes += len(item.original)
+                        seg_offsets["dlq"][tp] = off
                     continue
                 if not first_delivery(item.id, (msg.topic, msg.partition, off, index)):
-                    out.duplicates += 1
+                    total.duplicates += 1
                     continue
-                out.accepted += 1
+                total.accepted += 1
                 ts = item.event_time_ms
                 if max_ts is None or ts > max_ts:
                     max_ts = ts
                 if new_events:
-                    out.events.append(Accepted(item, msg.topic, msg.partition, off, index))
-                    offsets["events"][tp] = off
+                    seg.events.append(Accepted(item, msg.topic, msg.partition, off, index, payload))
+                    seg_bytes += len(payload)
+                    seg_offsets["events"][tp] = off
                 if new_rollups:
-                    dims: Dims = (
-                        item.entity_type.value,
-                        item.event_type,
-                        item.agent,
-                        item.task_type,
-                        item.outcome,
-                    )
+                    agent, task_type = item.agent, item.task_type
+                    base: Dims = (item.entity_type.value, item.event_type, agent, task_type, item.outcome)
                     dur = item.duration_ms
                     key = mapping_key(dur) if dur is not None else None
                     for gran, size in grans:
-                        rk = (gran, ts - ts % size, dims)
+                        ws = ts - ts % size
+                        a, t = fold(gran, ws, agent, task_type)
+                        dims = base if (a is agent and t is task_type) else (base[0], base[1], a, t, base[4])
+                        rk = (gran, ws, dims)
                         m = rollups.get(rk)
                         if m is None:
                             m = rollups[rk] = Measures()
+                            origins[rk] = (msg.topic, msg.partition, off, index, item.id)
                         m.add(item.outcome, dur, key)
-                    offsets["rollups"][tp] = off
-        out.offsets = {name: tps for name, tps in offsets.items() if tps}
-        out.max_event_time_ms = max_ts
-        return out
+                    seg_offsets["rollups"][tp] = off
+        seg.offsets = {name: tps for name, tps in seg_offsets.items() if tps}
+        segments.append(seg)
+        total.max_event_time_ms = max_ts
+        total.folded = {d: n - folded_before[d] for d, n in self.caps.folded.items() if n > folded_before[d]}
+        return _combine(total, segments)
+
+
+def _combine(total: BatchOutput, segments: list[BatchOutput]) -> BatchOutput:
+    """The batch's totals with its segments' rows (one segment: the batch is that segment)."""
+    if len(segments) == 1:
+        seg = segments[0]
+        total.events, total.rejected, total.rollups = seg.events, seg.rejected, seg.rollups
+        total.rollup_origins, total.offsets = seg.rollup_origins, seg.offsets
+        total.segments = [total]
+        return total
+    for seg in segments:
+        total.events.extend(seg.events)
+        total.rejected.extend(seg.rejected)
+        for rk, m in seg.rollups.items():
+            total.rollups[rk] = total.rollups[rk].merge(m) if rk in total.rollups else m
+        for sink, tps in seg.offsets.items():
+            marks = total.offsets.setdefault(sink, {})
+            for tp, off in tps.items():
+                marks[tp] = max(off, marks.get(tp, -1))
+    total.segments = segments
+    return total

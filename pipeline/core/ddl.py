@@ -3,8 +3,11 @@
 Applied idempotently by ``taskpulse migrate`` and at worker start; exported to
 ``schemas/clickhouse.sql`` (a test fails when that copy is stale).
 
-Atomicity: the tables are not partitioned, so one INSERT of fewer than
-``max_insert_block_size`` rows is one part, committed atomically.  Each table's write
+Atomicity: no table has a ``PARTITION BY`` (an INSERT that spans partitions makes one
+part per partition), so one INSERT within ``min_insert_block_size_rows`` /
+``min_insert_block_size_bytes`` (1,048,449 rows / 256 MiB: the server squashes the
+client's blocks up to those sizes) is one part, committed atomically; the writer keeps
+every INSERT within ``TASKPULSE_INSERT_MAX_ROWS`` / ``TASKPULSE_INSERT_MAX_BYTES``.  Each table's write
 watermark lives inside its own rows (``src_*`` columns, read through the
 ``src_watermarks`` projection, or the ``src_offsets`` map of rollups), so data and
 watermark are committed together: that is what makes replays after a crash exact.
@@ -138,6 +141,20 @@ GROUP BY r.granularity, r.window_start, r.entity_type, r.event_type, r.agent, r.
     r.outcome""",
         *tasks_ddl(db),
         *alerts_ddl(db),
+        *probe_ddl(db),
+    ]
+
+
+#: Tables the pipeline writes rows to; each has a ``Null``-engine twin for isolating refusals.
+WRITTEN_TABLES = ("events", "rollups", "dlq", "tasks", "task_executions", "agent_status", "alerts")
+
+
+def probe_ddl(db: str) -> list[str]:
+    """A ``Null``-engine twin per written table (``_probe_<table>``, same columns): a probe
+    INSERT parses and converts the rows exactly like the real table and stores nothing.
+    Replaced at every migration (they hold no data), so they follow every column change."""
+    return [
+        f"CREATE OR REPLACE TABLE {db}._probe_{t} AS {db}.{t} ENGINE = Null" for t in WRITTEN_TABLES
     ]
 
 

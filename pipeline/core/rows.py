@@ -110,13 +110,57 @@ def rollup_rows(
     return rows
 
 
+_MARKER_COLUMN = ROLLUP_COLUMNS.index("src_offsets")
+#: The granularity of a row that only carries the rollups watermark (every measure zero):
+#: written when every row of a batch's rollups was refused; no query of a real tier reads it.
+MARKER_GRANULARITY = "marker"
+
+
+def rows_without(
+    rows: list[tuple[object, ...]], refused: set[int], offsets: dict[TP, int], now: datetime
+) -> list[tuple[object, ...]]:
+    """The rollup rows to write once the rows at ``refused`` are taken out.  The batch's
+    source offsets (the rollups watermark) must still be written: if the row that carried
+    them is refused they move to the last kept row, or to a zero row of its own."""
+    kept = [r for i, r in enumerate(rows) if i not in refused]
+    if not offsets or any(rows[i][_MARKER_COLUMN] for i in range(len(rows)) if i not in refused):
+        return kept
+    marker = {tp_key(tp): off for tp, off in offsets.items()}
+    if kept:
+        last = kept[-1]
+        kept[-1] = (*last[:_MARKER_COLUMN], marker, *last[_MARKER_COLUMN + 1 :])
+        return kept
+    window = now.replace(second=0, microsecond=0)
+    return [
+        (MARKER_GRANULARITY, window, "", "", "", "", "", 0, 0, 0, 0, 0.0, None, None, {}, marker, now)
+    ]
+
+
+def rollup_json(key: RollupKey, m: Measures) -> bytes:
+    """A rollup row as JSON (the ``original`` of its DLQ entry when it is refused)."""
+    gran, start_ms, dims = key
+    doc = {"granularity": gran, "window_start_ms": start_ms, "dims": list(dims), "count": m.count,
+           "successes": m.successes, "failures": m.failures, "duration_count": m.duration_count,
+           "duration_sum": m.duration_sum}  # fmt: skip
+    return orjson.dumps(doc)
+
+
+def _text(value: str) -> str:
+    """Text any column takes: lone surrogates (from hostile input) replaced."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode()
+    return value
+
+
 def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, ...]]:
     return [
         (
             now,
             r.reason.value,
-            r.detail,
-            r.event_id or "",
+            _text(r.detail),
+            _text(r.event_id or ""),
             r.original,
             r.source.topic,
             r.source.partition,

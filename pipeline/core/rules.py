@@ -409,6 +409,39 @@ def observe(rule: Rule, rows: list[tuple[Any, ...]], now_ms: int) -> list[Observ
     return observe_threshold(rule, rows)
 
 
+#: The label value every ``group_by`` key takes in the group that holds the folded ones.
+OTHER_GROUP = "other"
+
+
+def _badness(rule: Rule, o: Observation) -> float:
+    """How far an observation is on the alerting side (larger: worse)."""
+    if rule.type == "anomaly":
+        return abs(o.extra.get("z", 0.0))
+    if o.value is None:
+        return -math.inf
+    return -o.value if rule.op in ("<", "<=") else o.value
+
+
+def cap_groups(rule: Rule, obs: list[Observation], max_groups: int) -> tuple[list[Observation], int]:
+    """At most ``max_groups`` observations per rule: breached groups first, the worst first
+    (ties by labels, so the choice is deterministic); the rest fold into one group whose
+    every ``group_by`` label is ``other``, breached if any folded group is, with the worst
+    folded value and the summed samples.  Returns (observations, groups folded)."""
+    if len(obs) <= max_groups or not rule.group_by:
+        return obs, 0
+    ranked = sorted(obs, key=lambda o: (not o.breached, -_badness(rule, o), sorted(o.labels.items())))
+    kept, rest = ranked[: max_groups - 1], ranked[max_groups - 1 :]
+    worst = rest[0]  # ranked: the first folded group is the worst of them
+    other = Observation(
+        labels=dict.fromkeys(rule.group_by, OTHER_GROUP),
+        value=worst.value,
+        breached=any(o.breached for o in rest),
+        samples=sum(o.samples for o in rest),
+        extra={**worst.extra, "folded_groups": float(len(rest))},
+    )
+    return [*kept, other], len(rest)
+
+
 def render(template: str, values: dict[str, Any]) -> str:
     """Fill a summary/description template; unknown names stay as written."""
 

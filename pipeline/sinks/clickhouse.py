@@ -1,14 +1,18 @@
 """ClickHouse through clickhouse-connect: an HTTP server, or chDB in-process (``chdb:///path``).
 
 Blocking calls; callers run them off the event loop.  Connection-level failures become
-``SinkUnavailable`` (retry the same batch later); refusals of the data itself become
-``SinkRejected``.
+``SinkUnavailable`` (retry the same batch later); refusals of the data itself (a value a
+column or the client's serializer cannot hold) become ``SinkRejected``, which the writer
+isolates row by row with ``refused_rows`` against each table's ``Null``-engine twin (so
+finding the rows writes nothing); anything no row split can cure is ``SinkStructural``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,15 +23,19 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import (
     ClickHouseError,
     DatabaseError,
+    DataError,
+    NotSupportedError,
     OperationalError,
+    ProgrammingError,
 )
 
 from pipeline.core.batch import TP
 from pipeline.core.ddl import ddl_statements
 from pipeline.core.dedup import Origin
+from pipeline.core.isolate import isolate
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
-from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkUnavailable
+from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
 from pipeline.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -38,15 +46,58 @@ _UNAVAILABLE_HINTS = ("connection", "timed out", "timeout", "refused", "unreacha
 
 #: ClickHouse's own "slow down" answers (too many parts: merges are behind).
 _BACKPRESSURE_HINTS = ("too many parts", "too_many_parts", "code: 252")
+_BACKPRESSURE_CODES = frozenset({252})  # TOO_MANY_PARTS
+
+#: Server error codes that a row's *value* causes (parse, type, range, size, constraint):
+#: splitting the batch finds the rows.  Every other server code is structural (unknown
+#: table or column, access, read-only, disk, memory, quota, timeouts, …): no split cures
+#: it, so it is retried and reported instead of dead-lettering every row.
+CONTENT_CODES = frozenset({
+    6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117, 128, 131, 190, 321, 349, 395, 407, 469,
+})  # fmt: skip
+#: Server codes that mean the server or the network is not (yet) there.
+_UNAVAILABLE_CODES = frozenset({159, 209, 210, 425})
+#: Client-side exceptions that the serializer raises for a value it cannot encode (struct
+#: range, pre-1970 DateTime, wrong Python type, unencodable text).
+_CONTENT_EXCEPTIONS = (DataError, TypeError, ValueError, OverflowError, AttributeError, struct.error)
+_CODE_RE = re.compile(r"\bCode:\s*(\d+)")
+_COLUMN_RE = re.compile(r"column [`'\"]?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _message(exc: BaseException) -> str:
+    """The error text, with its cause (the serializer's own words) when it has one."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} ({type(cause).__name__}: {cause})"
+    return text
 
 
 def _classify(exc: Exception, what: str) -> Exception:
-    text = redact(str(exc))
-    if any(h in text.lower() for h in _BACKPRESSURE_HINTS):
+    """Map any exception of a ClickHouse call to the sink error that decides its handling."""
+    text = redact(_message(exc))
+    low = text.lower()
+    code = getattr(exc, "code", None)
+    if code is None and (found := _CODE_RE.search(text)):
+        code = int(found.group(1))
+    if code in _BACKPRESSURE_CODES or any(h in low for h in _BACKPRESSURE_HINTS):
         return SinkBackpressure(f"ClickHouse asks to slow down during {what}: {text[:300]}", retry_after=1.0)
-    if isinstance(exc, OperationalError) or any(h in text.lower() for h in _UNAVAILABLE_HINTS):
+    if isinstance(exc, OperationalError | OSError) or code in _UNAVAILABLE_CODES:
         return SinkUnavailable(f"ClickHouse unavailable during {what}: {text[:300]}")
-    return SinkRejected(f"ClickHouse refused {what}: {text[:500]}")
+    if code is None and any(h in low for h in _UNAVAILABLE_HINTS):
+        return SinkUnavailable(f"ClickHouse unavailable during {what}: {text[:300]}")
+    if isinstance(exc, ProgrammingError | NotSupportedError):
+        # client-side: the insert does not match the table (column names or count)
+        return SinkStructural(f"ClickHouse cannot take {what}: {text[:500]}")
+    if code in CONTENT_CODES or (code is None and isinstance(exc, _CONTENT_EXCEPTIONS)):
+        match = _COLUMN_RE.search(text)
+        return SinkRejected(f"ClickHouse refused {what}: {text[:500]}", column=match.group(1) if match else None)
+    return SinkStructural(f"ClickHouse cannot take {what}: {text[:500]}")
+
+
+def probe_table(table: str) -> str:
+    """The ``Null``-engine twin of ``table``: takes the same rows, stores nothing."""
+    return f"_probe_{table}"
 
 
 @dataclass(frozen=True)
@@ -145,6 +196,9 @@ class ClickHouseStore:
         self._all_analysts: list[Any] = []
         self._pool_lock = threading.Lock()
         self._table_functions: frozenset[str] | None = None
+        # The client logs every value it cannot serialize with a traceback; the writer
+        # reports each refused row itself (DLQ entry, one warning), so keep those quiet.
+        logging.getLogger("clickhouse_connect.driver.transform").setLevel(logging.CRITICAL)
         self.client = self._open()
 
     def _open(self, settings: dict[str, Any] | None = None) -> Any:
@@ -185,8 +239,42 @@ class ClickHouseStore:
         try:
             with self._lock:
                 self.client.insert(f"{self.database}.{table}", rows, column_names=columns)
-        except (ClickHouseError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is classified: outage, content or structure
             raise _classify(exc, f"insert into {table}") from exc
+
+    def refused_rows(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: list[str], max_probes: int = 100_000
+    ) -> list[tuple[int, SinkRejected]]:
+        """The rows of ``rows`` that ``table`` refuses for their content, each with the
+        refusal (naming the column where it can be told).  Probes the table's ``Null``
+        twin by halves: nothing is written.  Raises ``SinkStructural`` /
+        ``SinkUnavailable`` when the probe itself cannot run."""
+        twin = probe_table(table)
+
+        def probe(lo: int, hi: int) -> SinkRejected | None:
+            try:
+                self.insert(twin, rows[lo:hi], columns)
+            except SinkRejected as exc:
+                return exc
+            return None
+
+        found = isolate(len(rows), probe, max_probes)
+        out = []
+        for i, exc in found:
+            one = exc if exc.column else self._column_of(twin, rows[i], columns, exc)
+            out.append((i, SinkRejected(str(one).replace(twin, table), column=one.column)))
+        return out
+
+    def _column_of(self, twin: str, row: Sequence[Any], columns: list[str], exc: SinkRejected) -> SinkRejected:
+        """Which column of a refused row the engine refuses (one probe per column)."""
+        for col, value in zip(columns, row, strict=False):
+            try:
+                self.insert(twin, [(value,)], [col])
+            except SinkRejected as one:
+                return SinkRejected(str(one), column=col)
+            except SinkStructural:
+                continue  # e.g. a column that cannot be inserted alone
+        return exc
 
     def insert_events(self, rows: Sequence[Sequence[Any]]) -> None:
         self.insert("events", rows, EVENT_COLUMNS)

@@ -10,12 +10,29 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
+
+#: What a broker or the client answers about one message's *content* (size, format): no
+#: retry cures it, so the message is reported and skipped, never held as an outage.
+CONTENT_ERRORS = (
+    MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidMessageError,
+    CorruptRecordException, InvalidTimestampError,
+)  # fmt: skip
 
 
 async def ensure_topics(
@@ -85,7 +102,9 @@ class OutputProducer:
         self.client_kwargs = dict(client_kwargs or {})  # TLS / SASL
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
-        self._pending: list[asyncio.Future[object]] = []
+        self._pending: list[tuple[str, asyncio.Future[object]]] = []
+        #: messages refused for their content (size, format) since start, per topic
+        self.refused: dict[str, int] = {}
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -122,15 +141,29 @@ class OutputProducer:
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> None:
-        fut = await self.producer.send(topic, value, key=key, partition=partition)
-        self._pending.append(fut)
+        try:
+            fut = await self.producer.send(topic, value, key=key, partition=partition)
+        except CONTENT_ERRORS as exc:
+            self._refuse(topic, len(value), exc)
+            return
+        self._pending.append((topic, fut))
+
+    def _refuse(self, topic: str, size: int, exc: BaseException) -> None:
+        self.refused[topic] = self.refused.get(topic, 0) + 1
+        log.error("Kafka refused a %d-byte message to %s for its content (%r); it is skipped", size, topic, exc)
 
     async def flush(self) -> None:
-        """Wait until every send so far is acknowledged; raises SinkUnavailable if any failed."""
+        """Wait until every send so far is acknowledged; raises SinkUnavailable if any failed
+        for a reason other than the message's content (those are logged and counted)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        errors = []
+        for (topic, _), r in zip(pending, results, strict=True):
+            if isinstance(r, CONTENT_ERRORS):
+                self._refuse(topic, -1, r)
+            elif isinstance(r, BaseException):
+                errors.append(r)
         if errors:
             raise SinkUnavailable(f"{len(errors)} Kafka sends failed, first: {errors[0]!r}")

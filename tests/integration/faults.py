@@ -4,6 +4,10 @@ chDB runs in-process and cannot "go down", so the worker under test is started t
 this module: while the file named by TASKPULSE_TEST_CH_FAULT exists, every call of the
 clickhouse-connect client raises the client's own connection error (OperationalError),
 exactly what a real unreachable server produces.
+
+While the file named by TASKPULSE_TEST_CH_STRUCTURAL exists, the real engine is made to
+refuse every write for a structural reason: the ``events`` table's ``agent`` column is
+renamed (an ALTER run through the client itself) and renamed back once the file is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ def install() -> None:
     from clickhouse_connect.driver import client as ch_client
     from clickhouse_connect.driver.exceptions import OperationalError
 
-    flag = os.environ["TASKPULSE_TEST_CH_FAULT"]
+    flag = os.environ.get("TASKPULSE_TEST_CH_FAULT", "/nonexistent/taskpulse-fault")
 
     def wrap(name: str) -> None:
         original = getattr(ch_client.Client, name)
@@ -34,6 +38,23 @@ def install() -> None:
 
     for name in ("insert", "query", "command"):
         wrap(name)
+    if os.environ.get("TASKPULSE_TEST_CH_STRUCTURAL"):
+        _install_structural(ch_client, os.environ["TASKPULSE_TEST_CH_STRUCTURAL"])
+
+
+def _install_structural(ch_client: Any, flag: str) -> None:
+    original = ch_client.Client.insert
+    state = {"renamed": False}
+
+    def insert(self: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+        want = os.path.exists(flag)
+        if want != state["renamed"]:
+            a, b = ("agent", "agent_gone") if want else ("agent_gone", "agent")
+            self.command(f"ALTER TABLE taskpulse.events RENAME COLUMN {a} TO {b}")
+            state["renamed"] = want
+        return original(self, table, *args, **kwargs)
+
+    ch_client.Client.insert = insert
 
 
 if __name__ == "__main__":
