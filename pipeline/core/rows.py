@@ -8,7 +8,8 @@ from datetime import datetime
 import orjson
 
 from pipeline.core.aggregates import Measures, RollupKey
-from pipeline.core.batch import TP, Accepted
+from pipeline.core.batch import Accepted
+from pipeline.core.logs import TP, src_key
 from pipeline.core.timestamps import ms_to_datetime
 from pipeline.events import Rejected
 
@@ -16,7 +17,7 @@ EVENT_COLUMNS = [
     "id", "event_time", "timestamp_raw", "event_type", "entity_type", "entity_id", "agent",
     "task_type", "outcome", "duration_ms", "triggered_by", "correlation_id", "session_id",
     "tags", "previous_state", "current_state", "metadata", "metrics", "extra", "ingested_at",
-    "src_topic", "src_partition", "src_offset", "src_index",
+    "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
 ROLLUP_COLUMNS = [
@@ -27,7 +28,7 @@ ROLLUP_COLUMNS = [
 
 DLQ_COLUMNS = [
     "received_at", "reason", "detail", "event_id", "original",
-    "src_topic", "src_partition", "src_offset", "src_index",
+    "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
 _dumps = orjson.dumps
@@ -67,26 +68,24 @@ def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
                 a.partition,
                 a.offset,
                 a.index,
+                a.log,
             )
         )
     return rows
 
 
-def tp_key(tp: TP) -> str:
-    return f"{tp[0]}:{tp[1]}"
-
-
 def rollup_rows(
-    rollups: dict[RollupKey, Measures], offsets: dict[TP, int], now: datetime
+    rollups: dict[RollupKey, Measures], offsets: dict[TP, int], now: datetime, logs: dict[str, str]
 ) -> list[tuple[object, ...]]:
     """One row per (granularity, window, dims).  The newest window's row carries the
-    batch's source offsets (the rollups watermark), so it is inserted atomically with them.
+    batch's source offsets (the rollups watermark, keyed ``topic:partition@log``), so it is
+    inserted atomically with them.
     """
     rows: list[tuple[object, ...]] = []
     if not rollups:
         return rows
     marker_key = max(rollups, key=lambda k: k[1])
-    marker = {tp_key(tp): off for tp, off in offsets.items()}
+    marker = {src_key(tp[0], tp[1], logs.get(tp[0], "")): off for tp, off in offsets.items()}
     for key, m in rollups.items():
         gran, start_ms, dims = key
         has = m.duration_count > 0
@@ -110,7 +109,7 @@ def rollup_rows(
     return rows
 
 
-def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, ...]]:
+def dlq_rows(rejected: Iterable[Rejected], now: datetime, logs: dict[str, str]) -> list[tuple[object, ...]]:
     return [
         (
             now,
@@ -122,6 +121,7 @@ def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, 
             r.source.partition,
             r.source.offset,
             r.source.index,
+            logs.get(r.source.topic, ""),
         )
         for r in rejected
     ]

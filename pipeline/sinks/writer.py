@@ -185,10 +185,10 @@ class BatchWriter:
             rows = event_rows(out.events)
             fn = self.store.insert_events
         elif table == "rollups":
-            rows = rollup_rows(out.rollups, out.offsets.get("rollups", {}), now)
+            rows = rollup_rows(out.rollups, out.offsets.get("rollups", {}), now, out.logs)
             fn = self.store.insert_rollups
         else:
-            rows = dlq_rows(out.rejected, now)
+            rows = dlq_rows(out.rejected, now, out.logs)
             fn = self.store.insert_dlq
         t0 = time.perf_counter()
         await asyncio.to_thread(fn, rows)
