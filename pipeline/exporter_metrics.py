@@ -161,7 +161,7 @@ class ExporterMetrics:
             if not isinstance(event_id, str) or not isinstance(event_type, str):
                 self.bad_records.labels(origin[0]).inc()
                 continue
-            if not self.seen.first_delivery(event_id, (*origin, index)):
+            if not self.seen.first_delivery(event_id, (*origin, index, "")):  # process-local: one log
                 redelivered += 1
                 continue
             t = ev.get("event_time_ms")

@@ -28,11 +28,13 @@ CREATE TABLE IF NOT EXISTS taskpulse.events
     src_partition UInt32,
     src_offset Int64,
     src_index UInt32,
+    src_log LowCardinality(String) DEFAULT '',
     INDEX ingested_at_idx ingested_at TYPE minmax GRANULARITY 1,
     INDEX id_idx id TYPE bloom_filter(0.01) GRANULARITY 4,
-    PROJECTION src_watermarks
+    PROJECTION src_log_watermarks
     (
-        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
+        SELECT src_topic, src_partition, src_log, max(src_offset)
+        GROUP BY src_topic, src_partition, src_log
     )
 )
 ENGINE = MergeTree
@@ -74,9 +76,11 @@ CREATE TABLE IF NOT EXISTS taskpulse.dlq
     src_partition UInt32,
     src_offset Int64,
     src_index UInt32,
-    PROJECTION src_watermarks
+    src_log LowCardinality(String) DEFAULT '',
+    PROJECTION src_log_watermarks
     (
-        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
+        SELECT src_topic, src_partition, src_log, max(src_offset)
+        GROUP BY src_topic, src_partition, src_log
     )
 )
 ENGINE = MergeTree

@@ -21,9 +21,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.app import Pipeline
-from pipeline.core.batch import SINKS, RawMessage
+from pipeline.core.batch import RawMessage
+from pipeline.core.logs import select_marks, went_back
 from pipeline.errors import SinkUnavailable, TaskpulseError
 from pipeline.settings import kafka_bootstrap
+from pipeline.sinks.kafka_identity import topic_identities
 from pipeline.topics import RAW_TOPICS
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,27 @@ class _State:
         self.replayed = 0
 
 
+async def _load_watermarks(p: Pipeline) -> None:
+    """Read which log each raw topic is now (cluster and topic id) and the watermarks
+    written from those logs; watermarks of any other log (a previous embedded broker, a
+    deleted topic) are not used, so their offsets skip nothing."""
+    topics = list(RAW_TOPICS.values())
+    logs = await topic_identities(kafka_bootstrap(p.kafka_url), topics, client_kwargs=p.kafka_kwargs)
+    missing = [t for t in topics if t not in logs]
+    if missing:
+        raise SinkUnavailable(f"Kafka does not report the topics {missing} (yet)")
+    stored = await asyncio.to_thread(p.store.watermarks)
+    changed = {t: lg for t, lg in logs.items() if p.processor.logs.get(t) not in (None, lg)}
+    if changed:
+        log.warning("raw topics now read from other logs (recreated topic or fresh broker): %s", changed)
+    p.processor.use_logs(logs, select_marks(stored, logs))
+    log.info("log identities %s; watermarks %s", logs, p.processor.watermarks)
+
+
 async def _prepare(p: Pipeline, st: _State) -> None:
     """Before the first batch (and after a rebalance): start the output producer, warm the
-    dedup memory and load every sink's watermarks.  Waits out a ClickHouse outage."""
+    dedup memory, read the raw topics' log identities and load the watermarks written from
+    those logs.  Waits out a ClickHouse or Kafka outage."""
     delay = 0.2
     while True:
         try:
@@ -59,9 +79,7 @@ async def _prepare(p: Pipeline, st: _State) -> None:
                 gc.freeze()  # start-up objects (and the warmed id map) are never garbage
                 st.ready = True
             if st.reload_watermarks:
-                marks = await asyncio.to_thread(p.store.watermarks)
-                for sink in SINKS:
-                    p.processor.set_watermarks(sink, marks.get(sink, {}))
+                await _load_watermarks(p)
                 st.reload_watermarks = False
             return
         except SinkUnavailable as exc:
@@ -126,11 +144,16 @@ def _register_faust_agent(p: Pipeline, st: _State) -> None:
 
         try:
             async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):  # type: ignore[attr-defined]  # noqa: E501
-                await _prepare(p, st)
                 msgs = [
                     RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                     for e in events
                 ]
+                if _went_back(p, msgs):
+                    if in_flight is not None:
+                        await in_flight  # its offsets count in the log it was read from
+                    _rewind(p, msgs)
+                    st.reload_watermarks = True  # a replay, or a log that started again
+                await _prepare(p, st)
                 now = time.time()
                 out = p.processor.process(msgs, int(now * 1000))
                 if in_flight is not None:
@@ -205,12 +228,17 @@ def _register_direct(p: Pipeline, st: _State) -> None:
                 )
                 if not batch:
                     continue
-                await _prepare(p, st)
                 msgs = [
                     RawMessage(tp.topic, tp.partition, r.offset, r.value)
                     for tp, records in batch.items()
                     for r in records
                 ]
+                if _went_back(p, msgs):
+                    if pending:
+                        await pending.pop()  # its offsets count in the log it was read from
+                    _rewind(p, msgs)
+                    st.reload_watermarks = True  # a replay, or a log that started again
+                await _prepare(p, st)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 now = time.time()
                 out = p.processor.process(msgs, int(now * 1000))
@@ -226,6 +254,17 @@ def _register_direct(p: Pipeline, st: _State) -> None:
                     task.cancel()
             await consumer.stop()
             await p.producer.stop()
+
+
+def _went_back(p: Pipeline, msgs: list[RawMessage]) -> bool:
+    return bool(went_back(((m.topic, m.partition, m.offset) for m in msgs), p.last_offsets))
+
+
+def _rewind(p: Pipeline, msgs: list[RawMessage]) -> None:
+    """The position shown for a partition that went back (lag) moves back with it, so a
+    replay triggers one reload, not one per batch."""
+    for tp, off in went_back(((m.topic, m.partition, m.offset) for m in msgs), p.last_offsets).items():
+        p.last_offsets[tp] = off - 1
 
 
 def _account(p: Pipeline, st: _State, msgs: list[RawMessage], out: Any, now: float) -> None:

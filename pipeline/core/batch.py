@@ -3,13 +3,14 @@ watermarks come in as arguments.
 
 Exactly-once into ClickHouse rests on two facts kept here:
 
-* every sink (``events``, ``rollups``, ``dlq``) remembers, per source (topic, partition),
-  the highest message offset it has durably written (its *watermark*, stored inside the
-  written rows themselves, so it is as durable and atomic as the data).  A message at or
-  below a sink's watermark was already written there and is skipped for that sink when a
-  crash makes Kafka deliver it again;
+* every sink (``events``, ``rollups``, ``dlq``) remembers, per source (topic, partition)
+  *of the current log* (``pipeline.core.logs``), the highest message offset it has
+  durably written (its *watermark*, stored inside the written rows themselves with the
+  log's identity, so it is as durable and atomic as the data).  A message at or below a
+  sink's watermark was already written there and is skipped for that sink when a crash
+  makes Kafka deliver it again;
 * duplicate deliveries of one event id are told from replays by the id's origin
-  (``SeenIds``): only the first delivery counts.
+  (``SeenIds``: log, topic, partition, offset, index): only the first delivery counts.
 
 A batch is cut into *segments* at Kafka-message boundaries so that no segment asks one
 INSERT for more than ``max_rows`` rows or ``max_bytes`` bytes; the writer writes the
@@ -33,12 +34,10 @@ from pipeline.core.aggregates import Dims, Measures, RollupKey, SketchMapping
 from pipeline.core.decode import Decoder
 from pipeline.core.dedup import SeenIds
 from pipeline.core.dimcap import DimensionCap
+from pipeline.core.logs import TP, Watermarks
 from pipeline.core.windows import GRANULARITIES
 from pipeline.events import NormalizedEvent, Rejected, RejectReason, Source
 
-TP = tuple[str, int]
-#: sink name → (topic, partition) → highest offset written.
-Watermarks = dict[str, dict[TP, int]]
 SINKS = ("events", "rollups", "dlq")
 #: Largest normalized event JSON the writer publishes (Kafka's default message limit is 1 MB).
 MAX_EVENT_BYTES = 900_000
@@ -64,6 +63,7 @@ class Accepted:
     offset: int
     index: int
     payload: bytes = b""
+    log: str = ""
 
 
 @dataclass
@@ -77,6 +77,8 @@ class BatchOutput:
     rollup_origins: dict[RollupKey, Origin] = field(default_factory=dict)
     #: highest offset of this batch per source partition, per sink that has rows to write
     offsets: dict[str, dict[TP, int]] = field(default_factory=dict)
+    #: topic → log identity the batch was read from (written with its rows)
+    logs: dict[str, str] = field(default_factory=dict)
     messages: int = 0
     accepted: int = 0
     rejected_count: int = 0
@@ -138,25 +140,44 @@ class BatchProcessor:
         self.caps = caps if caps is not None else DimensionCap(1000)
         self.max_event_bytes = max_event_bytes
         self.watermarks: Watermarks = {name: {} for name in SINKS}
+        #: topic → identity of its current log (``pipeline.core.logs``), set at start and
+        #: after each rebalance; written with every row and part of every id's origin
+        self.logs: dict[str, str] = {}
 
     def set_watermarks(self, sink: str, marks: dict[TP, int]) -> None:
-        """Replace what ``sink`` is known to have written (loaded from storage)."""
+        """Merge what ``sink`` is known to have written (loaded from storage)."""
         current = self.watermarks[sink]
         for tp, off in marks.items():
             if off > current.get(tp, -1):
                 current[tp] = off
 
+    def use_logs(self, logs: dict[str, str], marks: Watermarks) -> None:
+        """Switch to these logs (topic → identity) and their watermarks.  A topic whose log
+        changed forgets what it had: its offsets now count in another log."""
+        for name in SINKS:
+            current = self.watermarks[name]
+            for tp in [tp for tp in current if self.logs.get(tp[0]) != logs.get(tp[0])]:
+                del current[tp]
+        if logs != self.logs:  # a new object: batches in flight keep the logs they were read from
+            self.logs = dict(logs)
+        for name in SINKS:
+            self.set_watermarks(name, marks.get(name, {}))
+
     def committed(self, out: BatchOutput, sink: str) -> None:
         """Record that ``sink`` durably wrote its part of ``out``."""
         current = self.watermarks[sink]
+        logs = self.logs
         for tp, off in out.offsets.get(sink, {}).items():
+            if out.logs.get(tp[0]) != logs.get(tp[0]):
+                continue  # read from a log replaced meanwhile: the offset means nothing now
             if off > current.get(tp, -1):
                 current[tp] = off
 
     def process(self, messages: list[RawMessage], now_ms: int) -> BatchOutput:
-        total = BatchOutput(messages=len(messages))
+        logs = self.logs
+        total = BatchOutput(messages=len(messages), logs=logs)
         segments: list[BatchOutput] = []
-        seg = BatchOutput()
+        seg = BatchOutput(logs=logs)
         seg_offsets: dict[str, dict[TP, int]] = {name: {} for name in SINKS}
         seg_bytes = 0
         marks_events = self.watermarks["events"]
@@ -180,10 +201,11 @@ class BatchProcessor:
             ):
                 seg.offsets = {name: tps for name, tps in seg_offsets.items() if tps}
                 segments.append(seg)
-                seg, seg_offsets, seg_bytes = BatchOutput(), {name: {} for name in SINKS}, 0
+                seg, seg_offsets, seg_bytes = BatchOutput(logs=logs), {name: {} for name in SINKS}, 0
             rollups, origins = seg.rollups, seg.rollup_origins
             tp = (msg.topic, msg.partition)
             off = msg.offset
+            log = logs.get(msg.topic, "")
             new_events = off > marks_events.get(tp, -1)
             new_rollups = off > marks_rollups.get(tp, -1)
             new_dlq = off > marks_dlq.get(tp, -1)
@@ -213,7 +235,7 @@ class BatchProcessor:
                         seg_bytes += len(item.original)
                         seg_offsets["dlq"][tp] = off
                     continue
-                if not first_delivery(item.id, (msg.topic, msg.partition, off, index)):
+                if not first_delivery(item.id, (msg.topic, msg.partition, off, index, log)):
                     total.duplicates += 1
                     continue
                 total.accepted += 1
@@ -221,7 +243,7 @@ class BatchProcessor:
                 if max_ts is None or ts > max_ts:
                     max_ts = ts
                 if new_events:
-                    seg.events.append(Accepted(item, msg.topic, msg.partition, off, index, payload))
+                    seg.events.append(Accepted(item, msg.topic, msg.partition, off, index, payload, log))
                     seg_bytes += len(payload)
                     seg_offsets["events"][tp] = off
                 if new_rollups:

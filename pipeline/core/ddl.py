@@ -9,8 +9,12 @@ part per partition), so one INSERT within ``min_insert_block_size_rows`` /
 client's blocks up to those sizes) is one part, committed atomically; the writer keeps
 every INSERT within ``TASKPULSE_INSERT_MAX_ROWS`` / ``TASKPULSE_INSERT_MAX_BYTES``.  Each table's write
 watermark lives inside its own rows (``src_*`` columns, read through the
-``src_watermarks`` projection, or the ``src_offsets`` map of rollups), so data and
+``src_log_watermarks`` projection, or the ``src_offsets`` map of rollups), so data and
 watermark are committed together: that is what makes replays after a crash exact.
+``src_log`` names the log the offsets count in (``pipeline.core.logs``).
+
+Upgrades: ``upgrade_statements`` bring tables created by an older version to this
+schema (``ADD COLUMN IF NOT EXISTS`` …); ``migrate`` runs them after the CREATEs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,38 @@ def _src_columns() -> str:
     return """    src_topic LowCardinality(String),
     src_partition UInt32,
     src_offset Int64,
-    src_index UInt32,"""
+    src_index UInt32,
+    src_log LowCardinality(String) DEFAULT '',"""
+
+
+def _src_projection() -> str:
+    return """    PROJECTION src_log_watermarks
+    (
+        SELECT src_topic, src_partition, src_log, max(src_offset)
+        GROUP BY src_topic, src_partition, src_log
+    )"""
+
+
+#: tables whose rows carry ``src_*`` columns (and the watermark projection)
+SRC_TABLES = ("events", "dlq")
+
+
+def upgrade_statements(database: str = "taskpulse") -> list[tuple[str, str]]:
+    """(table, statement) pairs that bring an older version's tables to this schema; each
+    is idempotent.  ``PROJECTION`` statements apply to MergeTree tables only (on a cluster
+    the operator runs them on the ``*_local`` tables: deploy/README.md)."""
+    db = database
+    out: list[tuple[str, str]] = []
+    for table in SRC_TABLES:
+        out += [
+            (table, f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS src_log LowCardinality(String) "
+                    "DEFAULT '' AFTER src_index"),
+            (table, f"ALTER TABLE {db}.{table} ADD PROJECTION IF NOT EXISTS src_log_watermarks "
+                    "(SELECT src_topic, src_partition, src_log, max(src_offset) "
+                    "GROUP BY src_topic, src_partition, src_log)"),
+            (table, f"ALTER TABLE {db}.{table} DROP PROJECTION IF EXISTS src_watermarks"),
+        ]  # fmt: skip
+    return out
 
 
 def ddl_statements(database: str = "taskpulse", relative_accuracy: float = 0.005) -> list[str]:
@@ -64,10 +99,7 @@ def ddl_statements(database: str = "taskpulse", relative_accuracy: float = 0.005
 {_src_columns()}
     INDEX ingested_at_idx ingested_at TYPE minmax GRANULARITY 1,
     INDEX id_idx id TYPE bloom_filter(0.01) GRANULARITY 4,
-    PROJECTION src_watermarks
-    (
-        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
-    )
+{_src_projection()}
 )
 ENGINE = MergeTree
 ORDER BY (entity_type, event_type, event_time, id)
@@ -103,10 +135,7 @@ TTL window_start + toIntervalDay({ttl_rollups})""",
     event_id String,
     original String,
 {_src_columns()}
-    PROJECTION src_watermarks
-    (
-        SELECT src_topic, src_partition, max(src_offset) GROUP BY src_topic, src_partition
-    )
+{_src_projection()}
 )
 ENGINE = MergeTree
 ORDER BY (received_at, reason)

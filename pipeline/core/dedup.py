@@ -1,9 +1,11 @@
 """A bounded memory of event ids, for counting duplicate deliveries once.
 
-Each id remembers its *origin*: the (topic, partition, offset, index) of its first
+Each id remembers its *origin*: the (topic, partition, offset, index, log) of its first
 delivery.  A replay of that same message after a restart is then recognised as the
 first delivery again (so it still counts where it was not yet written), while a second
-delivery from anywhere else is a duplicate.  The oldest ids are forgotten first once
+delivery from anywhere else is a duplicate.  The log identity is part of the origin: the
+same coordinates in another log (a fresh broker, a recreated topic) are another message,
+so an id seen before arriving there is a re-sent event, a duplicate.  The oldest ids are forgotten first once
 ``capacity`` is reached: that is the dedup horizon.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-Origin = tuple[str, int, int, int]
+#: (topic, partition, offset, index, log identity)
+Origin = tuple[str, int, int, int, str]
 
 
 class SeenIds:

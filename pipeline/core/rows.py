@@ -8,7 +8,8 @@ from datetime import datetime
 import orjson
 
 from pipeline.core.aggregates import Measures, RollupKey
-from pipeline.core.batch import TP, Accepted
+from pipeline.core.batch import Accepted
+from pipeline.core.logs import TP, src_key
 from pipeline.core.timestamps import ms_to_datetime
 from pipeline.events import Rejected
 
@@ -16,7 +17,7 @@ EVENT_COLUMNS = [
     "id", "event_time", "timestamp_raw", "event_type", "entity_type", "entity_id", "agent",
     "task_type", "outcome", "duration_ms", "triggered_by", "correlation_id", "session_id",
     "tags", "previous_state", "current_state", "metadata", "metrics", "extra", "ingested_at",
-    "src_topic", "src_partition", "src_offset", "src_index",
+    "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
 ROLLUP_COLUMNS = [
@@ -27,7 +28,7 @@ ROLLUP_COLUMNS = [
 
 DLQ_COLUMNS = [
     "received_at", "reason", "detail", "event_id", "original",
-    "src_topic", "src_partition", "src_offset", "src_index",
+    "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
 _dumps = orjson.dumps
@@ -67,26 +68,29 @@ def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
                 a.partition,
                 a.offset,
                 a.index,
+                a.log,
             )
         )
     return rows
 
 
-def tp_key(tp: TP) -> str:
-    return f"{tp[0]}:{tp[1]}"
+def marker_of(offsets: dict[TP, int], logs: dict[str, str]) -> dict[str, int]:
+    """The rollups watermark as stored: ``topic:partition@log`` → highest offset written."""
+    return {src_key(tp[0], tp[1], logs.get(tp[0], "")): off for tp, off in offsets.items()}
 
 
 def rollup_rows(
-    rollups: dict[RollupKey, Measures], offsets: dict[TP, int], now: datetime
+    rollups: dict[RollupKey, Measures], offsets: dict[TP, int], now: datetime, logs: dict[str, str]
 ) -> list[tuple[object, ...]]:
     """One row per (granularity, window, dims).  The newest window's row carries the
-    batch's source offsets (the rollups watermark), so it is inserted atomically with them.
+    batch's source offsets (the rollups watermark, keyed ``topic:partition@log``), so it is
+    inserted atomically with them.
     """
     rows: list[tuple[object, ...]] = []
     if not rollups:
         return rows
     marker_key = max(rollups, key=lambda k: k[1])
-    marker = {tp_key(tp): off for tp, off in offsets.items()}
+    marker = marker_of(offsets, logs)
     for key, m in rollups.items():
         gran, start_ms, dims = key
         has = m.duration_count > 0
@@ -117,7 +121,8 @@ MARKER_GRANULARITY = "marker"
 
 
 def rows_without(
-    rows: list[tuple[object, ...]], refused: set[int], offsets: dict[TP, int], now: datetime
+    rows: list[tuple[object, ...]], refused: set[int], offsets: dict[TP, int], now: datetime,
+    logs: dict[str, str],
 ) -> list[tuple[object, ...]]:
     """The rollup rows to write once the rows at ``refused`` are taken out.  The batch's
     source offsets (the rollups watermark) must still be written: if the row that carried
@@ -125,7 +130,7 @@ def rows_without(
     kept = [r for i, r in enumerate(rows) if i not in refused]
     if not offsets or any(rows[i][_MARKER_COLUMN] for i in range(len(rows)) if i not in refused):
         return kept
-    marker = {tp_key(tp): off for tp, off in offsets.items()}
+    marker = marker_of(offsets, logs)
     if kept:
         last = kept[-1]
         kept[-1] = (*last[:_MARKER_COLUMN], marker, *last[_MARKER_COLUMN + 1 :])
@@ -154,7 +159,11 @@ def _text(value: str) -> str:
     return value
 
 
-def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, ...]]:
+def dlq_rows(
+    rejected: Iterable[Rejected], now: datetime, logs: dict[str, str] | None = None
+) -> list[tuple[object, ...]]:
+    """DLQ rows; ``logs`` (topic → log identity) for rejections read from raw topics."""
+    logs = logs or {}
     return [
         (
             now,
@@ -166,6 +175,7 @@ def dlq_rows(rejected: Iterable[Rejected], now: datetime) -> list[tuple[object, 
             r.source.partition,
             r.source.offset,
             r.source.index,
+            logs.get(r.source.topic, ""),
         )
         for r in rejected
     ]

@@ -29,10 +29,10 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
-from pipeline.core.batch import TP
-from pipeline.core.ddl import ddl_statements
+from pipeline.core.ddl import ddl_statements, probe_ddl, upgrade_statements
 from pipeline.core.dedup import Origin
 from pipeline.core.isolate import isolate
+from pipeline.core.logs import StoredMarks, TPLog, parse_src_key
 from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
@@ -230,6 +230,19 @@ class ClickHouseStore:
         stmts = ddl_statements(self.database, relative_accuracy)
         for stmt in stmts:
             self.command(stmt)
+        engines = dict(
+            self.rows("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": self.database})
+        )
+        upgraded = False
+        for table, stmt in upgrade_statements(self.database):
+            if "PROJECTION" in stmt and not str(engines.get(table, "")).endswith("MergeTree"):
+                continue  # a Distributed table: projections live on its *_local tables
+            self.command(stmt)
+            stmts.append(stmt)
+            upgraded = True
+        if upgraded:  # the Null twins follow the columns an upgrade added
+            for stmt in probe_ddl(self.database):
+                self.command(stmt)
         return stmts
 
     # ------------------------------------------------------------------ writes
@@ -351,33 +364,32 @@ class ClickHouseStore:
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.query(sql, parameters).result_rows]
 
-    def watermarks(self) -> dict[str, dict[TP, int]]:
-        """Per sink table, the highest source offset written for each (topic, partition)."""
+    def watermarks(self) -> StoredMarks:
+        """Per sink table, the highest source offset written for each (topic, partition, log)."""
         db = self.database
-        out: dict[str, dict[TP, int]] = {}
+        out: StoredMarks = {}
         for table in ("events", "dlq"):
             sql = (
-                f"SELECT src_topic, src_partition, max(src_offset) FROM {db}.{table} "
-                "GROUP BY src_topic, src_partition"
+                f"SELECT src_topic, src_partition, src_log, max(src_offset) FROM {db}.{table} "
+                "GROUP BY src_topic, src_partition, src_log"
             )
-            out[table] = {(t, int(p)): int(o) for t, p, o in self.rows(sql)}
-        marks: dict[TP, int] = {}
+            out[table] = {(t, int(p), str(lg)): int(o) for t, p, lg, o in self.rows(sql)}
+        marks: dict[TPLog, int] = {}
         for (offsets,) in self.rows(f"SELECT maxMap(src_offsets) FROM {db}.rollups"):
             for key, off in (offsets or {}).items():
-                topic, _, part = key.rpartition(":")
-                marks[(topic, int(part))] = int(off)
+                marks[parse_src_key(key)] = int(off)
         out["rollups"] = marks
         return out
 
     def recent_ids(self, limit: int) -> list[tuple[str, Origin]]:
         """The ``limit`` most recently ingested event ids with their origins, oldest first."""
         sql = (
-            f"SELECT id, src_topic, src_partition, src_offset, src_index FROM {self.database}.events "
+            f"SELECT id, src_topic, src_partition, src_offset, src_index, src_log FROM {self.database}.events "
             "ORDER BY ingested_at DESC, src_offset DESC LIMIT {limit:UInt64}"
         )
         rows = self.rows(sql, {"limit": limit})
         rows.reverse()
-        return [(r[0], (r[1], int(r[2]), int(r[3]), int(r[4]))) for r in rows]
+        return [(r[0], (r[1], int(r[2]), int(r[3]), int(r[4]), str(r[5]))) for r in rows]
 
     def table_counts(self) -> dict[str, int]:
         """Rows per taskpulse table (from system.parts: cheap, approximate for merging engines)."""

@@ -251,7 +251,7 @@ class BatchWriter:
         if seg.events or seg.rejected or seg.rollups:
             await self.retry("kafka", lambda: self._kafka(seg))
         if seg.rejected:
-            await self._insert_dlq(dlq_rows(seg.rejected, now))
+            await self._insert_dlq(dlq_rows(seg.rejected, now, seg.logs))
             self.processor.committed(seg, "dlq")
         if seg.events:
             await self._events(seg, total, now)
@@ -296,7 +296,7 @@ class BatchWriter:
     async def _rollups(self, seg: BatchOutput, total: BatchOutput, now: datetime) -> None:
         offsets = seg.offsets.get("rollups", {})
         keys = list(seg.rollups)
-        rows = rollup_rows(seg.rollups, offsets, now)
+        rows = rollup_rows(seg.rollups, offsets, now, seg.logs)
 
         async def refused(found: Refusals) -> None:
             letters = []
@@ -308,7 +308,7 @@ class BatchWriter:
             await self.dead_letter(letters, total)
 
         def keep(all_rows: list[Row], bad: set[int]) -> list[Row]:
-            return rows_without(all_rows, bad, offsets, now)
+            return rows_without(all_rows, bad, offsets, now, seg.logs)
 
         found = await self._timed(
             "rollups", len(rows),

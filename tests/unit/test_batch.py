@@ -114,11 +114,11 @@ def test_duplicates_across_partitions() -> None:
 def test_dedup_horizon_forgets_the_oldest_ids() -> None:
     seen = SeenIds(capacity=3)
     for i in range(4):
-        assert seen.first_delivery(f"id-{i}", (TOPIC, 0, i, 0))
+        assert seen.first_delivery(f"id-{i}", (TOPIC, 0, i, 0, ""))
     assert len(seen) == 3
-    assert not seen.first_delivery("id-3", (TOPIC, 0, 99, 0))  # remembered: a duplicate
-    assert seen.first_delivery("id-0", (TOPIC, 0, 98, 0))  # forgotten: counts again
-    assert seen.first_delivery("id-3", (TOPIC, 0, 3, 0))  # its own origin: a replay
+    assert not seen.first_delivery("id-3", (TOPIC, 0, 99, 0, ""))  # remembered: a duplicate
+    assert seen.first_delivery("id-0", (TOPIC, 0, 98, 0, ""))  # forgotten: counts again
+    assert seen.first_delivery("id-3", (TOPIC, 0, 3, 0, ""))  # its own origin: a replay
     assert seen.duplicates == 1
 
 
@@ -157,7 +157,7 @@ def docs_from(docs_by_offset: dict[int, list[dict[str, Any]]], lo: int, hi: int)
 def restarted(out: BatchOutput, marks: dict[str, int]) -> BatchProcessor:
     """A new processor whose SeenIds and watermarks are loaded from what was written."""
     bp = processor()
-    bp.seen.preload((a.event.id, (a.topic, a.partition, a.offset, a.index)) for a in out.events)
+    bp.seen.preload((a.event.id, (a.topic, a.partition, a.offset, a.index, a.log)) for a in out.events)
     for sink, off in marks.items():
         bp.set_watermarks(sink, {TP: off})
     return bp

@@ -69,30 +69,30 @@ def _rollup_rows() -> tuple[list[tuple[object, ...]], dict[tuple[str, int], int]
     docs = [make_event(f"e{i}", "task.completed", iso(DAY0_MS + i * 3_600_000)) for i in range(3)]
     out = bp.process([RawMessage(TOPIC, 0, i, dumps(d)) for i, d in enumerate(docs)], NOW)
     offsets = out.offsets["rollups"]
-    return rollup_rows(out.rollups, offsets, datetime.now(UTC)), offsets
+    return rollup_rows(out.rollups, offsets, datetime.now(UTC), {}), offsets  # no log: key "topic:partition@"
 
 
 def test_marker_stays_when_its_row_is_kept() -> None:
     rows, offsets = _rollup_rows()
     marked = [i for i, r in enumerate(rows) if r[MARKER]]
     refused = {i for i in range(len(rows)) if i not in marked}
-    kept = rows_without(rows, refused, offsets, datetime.now(UTC))
+    kept = rows_without(rows, refused, offsets, datetime.now(UTC), {})
     assert kept == [rows[i] for i in marked]
 
 
 def test_marker_moves_to_a_kept_row_when_its_row_is_refused() -> None:
     rows, offsets = _rollup_rows()
     marked = next(i for i, r in enumerate(rows) if r[MARKER])
-    kept = rows_without(rows, {marked}, offsets, datetime.now(UTC))
+    kept = rows_without(rows, {marked}, offsets, datetime.now(UTC), {})
     assert len(kept) == len(rows) - 1
-    assert [r[MARKER] for r in kept if r[MARKER]] == [{f"{TOPIC}:0": 2}]
+    assert [r[MARKER] for r in kept if r[MARKER]] == [{f"{TOPIC}:0@": 2}]
 
 
 def test_marker_gets_a_zero_row_when_every_row_is_refused() -> None:
     rows, offsets = _rollup_rows()
-    kept = rows_without(rows, set(range(len(rows))), offsets, datetime.now(UTC))
+    kept = rows_without(rows, set(range(len(rows))), offsets, datetime.now(UTC), {})
     assert len(kept) == 1 and kept[0][0] == MARKER_GRANULARITY
-    assert kept[0][MARKER] == {f"{TOPIC}:0": 2} and kept[0][7] == 0  # count 0
+    assert kept[0][MARKER] == {f"{TOPIC}:0@": 2} and kept[0][7] == 0  # count 0
     assert len(kept[0]) == len(ROLLUP_COLUMNS)
 
 
