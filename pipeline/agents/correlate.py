@@ -141,6 +141,7 @@ class _Role:
         store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
         mine = self._my_partitions()
         parts = list(range(self.p.settings.partitions))
+        await self._repair_agents(mine, parts)
         open_ids = [k for k, s in c.tasks.items() if s["closed"] is None]
         known: dict[str, int] = {}
         for i in range(0, len(open_ids), 5000):
@@ -182,6 +183,37 @@ class _Role:
                 )
             for task_id in chunk:
                 await self.write(c.repair(task_id, history.get(task_id, []), stale[task_id], wall))
+
+    async def _repair_agents(self, mine: set[int] | None, parts: list[int]) -> None:
+        """Agents whose ``agent_status`` row is newer than the recovered state (or missing from
+        it: a fresh embedded broker starts with an empty changelog) continue from that row:
+        their next row gets a higher version, their busy / online time goes on."""
+        store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
+        rows = await asyncio.to_thread(
+            store.rows,
+            f"SELECT agent, version, status, toUnixTimestamp64Milli(status_since), toUnixTimestamp64Milli(last_seen), "
+            f"toUnixTimestamp64Milli(online_since), active_tasks, cpu_percent, memory_mb, busy_s, online_s "
+            f"FROM {db}.agent_status FINAL WHERE last_seen > now64(3) - toIntervalSecond(%(keep)s)",
+            {"keep": int(c.config.agent_forget_after_s)},  # older agents were forgotten, not lost
+        )  # fmt: skip
+        repaired = 0
+        for agent, version, status, since, seen, online_since, active, cpu, mem, busy_s, online_s in rows:
+            if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
+                continue
+            known = c.agents.get(agent)
+            if known is not None and known["v"] >= version:
+                continue
+            c.repair_agent(str(agent), {
+                "v": int(version), "status": str(status), "since": int(since), "seen": int(seen),
+                "online_since": None if online_since is None else int(online_since), "active": int(active),
+                "cpu": cpu, "mem": mem,
+                "busy_ms": round(float(busy_s) * 1000), "online_ms": round(float(online_s) * 1000),
+            })  # fmt: skip
+            if (value := self._state_bytes("agents", str(agent), c.agents[agent])) is not None:
+                self.agents[str(agent).encode()] = value
+            repaired += 1
+        if repaired:
+            log.warning("%d agents' state was behind ClickHouse after recovery; continued from agent_status", repaired)
 
     def _my_partitions(self) -> set[int] | None:
         try:

@@ -211,6 +211,22 @@ class Correlator:
             self._queue_offline(agent, a)
         self._clock = max([self._clock, *self._task_lru.values(), *self._agent_lru.values()])
 
+    def repair_agent(self, agent: str, row: Slot) -> None:
+        """Take an agent's last ``agent_status`` row when the persisted state lacks it or is
+        older (a changelog lost with a fresh embedded broker, or its tail not recovered), so
+        its next row gets a higher version and its time accounting goes on.  ``row`` holds
+        the slot's own keys (times in ms, ``v`` the row's version)."""
+        a = self.agents.get(agent)
+        if a is not None and a["v"] >= row["v"]:
+            return
+        if a is None:
+            self.state_bytes += AGENT_BYTES
+        self.agents[agent] = {"status": "unknown", "since": row["since"], "seen": row["seen"], "online_since": None,
+                              "active": 0, "cpu": None, "mem": None, "busy_ms": 0, "online_ms": 0,
+                              "reported": "", "n": 0, "v": 0, **(a or {}), **row}  # fmt: skip
+        self._agent_lru[agent] = int(row["seen"])
+        self._queue_offline(agent, self.agents[agent])
+
     def repair(self, task_id: str, entries: list[list[Any]], version: int, wall_ms: int) -> Output:
         """Merge events read back from the ``events`` table into a task whose persisted state
         is missing or older than what ClickHouse shows (a changelog that lost its tail)."""
@@ -585,13 +601,20 @@ class Correlator:
         out.agent_rows[agent] = a
         out.dirty_agents[agent] = a
         out.emitted.append({
-            "id": f"taskpulse:agent:{agent}:{a['n']}", "timestamp": _iso(at),
+            "id": agent_change_id(agent, a["n"], at), "timestamp": _iso(at),
             "event_type": "agent.status_changed", "entity_type": "agent", "entity_id": agent,
             "previous_state": {"status": old},
             "current_state": {"status": new, "previous": old, "active_tasks": a["active"],
                               "reason": reason, "utilization": agent_utilization(a, at)},
             "metadata": {"triggered_by": "system"}, "metrics": {},
         })  # fmt: skip
+
+
+def agent_change_id(agent: str, n: int, at_ms: int) -> str:
+    """The id of the n-th ``agent.status_changed`` of ``agent``, at ``at_ms``: the same on a
+    replay (so ingest drops the re-emission), new when a restarted counter meets a later
+    time (a state lost with its changelog must not turn real changes into duplicates)."""
+    return f"taskpulse:agent:{agent}:{n}:{at_ms}"
 
 
 def _alive(slot: Slot) -> int:

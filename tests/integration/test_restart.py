@@ -214,3 +214,52 @@ def test_an_old_data_dir_is_upgraded_and_its_watermarks_skip_nothing(tmp_path):
     }
     assert sorted(map(tuple, (i[1] for i in result["ids"]))) == [(t, 0, 3, 0, "c/x"), (t, 0, 900, 0, "")]
     assert "src_log_watermarks" in result["create"] and "PROJECTION src_watermarks" not in result["create"]
+
+
+# --------------------------------------------------------------------------- correlation state
+
+
+def _heartbeat(agent: str, ms: int, active: int, n: int) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        "id": f"hb-{agent}-{n}", "timestamp": datetime.fromtimestamp(ms / 1000, UTC).isoformat(),
+        "event_type": "agent.heartbeat", "entity_type": "agent", "entity_id": agent,
+        "current_state": {"active_tasks": active, "cpu_percent": 10.0},
+    }  # fmt: skip
+
+
+def test_agents_go_on_after_a_fresh_broker(make_worker, broker, tmp_path):
+    """The correlation role's changelog is gone with the embedded broker: agents continue from
+    ``agent_status`` (higher versions, accumulated busy time), and their new status changes
+    reach ``events`` instead of being dropped as duplicates of the previous run's ids."""
+    agents = [f"agent-r{i}" for i in range(3)]
+    base = int(time.time() * 1000) - 120_000
+    env = {"TASKPULSE_ROLES": "ingest,correlate", "TASKPULSE_AGENT_OFFLINE_AFTER_S": "3600"}
+    # run 1: busy, then online (two changes each: unknown→busy, busy→online)
+    publish(broker, [_heartbeat(a, base + k * 10_000, act, k) for a in agents for k, act in enumerate((2, 0))])
+    worker = make_worker(**env).start()
+    changes = "SELECT count() FROM taskpulse.events WHERE event_type = 'agent.status_changed'"
+    wait_for(lambda: worker.scalar(changes) >= 6, 90, "the first run's status changes")
+    first = {r[0]: r[1:] for r in worker.sql("SELECT agent, version, status, busy_s FROM taskpulse.agent_status FINAL")}
+    assert {a: (s, b) for a, (_, s, b) in first.items()} == {a: ("online", 10.0) for a in agents}
+    worker.stop()
+    broker.stop()
+
+    fresh = EmbeddedBroker(log_path=tmp_path / "tansu-agents.log").start()
+    try:
+        asyncio.run(ensure_topics(fresh.bootstrap, ALL_TOPICS, 4, 3_600_000, 256 * 1024 * 1024))
+        # run 2: busy again for 20 s, then online (two more changes each)
+        publish(fresh, [_heartbeat(a, base + 60_000 + k * 20_000, act, 10 + k) for a in agents
+                        for k, act in enumerate((1, 0))])  # fmt: skip
+        again = make_worker(TASKPULSE_KAFKA_URL=fresh.url, **env).start()
+        wait_for(lambda: again.scalar(changes) >= 12, 90, "the second run's status changes")
+        time.sleep(2)
+        assert again.scalar(changes) == 12
+        rows = {r[0]: r[1:] for r in again.sql("SELECT agent, version, status, busy_s FROM taskpulse.agent_status FINAL")}
+        for a in agents:
+            version, status, busy_s = rows[a]
+            assert version > first[a][0], f"{a}: version {version} does not supersede {first[a][0]}"
+            assert (status, busy_s) == ("online", 30.0), rows[a]  # 10 s in run 1 + 20 s in run 2
+    finally:
+        fresh.stop()
