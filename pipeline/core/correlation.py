@@ -584,8 +584,11 @@ class Correlator:
         a["v"] += 1
         out.agent_rows[agent] = a
         out.dirty_agents[agent] = a
+        # The id holds the change's time as well as its number: after a fresh broker the
+        # agents table starts empty and the numbers again at 1, and the ingest role's dedup
+        # (warmed from ClickHouse) would drop a new change under an old change's id.
         out.emitted.append({
-            "id": f"taskpulse:agent:{agent}:{a['n']}", "timestamp": _iso(at),
+            "id": f"taskpulse:agent:{agent}:{a['n']}:{at}", "timestamp": _iso(at),
             "event_type": "agent.status_changed", "entity_type": "agent", "entity_id": agent,
             "previous_state": {"status": old},
             "current_state": {"status": new, "previous": old, "active_tasks": a["active"],

@@ -211,7 +211,7 @@ def test_agents_go_busy_online_and_offline_on_silence() -> None:
     assert not c.tick(T0 + 39_000).emitted
     out = c.tick(T0 + 41_000)
     [change] = out.emitted
-    assert change["current_state"]["status"] == "offline" and change["id"] == "taskpulse:agent:a1:3"
+    assert change["current_state"]["status"] == "offline" and change["id"] == f"taskpulse:agent:a1:3:{T0 + 40_000}"
     assert change["timestamp"].startswith("2025-11-03T10:00:40")
     assert out.agent_rows["a1"]["status"] == "offline"
     out = c.apply([ev("agent.online", "a1", T0 + 50_000)], T0 + 50_000)
