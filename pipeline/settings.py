@@ -324,7 +324,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?P<pw>:[^/\s@]*)?@")
+#: the password runs to the last ``@`` before the host: one sent unencoded may hold ``@`` itself
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?P<pw>:[^/\s]*)?@")
 #: Webhook URLs whose path is the secret (Slack, Discord, Teams, Mattermost, Google Chat, …).
 _SECRET_PATH = re.compile(
     r"(?P<keep>https?://[^/\s]+/(?:services|api/webhooks|hooks|webhookb2|webhook|v1/spaces))/[^\s'\"<>)]+",

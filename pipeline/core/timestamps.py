@@ -18,6 +18,8 @@ _NS_FROM = 1e17
 _NS_UNTIL = 1e20
 #: 0001-01-01 .. 9999-12-31 in epoch ms: what ClickHouse DateTime64(3) and datetime hold.
 _MIN_MS = -62135596800000
+#: an epoch in ns until year 9999 has 20 digits; leave room for leading zeros
+_MAX_EPOCH_DIGITS = 32
 _MAX_MS = 253402300799999
 
 
@@ -91,6 +93,8 @@ def to_epoch_ms(value: object) -> int:
         if len(stripped) > 4 and stripped[4] == "-":
             ms = iso_to_ms(stripped)
         elif stripped.isascii() and stripped.isdigit():
+            if len(stripped) > _MAX_EPOCH_DIGITS:  # int() itself refuses beyond 4300 digits
+                raise TimestampError(f"epoch value of {len(stripped)} digits is too large for any unit (s, ms, µs, ns)")
             ms = epoch_to_ms(int(stripped))
         elif stripped and stripped[0].isdigit() and _is_number(stripped):
             ms = epoch_to_ms(float(stripped))
