@@ -181,7 +181,8 @@ WRITTEN_TABLES = ("events", "rollups", "dlq", "tasks", "task_executions", "agent
 def probe_ddl(db: str) -> list[str]:
     """A ``Null``-engine twin per written table (``_probe_<table>``, same columns): a probe
     INSERT parses and converts the rows exactly like the real table and stores nothing.
-    Replaced at every migration (they hold no data), so they follow every column change."""
+    Replaced at every migration (they hold no data), so they follow every change of their
+    table: columns, types and the constraints an operator adds."""
     return [
         f"CREATE OR REPLACE TABLE {db}._probe_{t} AS {db}.{t} ENGINE = Null" for t in WRITTEN_TABLES
     ]

@@ -233,16 +233,13 @@ class ClickHouseStore:
         engines = dict(
             self.rows("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": self.database})
         )
-        upgraded = False
         for table, stmt in upgrade_statements(self.database):
             if "PROJECTION" in stmt and not str(engines.get(table, "")).endswith("MergeTree"):
                 continue  # a Distributed table: projections live on its *_local tables
             self.command(stmt)
             stmts.append(stmt)
-            upgraded = True
-        if upgraded:  # the Null twins follow the columns an upgrade added
-            for stmt in probe_ddl(self.database):
-                self.command(stmt)
+        for stmt in probe_ddl(self.database):  # again: the Null twins follow what upgrades changed
+            self.command(stmt)
         return stmts
 
     # ------------------------------------------------------------------ writes
