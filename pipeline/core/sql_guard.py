@@ -8,6 +8,8 @@ it cannot serialise); this module walks the tree and refuses, with a reason:
   ``remote``, ``executable``, ``input``, ``mysql``, … and whatever a new version adds);
 - a function that reads files or external sources (``file()``, ``dictGet*``, …) or any
   table function's name used elsewhere (``x IN url(…)``);
+- a ``system`` table outside a short allow list (``system.processes`` shows other sessions'
+  queries, ``system.disks`` the data path…): catalogue tables (tables, columns, parts, …) only;
 - ``INTO OUTFILE``, a ``SETTINGS`` clause (the limits are the server's, not the query's)
   and ``FORMAT`` (the client chooses the format).
 
@@ -32,6 +34,13 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
 #: Scalar functions that read files, dictionaries (external sources) or models on disk.
 DENIED_FUNCTIONS = frozenset({"file", "catboostevaluate", "getserversetting", "getmacro"})
 DENIED_FUNCTION_PREFIXES = ("dictget", "dicthas", "dictisin", "naivebayes")
+
+#: ``system`` tables an analyst may read: the catalogue and generated data; the others show
+#: other sessions' queries, users, paths, stack traces or server settings.
+ALLOWED_SYSTEM_TABLES = frozenset(
+    {"one", "numbers", "numbers_mt", "zeros", "zeros_mt", "databases", "tables", "columns", "parts",
+     "parts_columns", "functions", "table_functions", "data_type_families", "formats", "time_zones"}
+)  # fmt: skip
 
 #: Names of both a scalar function and a table function that are harmless as scalars.
 SCALAR_NAMESAKES = frozenset({"format"})
@@ -79,6 +88,17 @@ def _function_refusal(name: str, as_table: bool, table_functions: frozenset[str]
     return None
 
 
+def _system_table_refusal(parts: Any) -> str | None:
+    if not isinstance(parts, list) or len(parts) != 2 or str(parts[0]).lower() != "system":
+        return None
+    if str(parts[1]).lower() in ALLOWED_SYSTEM_TABLES:
+        return None
+    return (
+        f"system.{parts[1]} is not readable here (it can show other sessions' queries, users, paths or "
+        f"server settings); system tables allowed: {', '.join(sorted(ALLOWED_SYSTEM_TABLES))}"
+    )
+
+
 def check_json_ast(ast_json: str, table_functions: frozenset[str] = frozenset()) -> None:
     """Raise ``QueryRefused`` unless the query (``parseQueryToJSON``'s output) may run.
     ``table_functions``: the engine's table function names, lower case."""
@@ -98,6 +118,10 @@ def check_json_ast(ast_json: str, table_functions: frozenset[str] = frozenset())
             )
         if key == "format_ast":
             raise _refuse("a FORMAT clause is not allowed (choose the output with --format)")
+        if node.get("type") in ("TableIdentifier", "Identifier"):
+            reason = _system_table_refusal(node.get("name_parts"))
+            if reason:
+                raise _refuse(reason)
         if node.get("type") == "Function":
             reason = _function_refusal(str(node.get("name", "")), key == "table_function", table_functions)
             if reason:
@@ -131,5 +155,6 @@ def _statement(kind: str) -> str:
 
 
 __all__ = [
-    "ALLOWED_TABLE_FUNCTIONS", "NOT_SERIALIZABLE", "QueryRefused", "check_ast_text", "check_json_ast",
+    "ALLOWED_SYSTEM_TABLES", "ALLOWED_TABLE_FUNCTIONS", "NOT_SERIALIZABLE", "QueryRefused", "check_ast_text",
+    "check_json_ast",
 ]  # fmt: skip

@@ -75,6 +75,7 @@ def _forbidden(tmp_path: Path) -> tuple[list[tuple[str, str]], Path, list[Path]]
         (f"SELECT * FROM url('http://127.0.0.1:{closed}/x', 'CSV', 'a String')", "table function url()"),
         ("SELECT * FROM executable('id', 'TSV', 'a String')", "table function executable()"),
         ("SELECT * FROM remote('127.0.0.1:9000', system.one)", "table function remote()"),
+        ("SELECT query FROM system.processes", "system.processes is not readable"),
         ("SELECT 1 SETTINGS readonly = 0", "SETTINGS clause"),
         ("SELECT count() FROM numbers(10) SETTINGS max_execution_time = 0, max_result_rows = 0", "SETTINGS clause"),
         ("SET readonly = 0", "refused"),

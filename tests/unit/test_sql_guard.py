@@ -68,3 +68,26 @@ def test_describe_is_checked_from_explain_ast() -> None:
         check_ast_text(["DescribeQuery (children 2)", " TableExpression (children 1)", "  Function file (children 1)"])
     with pytest.raises(QueryRefused, match="SYSTEM statement"):
         check_ast_text(["SystemQuery"])
+
+
+def _from_table(*parts: str) -> dict[str, object]:
+    return {"type": "TablesInSelectQuery", "children": [{"type": "TablesInSelectQueryElement", "table_expression": {
+        "type": "TableExpression", "database_and_table_name": {"type": "TableIdentifier", "name": ".".join(parts),
+                                                               "name_parts": list(parts)}}}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["processes", "users", "disks", "stack_trace", "server_settings", "query_log"])
+def test_system_tables_that_leak_are_refused(table: str) -> None:
+    with pytest.raises(QueryRefused, match=f"system.{table} is not readable here"):
+        check(_select(tables=_from_table("system", table)))
+    # also as the right side of IN (an Identifier, not a TableIdentifier)
+    with pytest.raises(QueryRefused, match=f"system.{table} is not readable here"):
+        check(_select(where={"type": "Function", "name": "in", "arguments": {"type": "ExpressionList", "children": [
+            {"type": "Literal"}, {"type": "Identifier", "name": f"system.{table}", "name_parts": ["system", table]}]}}))
+
+
+@pytest.mark.parametrize("table", ["tables", "columns", "parts", "one", "numbers"])
+def test_catalogue_system_tables_and_taskpulse_tables_pass(table: str) -> None:
+    check(_select(tables=_from_table("system", table)))
+    check(_select(tables=_from_table("taskpulse", "events")))
+    check(_select(tables=_from_table("events")))
