@@ -12,18 +12,18 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from pipeline.core.aggregates import SketchMapping
-from pipeline.core.batch import BatchProcessor
-from pipeline.core.decode import Decoder, Limits
-from pipeline.core.dedup import SeenIds
-from pipeline.core.dimcap import DimensionCap
+from pipeline.core.ingest.aggregates import SketchMapping
+from pipeline.core.ingest.batch import BatchProcessor
+from pipeline.core.ingest.decode import Decoder, Limits
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.ingest.dimcap import DimensionCap
 from pipeline.core.timestamps import to_epoch_ms
 from pipeline.kafka_security import KafkaSecurity, client_kwargs, faust_credentials
-from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.clickhouse import ClickHouseStore, store_from_settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import BatchWriter
+from pipeline.worker_metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 

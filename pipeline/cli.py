@@ -87,10 +87,10 @@ def worker(
             "the worker needs TASKPULSE_KAFKA_URL (e.g. kafka://127.0.0.1:9092); "
             "`taskpulse up` starts an embedded broker and a worker for you"
         )
-    from pipeline.agents import register_roles
-    from pipeline.agents.api import load_tokens
     from pipeline.app import build_pipeline
     from pipeline.kafka_security import KafkaSecurity, client_kwargs
+    from pipeline.roles import register_roles
+    from pipeline.roles.api import load_tokens
     from pipeline.settings import kafka_bootstrap
     from pipeline.sinks.kafka import ensure_topics
     from pipeline.topics import ALL_TOPICS
@@ -610,7 +610,7 @@ def export_csv(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from pipeline.core.export import CSV_HEADER, count_sql, csv_row, page_sql, parse_time
+    from pipeline.core.tasks.export import CSV_HEADER, count_sql, csv_row, page_sql, parse_time
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
@@ -662,8 +662,8 @@ def report(
     """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
     from rich.markdown import Markdown
 
-    from pipeline.core import report as rep
-    from pipeline.core.export import parse_time
+    from pipeline.core.tasks import report as rep
+    from pipeline.core.tasks.export import parse_time
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
@@ -721,7 +721,7 @@ def alerts_check(
     file: Annotated[Path, typer.Argument(help="The rules YAML file (e.g. deploy/alerts/rules.yml)")],
 ) -> None:
     """Validate an alert rules file without starting anything (exit 0: valid, 2: not)."""
-    from pipeline.core.rules import RulesError, parse_rules
+    from pipeline.core.alerts.rules import RulesError, parse_rules
 
     if not file.is_file():
         _fail(f"{file}: no such file")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from pipeline.core.alert_state import Change, change_json
+from pipeline.core.alerts.state import Change, change_json
 from pipeline.settings import redact, url_for_display
 
 log = logging.getLogger(__name__)

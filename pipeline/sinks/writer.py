@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pipeline.core.batch import MAX_EVENT_BYTES, BatchOutput, BatchProcessor
-from pipeline.core.rows import (
+from pipeline.core.ingest.batch import MAX_EVENT_BYTES, BatchOutput, BatchProcessor
+from pipeline.core.ingest.rows import (
     DLQ_COLUMNS,
     EVENT_COLUMNS,
     ROLLUP_COLUMNS,
@@ -41,11 +41,11 @@ from pipeline.core.rows import (
 )
 from pipeline.errors import SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
 from pipeline.events import Rejected, RejectReason, Source
-from pipeline.metrics import PipelineMetrics
 from pipeline.settings import redact
 from pipeline.sinks.clickhouse import ClickHouseStore
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.topics import DLQ, NORMALIZED, ROLLUPS
+from pipeline.worker_metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 

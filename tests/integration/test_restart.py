@@ -165,7 +165,7 @@ def test_taskpulse_up_stopped_and_started_again_keeps_every_event(tmp_path):
 _UPGRADE_CHECK = """
 import json, sys
 from datetime import UTC, datetime
-from pipeline.core.ddl import ddl_statements
+from pipeline.core.ingest.ddl import ddl_statements
 from pipeline.sinks.clickhouse import ClickHouseStore
 
 store = ClickHouseStore("chdb://" + sys.argv[1], "taskpulse")
@@ -256,7 +256,8 @@ def test_agents_go_on_after_a_fresh_broker(make_worker, broker, tmp_path):
         wait_for(lambda: again.scalar(changes) >= 12, 90, "the second run's status changes")
         time.sleep(2)
         assert again.scalar(changes) == 12
-        rows = {r[0]: r[1:] for r in again.sql("SELECT agent, version, status, busy_s FROM taskpulse.agent_status FINAL")}
+        query = "SELECT agent, version, status, busy_s FROM taskpulse.agent_status FINAL"
+        rows = {r[0]: r[1:] for r in again.sql(query)}
         for a in agents:
             version, status, busy_s = rows[a]
             assert version > first[a][0], f"{a}: version {version} does not supersede {first[a][0]}"

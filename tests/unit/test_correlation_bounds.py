@@ -11,8 +11,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.correlation import ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
-from pipeline.core.lifecycle import compact
+from pipeline.core.tasks.correlation import ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
+from pipeline.core.tasks.lifecycle import compact
 from pipeline.events import NormalizedEvent, TaskExecution
 from tests.unit.test_lifecycle import T0, correlator, ev
 

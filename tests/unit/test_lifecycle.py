@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.correlation import CorrelationConfig, Correlator
-from pipeline.core.lifecycle import compact, derive
+from pipeline.core.tasks.correlation import CorrelationConfig, Correlator
+from pipeline.core.tasks.lifecycle import compact, derive
 from pipeline.events import EntityType, NormalizedEvent, TaskState
 
 T0 = 1_762_164_000_000  # 2025-11-03T10:00:00Z

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pipeline.core.correlation import Slot, agent_utilization, deadline_ms
-from pipeline.core.lifecycle import TaskView
+from pipeline.core.tasks.correlation import Slot, agent_utilization, deadline_ms
+from pipeline.core.tasks.lifecycle import TaskView
 from pipeline.core.timestamps import ms_to_datetime
 from pipeline.events import TaskExecution
 

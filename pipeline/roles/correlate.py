@@ -33,9 +33,9 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.app import Pipeline
-from pipeline.core.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.lifecycle import compact
-from pipeline.core.rows_tasks import (
+from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
+from pipeline.core.tasks.lifecycle import compact
+from pipeline.core.tasks.rows import (
     AGENT_COLUMNS,
     EXECUTION_COLUMNS,
     TASK_COLUMNS,

@@ -22,9 +22,9 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.app import Pipeline
-from pipeline.core.alert_queries import latest_states_query, rule_query
-from pipeline.core.alert_state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
-from pipeline.core.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
+from pipeline.core.alerts.queries import latest_states_query, rule_query
+from pipeline.core.alerts.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
+from pipeline.core.alerts.state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
 from pipeline.errors import TaskpulseError
 from pipeline.settings import Settings, kafka_bootstrap
 from pipeline.sinks.kafka import OutputProducer

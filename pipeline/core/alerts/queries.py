@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.core.rules import Rule
+from pipeline.core.alerts.rules import Rule
 
 NOW = "fromUnixTimestamp64Milli(toInt64({now_ms:Int64}), 'UTC')"
 

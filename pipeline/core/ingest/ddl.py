@@ -11,7 +11,7 @@ every INSERT within ``TASKPULSE_INSERT_MAX_ROWS`` / ``TASKPULSE_INSERT_MAX_BYTES
 watermark lives inside its own rows (``src_*`` columns, read through the
 ``src_log_watermarks`` projection, or the ``src_offsets`` map of rollups), so data and
 watermark are committed together: that is what makes replays after a crash exact.
-``src_log`` names the log the offsets count in (``pipeline.core.logs``).
+``src_log`` names the log the offsets count in (``pipeline.core.ingest.logs``).
 
 Upgrades: ``upgrade_statements`` bring tables created by an older version to this
 schema (``ADD COLUMN IF NOT EXISTS`` …); ``migrate`` runs them after the CREATEs.
@@ -19,10 +19,10 @@ schema (``ADD COLUMN IF NOT EXISTS`` …); ``migrate`` runs them after the CREAT
 
 from __future__ import annotations
 
-from pipeline.core.aggregates import ZERO_KEY, SketchMapping
-from pipeline.core.ddl_alerts import alerts_ddl
-from pipeline.core.ddl_tasks import tasks_ddl
-from pipeline.core.windows import RETENTION_DAYS
+from pipeline.core.alerts.ddl import alerts_ddl
+from pipeline.core.ingest.aggregates import ZERO_KEY, SketchMapping
+from pipeline.core.ingest.windows import RETENTION_DAYS
+from pipeline.core.tasks.ddl import tasks_ddl
 
 EVENTS_TTL_DAYS = 30
 DLQ_TTL_DAYS = 30
@@ -141,7 +141,7 @@ ENGINE = MergeTree
 ORDER BY (received_at, reason)
 TTL toDateTime(received_at) + INTERVAL {DLQ_TTL_DAYS} DAY""",
         # tpQuantile(sumMap(duration_sketch), 0.95): the q-quantile (ms) of a merged sketch,
-        # rank floor(q * (n - 1)) as in pipeline.core.aggregates.sketch_quantile.
+        # rank floor(q * (n - 1)) as in pipeline.core.ingest.aggregates.sketch_quantile.
         # tpSketchValue(key): the value (ms) a sketch bucket stands for.
         f"""CREATE FUNCTION IF NOT EXISTS tpSketchValue AS (k) ->
     if(k = {ZERO_KEY}, 0., pow(2., k / {m.multiplier!r}) * {2.0 / (1 + m.gamma)!r})""",

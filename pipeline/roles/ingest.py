@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline.app import Pipeline
-from pipeline.core.batch import RawMessage
-from pipeline.core.logs import select_marks, went_back
+from pipeline.core.ingest.batch import RawMessage
+from pipeline.core.ingest.logs import select_marks, went_back
 from pipeline.errors import SinkUnavailable, TaskpulseError
 from pipeline.settings import kafka_bootstrap
 from pipeline.sinks.kafka_identity import topic_identities

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.app import Pipeline
 from pipeline.errors import TaskpulseError
-from pipeline.exporter_metrics import ExporterMetrics
+from pipeline.roles.metrics_series import ExporterMetrics
 from pipeline.settings import kafka_bootstrap
 from pipeline.topics import ALERTS, LIFECYCLE, NORMALIZED, ROLLUPS
 

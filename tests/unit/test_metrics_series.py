@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pipeline.exporter_metrics import ExporterMetrics
+from pipeline.roles.metrics_series import ExporterMetrics
 from pipeline.topics import ALERTS, LIFECYCLE, NORMALIZED, ROLLUPS
 
 

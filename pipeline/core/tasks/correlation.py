@@ -31,7 +31,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.core.lifecycle import (
+from pipeline.core.tasks.lifecycle import (
     ACTIVE,
     TERMINAL,
     TaskView,

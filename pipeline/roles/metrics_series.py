@@ -1,7 +1,7 @@
 """The metrics role's Prometheus metrics (on an injected registry) and how each input record
 updates them: normalized events, task lifecycle records, rollup partials and alert state
 changes.  The state behind the gauges (open tasks, agents, alerts) is the pure
-``pipeline.core.exporter_state``; gauges are read from it at scrape time.
+``pipeline.core.metrics.state``; gauges are read from it at scrape time.
 
 Cardinality: ids (task, event, user) are never labels; agents and task types are capped
 (``TASKPULSE_METRICS_MAX_AGENTS`` / ``_MAX_TASK_TYPES``) with an ``other`` bucket; event
@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from pipeline.core.dedup import SeenIds
-from pipeline.core.exporter_state import (
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.metrics.state import (
     AGENT_STATUSES,
     OPEN_STATES,
     OTHER,
