@@ -29,11 +29,11 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
-from pipeline.core.ingest.ddl import ddl_statements, probe_ddl, upgrade_statements
 from pipeline.core.ingest.dedup import Origin
 from pipeline.core.ingest.logs import StoredMarks, TPLog, parse_src_key
 from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.isolate import isolate
+from pipeline.core.schema import ddl_statements, probe_ddl, upgrade_statements
 from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
 from pipeline.settings import Settings, redact

@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.events import TaskExecution, TaskState, error_text, task_state_of
+from pipeline.core.task_states import TERMINAL, target_state
+from pipeline.events import TaskExecution, TaskState, error_text
 
 S = TaskState
-TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.ABANDONED})
 #: open states in which silence means the task may have been abandoned
 ACTIVE = frozenset({S.ASSIGNED, S.EXECUTING, S.REVIEWING, S.REJECTED, S.RETRY})
 
@@ -66,33 +66,6 @@ _KEEP = {
     "task.completed": ("success", "error"),
     "task.failed": ("error", "retry_count", "will_retry"),
 }
-
-
-def target_state(event_type: str, data: dict[str, Any]) -> TaskState | None:
-    """The state an event moves its task to (None: the event type is not a task transition)."""
-    if event_type == "task.created":
-        return S.CREATED
-    if event_type == "task.queued":
-        return S.QUEUED
-    if event_type == "task.assigned":
-        return S.ASSIGNED
-    if event_type in ("task.started", "task.resumed", "task.progress"):
-        return S.EXECUTING
-    if event_type == "task.review":
-        return S.REVIEWING if data.get("passed", True) else S.REJECTED
-    if event_type == "task.completed":
-        return S.COMPLETED if data.get("success", True) else S.FAILED
-    if event_type == "task.failed":
-        return S.RETRY if data.get("will_retry") else S.FAILED
-    if event_type == "task.paused":
-        return S.PAUSED
-    if event_type == "task.cancelled":
-        return S.CANCELLED
-    if event_type == "task.abandoned":
-        return S.ABANDONED
-    if event_type == "task.status_changed":
-        return task_state_of(data.get("status"))
-    return None
 
 
 def compact(
