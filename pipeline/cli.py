@@ -246,11 +246,11 @@ def sql(
 @cli.command()
 def migrate() -> None:
     """Apply the ClickHouse schema (idempotent)."""
-    from pipeline.sinks.clickhouse import store_from_settings
+    from pipeline.sinks.clickhouse import ClickHouseStore
 
     settings = _settings()
     try:
-        store = store_from_settings(settings)
+        store = ClickHouseStore.from_settings(settings)
         n = len(store.migrate(settings.sketch_relative_accuracy))
     except TaskpulseError as exc:
         fail(str(exc))
@@ -269,15 +269,14 @@ def status(
     settings = _settings()
     api = settings.effective_api_url
     if group:
+        from pipeline.core.tasks.queries import group_states, group_summary
+
         query = Querier(settings)
         db = settings.clickhouse_database
-        key = group.replace("\\", "\\\\").replace("'", "\\'")
 
         def frame() -> Any:
-            cols, rows = query(f"SELECT * FROM {db}.task_groups WHERE group_key = '{key}'")
-            _, states = query(
-                f"SELECT state, count() FROM {db}.tasks FINAL WHERE group_key = '{key}' GROUP BY state ORDER BY 2 DESC"
-            )
+            cols, rows = query(*group_summary(db, group))
+            _, states = query(*group_states(db, group))
             if not rows:
                 fail(f"no tasks in group {group!r} (groups come from the task's `group` or correlation id)")
             return render_group(dict(zip(cols, rows[0], strict=True)), {str(k): int(n) for k, n in states})
@@ -469,9 +468,6 @@ def alerts_check(
                       f" -> {', '.join(rules.notifiers_for(r.severity))}")
 
 
-_ALERT_LIST_COLUMNS = "at, rule, state, change, severity, group_labels, value, threshold, summary"
-
-
 @alerts_app.command("list")
 def alerts_list(
     firing: Annotated[bool, typer.Option("--firing", help="Only alerts firing now (latest state per alert).")] = False,
@@ -479,16 +475,10 @@ def alerts_list(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Show alert state changes, newest first (through the running worker if there is one)."""
+    from pipeline.core.alerts.queries import alert_history_query
+
     settings = _settings()
-    db = settings.clickhouse_database
-    if firing:
-        query = (
-            f"SELECT {_ALERT_LIST_COLUMNS} FROM (SELECT * FROM {db}.alerts ORDER BY at DESC, notifications DESC "
-            f"LIMIT 1 BY fingerprint) WHERE state = 'firing' ORDER BY at DESC LIMIT {int(limit)}"
-        )
-    else:
-        query = f"SELECT {_ALERT_LIST_COLUMNS} FROM {db}.alerts ORDER BY at DESC LIMIT {int(limit)}"
-    columns, rows = Querier(settings)(query)
+    columns, rows = Querier(settings)(*alert_history_query(settings.clickhouse_database, limit, firing))
     if fmt != "json" and not rows:
         console.print("no firing alerts" if firing else "no alert state changes recorded")
         return

@@ -75,7 +75,13 @@ class Querier:
         self.via_worker: bool | None = None
         self.store: Any = None
 
-    def __call__(self, query: str) -> tuple[list[str], list[list[Any]]]:
+    def __call__(self, query: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+        """Columns and rows of ``query``; ``parameters`` (``%(name)s`` placeholders) are bound
+        by the ClickHouse client library before the query leaves."""
+        if parameters:
+            from pipeline.sinks.clickhouse import bind_parameters
+
+            query = bind_parameters(query, parameters)
         if self.via_worker is not False:
             result = query_via_worker(self.settings, query)
             if result is not None:
@@ -84,12 +90,12 @@ class Querier:
             if self.via_worker:
                 fail(f"the worker at {self.settings.effective_api_url} stopped answering")
             self.via_worker = False
-        from pipeline.sinks.clickhouse import store_from_settings
+        from pipeline.sinks.clickhouse import ClickHouseStore
 
         try:
             if self.store is None:
                 s = self.settings
-                self.store = store_from_settings(s, reader=True)
+                self.store = ClickHouseStore.from_settings(s, reader=True)
                 if not s.clickhouse_read_url:  # the read-only user cannot (and need not) create the schema
                     self.store.migrate(s.sketch_relative_accuracy)
             res = self.store.analyst_query(query)

@@ -33,6 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from pipeline.app import Pipeline
+from pipeline.core.tasks import queries
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
 from pipeline.core.tasks.lifecycle import compact
 from pipeline.core.tasks.rows import (
@@ -44,7 +45,8 @@ from pipeline.core.tasks.rows import (
     task_rows,
 )
 from pipeline.events import NormalizedEvent, Rejected, Source
-from pipeline.settings import Settings, kafka_bootstrap
+from pipeline.roles import runtime
+from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import Refusals, SinkRetry, dead_letter, unwritable, write_rows
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
@@ -96,8 +98,7 @@ class _Role:
         self.correlator = Correlator(config_from(p.settings))
         self.lock = asyncio.Lock()
         self.ready = False
-        self.producer = OutputProducer(kafka_bootstrap(p.kafka_url), client_kwargs=p.kafka_kwargs)
-        self.producer_started = False
+        self.producer = OutputProducer(p.kafka_servers, client_kwargs=p.kafka_kwargs)
         app = p.app
         parts = p.settings.partitions
         self.tasks = app.Table(
@@ -116,9 +117,8 @@ class _Role:
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
-        if not self.producer_started:
+        if not self.producer.started:
             await self.producer.start()
-            self.producer_started = True
             # Faust buffers changelog sends and warns ("producer buffer full") past 100 while
             # it flushes; a batch touches hundreds of tasks, so let it hold a batch's worth.
             with contextlib.suppress(AttributeError):
@@ -146,16 +146,9 @@ class _Role:
         known: dict[str, int] = {}
         for i in range(0, len(open_ids), 5000):
             ids = open_ids[i : i + 5000]
-            rows = await asyncio.to_thread(
-                store.rows, f"SELECT task_id, max(version) FROM {db}.tasks WHERE task_id IN %(ids)s GROUP BY task_id",
-                {"ids": ids},
-            )  # fmt: skip
+            rows = await asyncio.to_thread(store.rows, *queries.task_versions(db, ids))
             known.update({str(t): int(v) for t, v in rows})
-        unfinished = await asyncio.to_thread(
-            store.rows, f"SELECT task_id, max(version) FROM {db}.tasks GROUP BY task_id "
-            "HAVING NOT argMax(finished, version) AND max(last_event_at) > now64(3) - toIntervalSecond(%(keep)s)",
-            {"keep": int(c.config.task_expire_after_s)},  # older open tasks were expired, not lost
-        )  # fmt: skip
+        unfinished = await asyncio.to_thread(store.rows, *queries.unfinished_tasks(db, c.config.task_expire_after_s))
         for t, v in unfinished:
             known.setdefault(str(t), int(v))
         stale = {
@@ -170,12 +163,7 @@ class _Role:
         wall = _wall_ms()
         for i in range(0, len(ids), 2000):
             chunk = ids[i : i + 2000]
-            rows = await asyncio.to_thread(
-                store.rows,
-                f"SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata "
-                f"FROM {db}.events WHERE entity_type = 'task' AND entity_id IN %(ids)s",
-                {"ids": chunk},
-            )
+            rows = await asyncio.to_thread(store.rows, *queries.task_events(db, chunk))
             history: dict[str, list[list[Any]]] = {}
             for task_id, eid, et, t, state, md in rows:
                 history.setdefault(task_id, []).append(
@@ -189,13 +177,7 @@ class _Role:
         it: a fresh embedded broker starts with an empty changelog) continue from that row:
         their next row gets a higher version, their busy / online time goes on."""
         store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
-        rows = await asyncio.to_thread(
-            store.rows,
-            f"SELECT agent, version, status, toUnixTimestamp64Milli(status_since), toUnixTimestamp64Milli(last_seen), "
-            f"toUnixTimestamp64Milli(online_since), active_tasks, cpu_percent, memory_mb, busy_s, online_s "
-            f"FROM {db}.agent_status FINAL WHERE last_seen > now64(3) - toIntervalSecond(%(keep)s)",
-            {"keep": int(c.config.agent_forget_after_s)},  # older agents were forgotten, not lost
-        )  # fmt: skip
+        rows = await asyncio.to_thread(store.rows, *queries.recent_agents(db, c.config.agent_forget_after_s))
         repaired = 0
         for agent, version, status, since, seen, online_since, active, cpu, mem, busy_s, online_s in rows:
             if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
@@ -374,14 +356,9 @@ def register(p: Pipeline) -> None:
                     out = role.correlator.apply(batch, _wall_ms())
                     await role.write(out)
                     role.batches += 1
-                for e in events:  # only now may these offsets be committed
-                    await stream.ack(e)
-                    tp = (e.message.topic, e.message.partition)
-                    if e.message.offset > p.last_offsets.get(tp, -1):
-                        p.last_offsets[tp] = e.message.offset
+                await runtime.faust_acker(stream, events, p.last_offsets)()  # only now: written
         finally:
-            if role.producer_started:
-                await role.producer.stop()
+            await role.producer.stop()
 
     app.agent(source, name="taskpulse.correlate")(correlate)
 
