@@ -369,7 +369,7 @@ def correlation_memory(tasks: int = 1_000_000) -> dict[str, Any]:
         gc.collect()
         traced[per_task] = (tracemalloc.get_traced_memory()[0] - before) / 50_000
         tracemalloc.stop()
-        slot_json = statistics.mean(len(orjson.dumps(s)) for s in list(c.tasks.values())[:1000])
+        slot_json = statistics.mean(len(orjson.dumps(s.to_json())) for s in list(c.tasks.values())[:1000])
         estimate = c.state_bytes / 50_000
         del c
     entry = (traced[4] - traced[2]) / 2

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from pipeline.app import Pipeline
 from pipeline.core.tasks import queries
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.tasks.lifecycle import compact
+from pipeline.core.tasks.lifecycle import HistoryEntry, compact
 from pipeline.core.tasks.rows import (
     AGENT_COLUMNS,
     EXECUTION_COLUMNS,
@@ -44,6 +44,7 @@ from pipeline.core.tasks.rows import (
     execution_rows,
     task_rows,
 )
+from pipeline.core.tasks.state import AgentSlot, TaskSlot
 from pipeline.events import NormalizedEvent, Rejected, Source
 from pipeline.roles import runtime
 from pipeline.settings import Settings
@@ -142,7 +143,7 @@ class _Role:
         mine = self._my_partitions()
         parts = list(range(self.p.settings.partitions))
         await self._repair_agents(mine, parts)
-        open_ids = [k for k, s in c.tasks.items() if s["closed"] is None]
+        open_ids = [k for k, s in c.tasks.items() if s.closed_wall_ms is None]
         known: dict[str, int] = {}
         for i in range(0, len(open_ids), 5000):
             ids = open_ids[i : i + 5000]
@@ -154,7 +155,7 @@ class _Role:
         stale = {
             t: v for t, v in known.items()
             if (mine is None or self.producer.partition_of(t.encode(), parts) in mine)
-            and (t not in c.tasks or c.tasks[t]["v"] < v)
+            and (t not in c.tasks or c.tasks[t].version < v)
         }  # fmt: skip
         if not stale:
             return
@@ -164,7 +165,7 @@ class _Role:
         for i in range(0, len(ids), 2000):
             chunk = ids[i : i + 2000]
             rows = await asyncio.to_thread(store.rows, *queries.task_events(db, chunk))
-            history: dict[str, list[list[Any]]] = {}
+            history: dict[str, list[HistoryEntry]] = {}
             for task_id, eid, et, t, state, md in rows:
                 history.setdefault(task_id, []).append(
                     compact(eid, et, int(t), orjson.loads(state), orjson.loads(md), c.config.group_keys)
@@ -183,14 +184,14 @@ class _Role:
             if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
                 continue
             known = c.agents.get(agent)
-            if known is not None and known["v"] >= version:
+            if known is not None and known.version >= version:
                 continue
-            c.repair_agent(str(agent), {
-                "v": int(version), "status": str(status), "since": int(since), "seen": int(seen),
-                "online_since": None if online_since is None else int(online_since), "active": int(active),
-                "cpu": cpu, "mem": mem,
-                "busy_ms": round(float(busy_s) * 1000), "online_ms": round(float(online_s) * 1000),
-            })  # fmt: skip
+            c.repair_agent(str(agent), AgentSlot(
+                version=int(version), status=str(status), since_ms=int(since), seen_ms=int(seen),
+                online_since_ms=None if online_since is None else int(online_since), active_tasks=int(active),
+                cpu_percent=cpu, memory_mb=mem,
+                busy_ms=round(float(busy_s) * 1000), online_ms=round(float(online_s) * 1000),
+            ))  # fmt: skip
             if (value := self._state_bytes("agents", str(agent), c.agents[agent])) is not None:
                 self.agents[str(agent).encode()] = value
             repaired += 1
@@ -224,16 +225,15 @@ class _Role:
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)
             self.written["emitted"] += sum(1 for topic, _, _ in messages if topic != LIFECYCLE)
-        for key, slot in out.dirty_tasks.items():
-            if slot is None:
-                self.tasks.pop(key.encode(), None)
-            elif (value := self._state_bytes("tasks", key, slot)) is not None:
-                self.tasks[key.encode()] = value
-        for key, slot in out.dirty_agents.items():
-            if slot is None:
-                self.agents.pop(key.encode(), None)
-            elif (value := self._state_bytes("agents", key, slot)) is not None:
-                self.agents[key.encode()] = value
+        dirty: list[tuple[Any, str, dict[str, Any]]] = [
+            (self.tasks, "tasks", out.dirty_tasks), (self.agents, "agents", out.dirty_agents),
+        ]  # fmt: skip
+        for faust_table, name, slots in dirty:
+            for key, slot in slots.items():
+                if slot is None:
+                    faust_table.pop(key.encode(), None)
+                elif (value := self._state_bytes(name, key, slot)) is not None:
+                    faust_table[key.encode()] = value
         self._export_state()
 
     def _export_state(self) -> None:
@@ -277,10 +277,10 @@ class _Role:
                 letters.append(unwritable("topic raw", exc, _SOURCE, original, str(ev.get("id", ""))))
         return messages, letters
 
-    def _state_bytes(self, table: str, key: str, slot: Any) -> bytes | None:
+    def _state_bytes(self, table: str, key: str, slot: TaskSlot | AgentSlot) -> bytes | None:
         """A state slot for its Faust table; one that cannot be serialized stays in memory only."""
         try:
-            return orjson.dumps(slot)
+            return orjson.dumps(slot.to_json())
         except (TypeError, ValueError) as exc:
             self.unwritable += 1
             log.error("correlation state of %s %r cannot be serialized (%s); kept in memory only", table, key, exc)
@@ -299,10 +299,10 @@ class _Role:
 
     async def status(self) -> dict[str, Any]:
         c = self.correlator
-        open_tasks = sum(1 for s in c.tasks.values() if s["closed"] is None)
+        open_tasks = sum(1 for s in c.tasks.values() if s.closed_wall_ms is None)
         by_status: dict[str, int] = {}
         for a in c.agents.values():
-            by_status[a["status"]] = by_status.get(a["status"], 0) + 1
+            by_status[a.status] = by_status.get(a.status, 0) + 1
         return {
             "ready": self.ready,
             "tasks_in_memory": len(c.tasks),

@@ -20,7 +20,7 @@ and flagged (``invalid_transitions``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.core.task_states import TERMINAL, target_state
 from pipeline.events import TaskExecution, TaskState, error_text
@@ -68,6 +68,27 @@ _KEEP = {
 }
 
 
+class HistoryEntry(NamedTuple):
+    """The part of a task event the lifecycle needs (persisted as ``[time_ms, rank, id, type, data]``)."""
+
+    time_ms: int
+    #: tie-break for events with the same time: the lifecycle's natural order
+    rank: int
+    event_id: str
+    event_type: str
+    #: the event's fields the lifecycle reads (``_KEEP``), task type, agent, correlation id, group
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, doc: list[Any] | tuple[Any, ...]) -> HistoryEntry:
+        """An entry from its persisted form (a JSON array)."""
+        time_ms, rank, event_id, event_type, data = doc
+        return cls(int(time_ms), int(rank), str(event_id), str(event_type), dict(data))
+
+    def to_json(self) -> list[Any]:
+        return [self.time_ms, self.rank, self.event_id, self.event_type, self.data]
+
+
 def compact(
     event_id: str,
     event_type: str,
@@ -75,8 +96,8 @@ def compact(
     state: dict[str, Any],
     metadata: dict[str, Any],
     group_keys: tuple[str, ...] = ("group", "correlation_id"),
-) -> list[Any]:
-    """The part of a task event the lifecycle needs: ``[time_ms, rank, id, type, data]``."""
+) -> HistoryEntry:
+    """The part of a task event the lifecycle needs."""
     data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
     for k in ("task_type", "agent_id"):
         if state.get(k):
@@ -88,7 +109,7 @@ def compact(
         if v:
             data["group"] = str(v)
             break
-    return [time_ms, _RANK.get(event_type, 6), event_id, event_type, data]
+    return HistoryEntry(time_ms, _RANK.get(event_type, 6), event_id, event_type, data)
 
 
 @dataclass
@@ -184,13 +205,13 @@ def _span(a: int | None, b: int | None) -> float | None:
     return float(max(0, b - a))
 
 
-def sort_key(entry: list[Any]) -> tuple[int, int, str]:
-    return (int(entry[0]), int(entry[1]), str(entry[2]))
+def sort_key(entry: HistoryEntry) -> tuple[int, int, str]:
+    return (entry.time_ms, entry.rank, entry.event_id)
 
 
 def derive(
     task_id: str,
-    history: list[list[Any]],
+    history: list[HistoryEntry],
     abandoned_at: int | None = None,
     verdicts: int = 0,
     dropped: int = 0,
