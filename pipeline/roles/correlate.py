@@ -30,9 +30,9 @@ from typing import Any
 
 import faust
 import orjson
-from pydantic import ValidationError
 
 from pipeline.app import Pipeline
+from pipeline.core.normalized import decode_normalized
 from pipeline.core.tasks import queries
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
 from pipeline.core.tasks.lifecycle import HistoryEntry, compact
@@ -70,25 +70,12 @@ def config_from(settings: Settings) -> CorrelationConfig:
     )
 
 
-def decode_normalized(value: bytes | None) -> list[NormalizedEvent]:
-    """A normalized-topic message (a JSON array, or one object) → its task and agent events."""
-    if not value:
-        return []
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        log.error("skipping a normalized message that is not JSON (%d bytes)", len(value))
-        return []
-    items = doc if isinstance(doc, list) else [doc]
-    out: list[NormalizedEvent] = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("entity_type") not in ("task", "agent"):
-            continue
-        try:
-            out.append(NormalizedEvent.model_validate(item))
-        except ValidationError as exc:
-            log.error("skipping a malformed normalized event %r: %s", item.get("id"), exc)
-    return out
+def decode_events(value: bytes | None) -> list[NormalizedEvent]:
+    """A normalized-topic message → its task and agent events; what cannot be read is logged."""
+    decoded = decode_normalized(value, ("task", "agent"))
+    for error in decoded.errors:
+        log.error("skipping %s", error)
+    return [e for _, e in decoded.events]
 
 
 class _Role:
@@ -350,7 +337,7 @@ def register(p: Pipeline) -> None:
             async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):  # type: ignore[attr-defined]  # noqa: E501
                 batch: list[NormalizedEvent] = []
                 for e in events:
-                    batch.extend(decode_normalized(e.message.value))
+                    batch.extend(decode_events(e.message.value))
                 async with role.lock:
                     await role.prepare()
                     out = role.correlator.apply(batch, _wall_ms())

@@ -27,6 +27,7 @@ from prometheus_client import start_http_server
 
 from pipeline.app import Pipeline
 from pipeline.core.alerts.queries import live_alerts_query
+from pipeline.core.normalized import decode_normalized
 from pipeline.core.tasks import queries as task_queries
 from pipeline.errors import TaskpulseError
 from pipeline.roles import runtime
@@ -149,15 +150,15 @@ class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _apply(m: ExporterMetrics, topic: str, partition: int, offset: int, value: bytes | None, now: float) -> None:
     """Decode one record and hand it to the metrics; unreadable input is counted, skipped."""
+    if topic == NORMALIZED and value:
+        m.normalized(decode_normalized(value), (topic, partition, offset), now)
+        return
     try:
         data = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         m.bad_records.labels(topic).inc()
         return
     items = data if isinstance(data, list) else [data]
-    if topic == NORMALIZED:
-        m.normalized((e for e in items if isinstance(e, dict)), (topic, partition, offset), now)
-        return
     for item in items:
         if not isinstance(item, dict):
             m.bad_records.labels(topic).inc()
