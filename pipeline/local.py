@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import aiohttp
 from rich.live import Live
 
+from pipeline.embedded import terminate
 from pipeline.output import console, fail
 from pipeline.query import auth_headers, get_status
 from pipeline.settings import Settings
@@ -45,14 +45,8 @@ def spawn_worker(settings: Settings, kafka_url: str, log_path: Path) -> subproce
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    """Stop the worker: SIGTERM, then SIGKILL after ``timeout_s``."""
+    terminate(proc, timeout_s, 5)
 
 
 async def up_loop(
