@@ -39,6 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pylint pipeline  ## duplicate-code only (pyproject [tool.pylint])
 
 schemas: $(STAMP)
 	$(VENV)/bin/taskpulse schemas

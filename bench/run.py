@@ -288,8 +288,8 @@ def latency_run(rate: int, seconds: int, batch_size: int, workdir: Path, engine:
 def correlation_pure(events: list[dict[str, Any]]) -> dict[str, Any]:
     """The correlator's own cost (no Kafka, no ClickHouse): events/s, finished tasks/s, and the
     size of one in-flight task's state (what the Faust table and its changelog hold)."""
-    from pipeline.core.correlation import CorrelationConfig, Correlator
-    from pipeline.core.decode import Decoder
+    from pipeline.core.ingest.decode import Decoder
+    from pipeline.core.tasks.correlation import CorrelationConfig, Correlator
     from pipeline.events import NormalizedEvent
 
     dec = Decoder(1 << 20, 300_000)
@@ -354,7 +354,7 @@ def correlation_memory(tasks: int = 1_000_000) -> dict[str, Any]:
     import gc
     import tracemalloc
 
-    from pipeline.core.correlation import AGENT_BYTES, ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
+    from pipeline.core.tasks.correlation import AGENT_BYTES, ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
 
     cfg = CorrelationConfig(memory_budget_bytes=1 << 40)  # nothing evicted while measuring
     t0 = int(time.time() * 1000) - 3_600_000
@@ -369,7 +369,7 @@ def correlation_memory(tasks: int = 1_000_000) -> dict[str, Any]:
         gc.collect()
         traced[per_task] = (tracemalloc.get_traced_memory()[0] - before) / 50_000
         tracemalloc.stop()
-        slot_json = statistics.mean(len(orjson.dumps(s)) for s in list(c.tasks.values())[:1000])
+        slot_json = statistics.mean(len(orjson.dumps(s.to_json())) for s in list(c.tasks.values())[:1000])
         estimate = c.state_bytes / 50_000
         del c
     entry = (traced[4] - traced[2]) / 2

@@ -1,5 +1,5 @@
-"""The composition root: the one place that turns Settings into a Faust app, sinks, a
-processor and a metrics registry.  Everything else takes plain arguments."""
+"""The composition root: the one place that turns Settings into a Faust app, the store and
+the worker's metrics registry.  Everything else takes plain arguments."""
 
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from pipeline.core.aggregates import SketchMapping
-from pipeline.core.batch import BatchProcessor
-from pipeline.core.decode import Decoder, Limits
-from pipeline.core.dedup import SeenIds
-from pipeline.core.dimcap import DimensionCap
-from pipeline.core.timestamps import to_epoch_ms
 from pipeline.kafka_security import KafkaSecurity, client_kwargs, faust_credentials
-from pipeline.metrics import PipelineMetrics
 from pipeline.settings import Settings, kafka_bootstrap
-from pipeline.sinks.clickhouse import ClickHouseStore, store_from_settings
-from pipeline.sinks.kafka import OutputProducer
-from pipeline.sinks.writer import BatchWriter
+from pipeline.sinks.clickhouse import ClickHouseStore
+from pipeline.sinks.kafka import topic_lag
+from pipeline.worker_metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -46,76 +39,58 @@ class LeanApp(faust.App):  # type: ignore[misc]
 
 @dataclass
 class Pipeline:
-    """Everything a worker runs, wired together."""
+    """What every role of a worker shares, wired together: settings, the Faust app, the
+    store, the worker's metrics on the one registry, its status page and its lag.  What
+    belongs to one role (ingest's processor, writer and consumer, …) lives in the role."""
 
     settings: Settings
     kafka_url: str
     app: faust.App
     store: ClickHouseStore
-    producer: OutputProducer
-    processor: BatchProcessor
-    writer: BatchWriter
+    #: the worker's own metrics (sinks, backpressure, state sizes), on ``registry``
     metrics: PipelineMetrics
+    #: the one Prometheus registry of the worker: every role registers its metrics into it
+    registry: CollectorRegistry
     #: TLS / SASL arguments for every aiokafka client a role creates (empty: PLAINTEXT)
     kafka_kwargs: dict[str, Any] = field(default_factory=dict)
     #: where analyst SQL runs: the read-only user's store in server mode, else ``store``
     query_store: ClickHouseStore | None = None
     started_at: float = field(default_factory=time.time)
-    consumed_messages: int = 0
-    consumed_events: int = 0
+    #: last processed offset per (topic, partition) of the topics in ``lag_topics``
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: the consumer that holds the raw partitions when it is not Faust's (direct engine)
-    raw_consumer: Any = None
+    #: consumers a role runs besides Faust's own (ingest's direct engine)
+    consumers: list[Any] = field(default_factory=list)
     #: role name → coroutine giving its part of /api/status (``ingest``'s is the top level)
     status_sections: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
     #: topics whose lag this worker reports (each role adds the topics it reads)
     lag_topics: set[str] = field(default_factory=set)
-    #: every registry /metrics serves (roles add their own)
-    registries: list[CollectorRegistry] = field(default_factory=list)
+
+    @property
+    def kafka_servers(self) -> str:
+        return kafka_bootstrap(self.kafka_url)
 
     def lag(self) -> dict[str, int]:
         """Messages not yet processed per input topic (raw topics: ingest; normalized:
         correlation), from the highwater marks in fetch responses and ``last_offsets``."""
         out: dict[str, int] = {}
-        consumers = [c for c in (self.raw_consumer, self.app.consumer) if c is not None]
         seen: set[Any] = set()
-        for consumer in consumers:
-            for tp in consumer.assignment():
-                if tp in seen or tp.topic not in self.lag_topics:
-                    continue  # read by another role (its own consumer reports it) or an internal topic
-                seen.add(tp)
-                try:
-                    hw = consumer.highwater(tp)
-                except Exception:  # noqa: BLE001, S112 - not fetched yet
-                    continue
-                if hw is None:
-                    continue
-                done = self.last_offsets.get((tp.topic, tp.partition), -1) + 1
-                out[tp.topic] = out.get(tp.topic, 0) + max(0, int(hw) - done)
+        for consumer in [c for c in (*self.consumers, self.app.consumer) if c is not None]:
+            done = topic_lag(
+                consumer, lambda tp: self.last_offsets.get((tp.topic, tp.partition), -1) + 1, self.lag_topics, seen
+            )
+            for topic, n in done.items():
+                out[topic] = out.get(topic, 0) + n
         return out
 
 
-def decode_limits(settings: Settings) -> Limits:
-    """The decoder's bounds from the settings (TASKPULSE_MAX_*, TASKPULSE_MIN_EVENT_TIME)."""
-    return Limits(
-        max_message_bytes=settings.max_message_bytes,
-        max_future_skew_ms=int(settings.max_future_skew_s * 1000),
-        min_event_ms=to_epoch_ms(settings.min_event_time.isoformat()),
-        max_depth=settings.max_depth,
-        max_array_elements=settings.max_array_elements,
-        max_id_length=settings.max_id_length,
-        max_dimension_length=settings.max_dimension_length,
-    )
-
-
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
-    """Open ClickHouse (applying the schema), and build the Faust app and the processor."""
+    """Open ClickHouse (applying the schema), and build the Faust app and the registry."""
     servers = kafka_bootstrap(kafka_url)
     security = KafkaSecurity.from_settings(settings)
     kafka_kwargs = client_kwargs(security)
-    store = store_from_settings(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
+    store = ClickHouseStore.from_settings(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
     store.migrate(settings.sketch_relative_accuracy)
-    query_store = store_from_settings(settings, reader=True) if settings.clickhouse_read_url else store
+    query_store = ClickHouseStore.from_settings(settings, reader=True) if settings.clickhouse_read_url else store
     app = LeanApp(
         settings.consumer_group,
         broker=f"kafka://{servers}",
@@ -127,7 +102,7 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_max_poll_records=5000,
         stream_buffer_maxsize=settings.batch_max * 2,
         web_enabled=True,
@@ -140,17 +115,5 @@ def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> P
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
     )
-    metrics = PipelineMetrics(CollectorRegistry())
-    processor = BatchProcessor(
-        Decoder(limits=decode_limits(settings)),
-        SeenIds(settings.dedup_capacity),
-        SketchMapping(settings.sketch_relative_accuracy),
-        max_rows=settings.insert_max_rows,
-        max_bytes=settings.insert_max_bytes,
-        caps=DimensionCap(settings.rollup_max_dimension_values, settings.rollup_cap_windows),
-    )
-    producer = OutputProducer(servers, client_kwargs=kafka_kwargs)
-    writer = BatchWriter(store, producer, processor, metrics)
-    p = Pipeline(settings, kafka_url, app, store, producer, processor, writer, metrics, kafka_kwargs, query_store)
-    p.registries.append(metrics.registry)
-    return p
+    registry = CollectorRegistry()
+    return Pipeline(settings, kafka_url, app, store, PipelineMetrics(registry), registry, kafka_kwargs, query_store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.core.ddl import ddl_text
+from pipeline.core.schema import ddl_text
 from pipeline.events import PAYLOADS, Envelope, NormalizedEvent, Rejected, TaskExecution
 
 

@@ -299,6 +299,11 @@ class Settings(BaseSettings):
         return is_loopback(self.api_host)
 
     @property
+    def heartbeat_interval_s(self) -> float:
+        """Consumer-group heartbeats: a third of the session timeout, at most every 3 s."""
+        return min(3.0, self.session_timeout_s / 3)
+
+    @property
     def effective_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
 

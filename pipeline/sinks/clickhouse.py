@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver.binding import finalize_query
 from clickhouse_connect.driver.exceptions import (
     ClickHouseError,
     DatabaseError,
@@ -29,11 +30,11 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
-from pipeline.core.ddl import ddl_statements, probe_ddl, upgrade_statements
-from pipeline.core.dedup import Origin
+from pipeline.core.ingest.dedup import Origin
+from pipeline.core.ingest.logs import StoredMarks, TPLog, parse_src_key
+from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.isolate import isolate
-from pipeline.core.logs import StoredMarks, TPLog, parse_src_key
-from pipeline.core.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
+from pipeline.core.schema import ddl_statements, probe_ddl, upgrade_statements
 from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
 from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
 from pipeline.settings import Settings, redact
@@ -93,6 +94,12 @@ def _classify(exc: Exception, what: str) -> Exception:
         match = _COLUMN_RE.search(text)
         return SinkRejected(f"ClickHouse refused {what}: {text[:500]}", column=match.group(1) if match else None)
     return SinkStructural(f"ClickHouse cannot take {what}: {text[:500]}")
+
+
+def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
+    """``sql`` with its ``%(name)s`` placeholders replaced by the values, quoted and escaped
+    by clickhouse-connect (for a query sent as text: the worker's /api/sql)."""
+    return str(finalize_query(sql, parameters))
 
 
 def probe_table(table: str) -> str:
@@ -157,21 +164,6 @@ def tls_kwargs(url: str, ca_file: str = "", verify: bool = True, client_cert: st
     return out
 
 
-def store_from_settings(
-    settings: Settings, *, reader: bool = False, limits: SqlLimits | None = None
-) -> ClickHouseStore:
-    """The writer's store, or (``reader``) the one analyst queries use: the read-only user of
-    ``clickhouse_read_url`` when it is set, else the writer's connection."""
-    s = settings
-    url, password = s.effective_clickhouse_url, s.clickhouse_password
-    if reader and s.clickhouse_read_url:
-        url, password = s.clickhouse_read_url, s.clickhouse_read_password
-    tls = tls_kwargs(url, s.clickhouse_ca_file, s.clickhouse_verify, s.clickhouse_client_cert, s.clickhouse_client_key)
-    return ClickHouseStore(
-        url, s.clickhouse_database, password.get_secret_value(), limits or SqlLimits.from_settings(s), tls
-    )
-
-
 class ClickHouseStore:
     """The taskpulse tables in one ClickHouse database.
 
@@ -180,6 +172,22 @@ class ClickHouseStore:
     ``readonly=1`` and the ``SqlLimits``.  chDB runs different sessions' calls concurrently,
     so an analyst query never holds up a write.
     """
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, reader: bool = False, limits: SqlLimits | None = None
+    ) -> ClickHouseStore:
+        """The only way the worker and the CLI open the store: the writer's, or (``reader``)
+        the one analyst queries use: the read-only user of ``clickhouse_read_url`` when it is
+        set, else the writer's connection."""
+        s = settings
+        url, password = s.effective_clickhouse_url, s.clickhouse_password
+        if reader and s.clickhouse_read_url:
+            url, password = s.clickhouse_read_url, s.clickhouse_read_password
+        tls = tls_kwargs(
+            url, s.clickhouse_ca_file, s.clickhouse_verify, s.clickhouse_client_cert, s.clickhouse_client_key
+        )
+        return cls(url, s.clickhouse_database, password.get_secret_value(), limits or SqlLimits.from_settings(s), tls)
 
     def __init__(
         self, url: str, database: str = "taskpulse", password: str = "", limits: SqlLimits | None = None,

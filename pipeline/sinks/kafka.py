@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -93,6 +93,32 @@ async def tls_diagnosis(servers: str, context: ssl.SSLContext, timeout_s: float 
     return ""
 
 
+def topic_lag(
+    consumer: Any,
+    next_offset: Callable[[Any], int | None],
+    topics: Collection[str] | None = None,
+    seen: set[Any] | None = None,
+) -> dict[str, int]:
+    """Messages not yet processed per topic of ``consumer``'s assignment: the highwater mark
+    (from fetch responses) minus ``next_offset(tp)``, the next offset the role will process.
+    Partitions not fetched yet, outside ``topics`` or already in ``seen`` are skipped."""
+    out: dict[str, int] = {}
+    for tp in consumer.assignment():
+        if (seen is not None and tp in seen) or (topics is not None and tp.topic not in topics):
+            continue
+        if seen is not None:
+            seen.add(tp)
+        try:
+            hw = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001, S112 - not fetched yet
+            continue
+        done = next_offset(tp)
+        if hw is None or done is None:
+            continue
+        out[tp.topic] = out.get(tp.topic, 0) + max(0, int(hw) - done)
+    return out
+
+
 class OutputProducer:
     """Publishes the pipeline's outputs; ``flush`` returns once the broker acknowledged all."""
 
@@ -101,6 +127,8 @@ class OutputProducer:
         self.linger_ms = linger_ms
         self.client_kwargs = dict(client_kwargs or {})  # TLS / SASL
         self._producer: AIOKafkaProducer | None = None
+        #: True between a successful ``start`` and ``stop``
+        self.started = False
         self._partitioner = DefaultPartitioner()
         self._pending: list[tuple[str, asyncio.Future[object]]] = []
         #: messages refused for their content (size, format) since start, per topic
@@ -113,7 +141,9 @@ class OutputProducer:
         return self._producer
 
     async def start(self) -> None:
-        """Create and connect the producer (inside the running event loop)."""
+        """Create and connect the producer (inside the running event loop); a no-op once started."""
+        if self.started:
+            return
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.servers,
             acks="all",
@@ -126,9 +156,12 @@ class OutputProducer:
             await self._producer.start()
         except KafkaConnectionError as exc:
             raise SinkUnavailable(f"cannot reach Kafka: {exc}") from exc
+        self.started = True
 
     async def stop(self) -> None:
-        if self._producer is not None:
+        """Flush and disconnect (a no-op unless started)."""
+        if self._producer is not None and self.started:
+            self.started = False
             await self._producer.stop()
 
     async def partitions_for(self, topic: str) -> list[int]:

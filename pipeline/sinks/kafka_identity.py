@@ -28,7 +28,7 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from pipeline.core.logs import log_identity
+from pipeline.core.ingest.logs import log_identity
 from pipeline.errors import SinkUnavailable
 
 _ZERO_UUID = bytes(16)

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from pipeline.core.alert_state import Change, change_json
+from pipeline.backoff import Backoff
+from pipeline.core.alerts.state import Change, change_json
 from pipeline.settings import redact, url_for_display
 
 log = logging.getLogger(__name__)
@@ -226,20 +227,19 @@ class Dispatcher:
 
     async def _send_with_retry(self, notifier: Notifier, st: NotifierStats, changes: list[Change]) -> None:
         deadline = time.monotonic() + self.retry_for_s
-        delay = self.backoff_start_s
+        backoff = Backoff(self.backoff_start_s, self.backoff_max_s)
         while True:
             try:
                 await notifier.send(changes)
             except NotifyError as exc:
                 st.failed_attempts += 1
                 st.last_error = redact(str(exc))
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + backoff.delay > deadline:
                     st.dropped += len(changes)
                     log.error("notifier %s: giving up on %d alert(s): %s", notifier.name, len(changes), exc)
                     return
-                log.warning("notifier %s failed (%s); retrying in %.1fs", notifier.name, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
+                log.warning("notifier %s failed (%s); retrying in %.1fs", notifier.name, exc, backoff.delay)
+                await backoff.sleep()
             else:
                 st.sent += len(changes)
                 return

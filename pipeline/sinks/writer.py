@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pipeline.core.batch import MAX_EVENT_BYTES, BatchOutput, BatchProcessor
-from pipeline.core.rows import (
+from pipeline.backoff import Backoff
+from pipeline.core.ingest.batch import MAX_EVENT_BYTES, BatchOutput, BatchProcessor
+from pipeline.core.ingest.rows import (
     DLQ_COLUMNS,
     EVENT_COLUMNS,
     ROLLUP_COLUMNS,
@@ -41,11 +42,11 @@ from pipeline.core.rows import (
 )
 from pipeline.errors import SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
 from pipeline.events import Rejected, RejectReason, Source
-from pipeline.metrics import PipelineMetrics
 from pipeline.settings import redact
 from pipeline.sinks.clickhouse import ClickHouseStore
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.topics import DLQ, NORMALIZED, ROLLUPS
+from pipeline.worker_metrics import PipelineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class SinkRetry:
         self._last_loud = -_LOUD_EVERY_S
 
     async def __call__(self, name: str, step: Callable[[], Any]) -> Any:
-        delay = 0.2
+        backoff = Backoff(0.2, self.max_backoff_s)
         while True:
             try:
                 result = step()
@@ -124,8 +125,7 @@ class SinkRetry:
                         "%s — this is not an outage and no row is to blame: fix the table, grants or "
                         "server; the batch is held and retried meanwhile", exc
                     )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+                await backoff.sleep()
             except SinkRejected:
                 self.metrics.write_errors.labels(name).inc()
                 raise

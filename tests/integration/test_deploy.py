@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.agents import ROLE_MODULES
-from pipeline.core.ddl import ddl_statements
+from pipeline.core.schema import ddl_statements
 from pipeline.dashboards import dashboards, render
+from pipeline.roles import ROLE_MODULES
 
 pytestmark = pytest.mark.integration
 
@@ -320,10 +320,10 @@ def _normalized(sql: str) -> str:
 @pytest.mark.parametrize("table", ["events", "rollups", "dlq", "tasks", "task_executions", "agent_status"])
 def test_readme_cluster_ddl_mirrors_the_schema(table: str) -> None:
     shipped = [s for s in ddl_statements("taskpulse") if f"TABLE IF NOT EXISTS taskpulse.{table}\n" in s]
-    assert len(shipped) == 1, f"pipeline/core/ddl.py has no CREATE TABLE taskpulse.{table}"
+    assert len(shipped) == 1, f"pipeline/core/schema.py has no CREATE TABLE taskpulse.{table}"
     readme = _single_node(_cluster_statement(table))
     assert _normalized(readme) == _normalized(shipped[0]), (
-        f"deploy/README.md's cluster DDL for {table}_local no longer matches pipeline/core/ddl.py; "
+        f"deploy/README.md's cluster DDL for {table}_local no longer matches pipeline/core/schema.py; "
         f"update the README (same columns, indexes, projection, ORDER BY, TTL).\n"
         f"README (as single-node):\n{readme}\n\nddl.py:\n{shipped[0]}"
     )

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pipeline.core.ddl import ddl_statements
+from pipeline.core.schema import ddl_statements
 from tests.integration.test_deploy import ENV_EXAMPLE, GRAFANA, ROOT, _env_example, _resolved
 
 pytestmark = pytest.mark.integration

@@ -165,7 +165,7 @@ def test_taskpulse_up_stopped_and_started_again_keeps_every_event(tmp_path):
 _UPGRADE_CHECK = """
 import json, sys
 from datetime import UTC, datetime
-from pipeline.core.ddl import ddl_statements
+from pipeline.core.schema import ddl_statements
 from pipeline.sinks.clickhouse import ClickHouseStore
 
 store = ClickHouseStore("chdb://" + sys.argv[1], "taskpulse")

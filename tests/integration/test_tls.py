@@ -32,7 +32,7 @@ from pipeline.errors import SinkUnavailable, TaskpulseError
 from pipeline.kafka_security import KafkaSecurity, client_kwargs
 from pipeline.sdk import TaskpulseProducer, make_event
 from pipeline.settings import Settings
-from pipeline.sinks.clickhouse import store_from_settings
+from pipeline.sinks.clickhouse import ClickHouseStore
 from pipeline.topics import RAW_TOPICS
 from tests.integration.conftest import Worker, wait_for
 from tests.integration.tls_fixtures import Pki, TlsBroker, create_topics, pki, tls_broker  # noqa: F401, F811
@@ -192,7 +192,7 @@ def https_stub(pki: Pki) -> Iterator[str]:  # noqa: F811
 def _open(url: str, **settings: Any) -> str:
     s = Settings(clickhouse_url=url, clickhouse_password="w-secret", **settings)  # type: ignore[arg-type]
     with pytest.raises(TaskpulseError) as err:
-        store_from_settings(s)
+        ClickHouseStore.from_settings(s)
     return str(err.value)
 
 
@@ -221,7 +221,7 @@ def test_analyst_queries_connect_as_the_read_only_user(https_stub: str, pki: Pki
     s = Settings(clickhouse_url=https_stub, clickhouse_password="w-secret", clickhouse_read_url=reader_url,  # type: ignore[arg-type]
                  clickhouse_read_password="r-secret", clickhouse_ca_file=str(pki.ca))  # type: ignore[arg-type]  # fmt: skip
     with pytest.raises(TaskpulseError) as err:
-        store_from_settings(s, reader=True)
+        ClickHouseStore.from_settings(s, reader=True)
     assert "r-secret" not in str(err.value)
     headers = _Stub.seen[0]
     if "authorization" in headers:

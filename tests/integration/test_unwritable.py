@@ -61,7 +61,7 @@ def test_store_finds_refused_rows_and_names_columns_on_the_real_engine(tmp_path:
     store = ClickHouseStore(f"chdb://{tmp_path / 'ch'}", "taskpulse")
     store.migrate()
     now = datetime.now(UTC)
-    from pipeline.core.rows import ROLLUP_COLUMNS
+    from pipeline.core.ingest.rows import ROLLUP_COLUMNS
 
     def row(gran: str, start: datetime, count: int) -> tuple[Any, ...]:
         return (gran, start, "task", "task.completed", "a", "t", "success", count, count, 0, 0, 0.0, None, None,

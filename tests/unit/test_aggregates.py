@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.aggregates import (
+from pipeline.core.ingest.aggregates import (
     MIN_INDEXABLE,
     Measures,
     SketchMapping,
@@ -17,9 +17,9 @@ from pipeline.core.aggregates import (
     merge_all,
     sketch_quantile,
 )
-from pipeline.core.batch import BatchProcessor, RawMessage
-from pipeline.core.decode import Decoder
-from pipeline.core.dedup import SeenIds
+from pipeline.core.ingest.batch import BatchProcessor, RawMessage
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.ingest.dedup import SeenIds
 from tests.unit.helpers import DAY0_MS, TOPIC, dumps, iso, make_event
 
 MAPPING = SketchMapping()  # the default: 0.5 % relative accuracy

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.core.alert_state import (
+from pipeline.core.alerts.rules import Observation, RulesFile, parse_rules
+from pipeline.core.alerts.state import (
     ALERT_COLUMNS,
     AlertBook,
     Change,
@@ -19,7 +20,6 @@ from pipeline.core.alert_state import (
     change_row,
     fingerprint,
 )
-from pipeline.core.rules import Observation, RulesFile, parse_rules
 
 RULES = """
 repeat_interval: 10m

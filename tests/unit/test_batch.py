@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.aggregates import Measures, SketchMapping
-from pipeline.core.batch import BatchOutput, BatchProcessor, RawMessage
-from pipeline.core.decode import Decoder
-from pipeline.core.dedup import SeenIds
+from pipeline.core.ingest.aggregates import Measures, SketchMapping
+from pipeline.core.ingest.batch import BatchOutput, BatchProcessor, RawMessage
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.ingest.dedup import SeenIds
 from pipeline.demo import DemoFleet
 from pipeline.events import RejectReason
 from tests.unit.helpers import (

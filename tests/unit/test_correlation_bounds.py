@@ -11,8 +11,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.correlation import ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
-from pipeline.core.lifecycle import compact
+from pipeline.core.tasks.correlation import ENTRY_BYTES, TASK_BYTES, CorrelationConfig, Correlator
+from pipeline.core.tasks.lifecycle import compact
 from pipeline.events import NormalizedEvent, TaskExecution
 from tests.unit.test_lifecycle import T0, correlator, ev
 
@@ -23,8 +23,8 @@ def final_records(c: Correlator, wall_ms: int) -> dict[str, TaskExecution]:
     """Run the timers far ahead, then the latest record of every task held."""
     c.tick(wall_ms)
     c.tick(wall_ms + 10_000)
-    return {tid: TaskExecution.model_validate_json(s["sig"]).model_copy(update={"version": s["rv"]})
-            for tid, s in c.tasks.items() if s["sig"]}  # fmt: skip
+    return {tid: TaskExecution.model_validate_json(s.record_signature).model_copy(update={"version": s.record_version})
+            for tid, s in c.tasks.items() if s.record_signature}  # fmt: skip
 
 
 def comparable(r: TaskExecution) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def test_progress_after_the_deadline_reopens_the_task() -> None:
     view, _ = out.task_rows["t"]
     assert (view.state.value if view.state else None, view.finished) == ("EXECUTING", False)
     assert not out.emitted  # watched again: its new deadline is 130 s
-    assert c.tasks["t"]["closed"] is None and c.tasks["t"].get("ad") is None
+    assert c.tasks["t"].closed_wall_ms is None and c.tasks["t"].verdict_deadline_ms is None
 
 
 def test_the_emitted_event_coming_back_is_not_an_event_of_the_task() -> None:
@@ -112,8 +112,8 @@ def test_the_emitted_event_coming_back_is_not_an_event_of_the_task() -> None:
     echo = ev("task.abandoned", "t", T0 + 60_200, eid="taskpulse:abandoned:t:1", reason="…")
     assert not c.apply([echo], T0 + 61_100).task_rows
     assert all(
-        not str(e[2]).startswith("taskpulse:") for e in c.tasks["t"]["h"])  # fmt: skip
-    assert c.tasks["t"]["ab"] == 1 and len(c.tasks["t"]["h"]) == 3
+        not e.event_id.startswith("taskpulse:") for e in c.tasks["t"].history)  # fmt: skip
+    assert c.tasks["t"].verdicts == 1 and len(c.tasks["t"].history) == 3
 
 
 def test_a_producer_sent_abandoned_is_an_ordinary_terminal_event() -> None:
@@ -129,13 +129,13 @@ def test_a_producer_sent_abandoned_is_an_ordinary_terminal_event() -> None:
 def test_an_old_slot_with_the_verdict_in_its_history_loads_as_a_verdict() -> None:
     """A slot persisted by the previous version: its task.abandoned entry becomes the verdict."""
     events = silent_started("t")
-    old = {"h": [compact(e.id, e.event_type, e.event_time_ms, e.current_state, e.metadata) for e in events]
+    old = {"h": [compact(e.id, e.event_type, e.event_time_ms, e.current_state, e.metadata).to_json() for e in events]
            + [[T0 + 60_200, 12, "taskpulse:abandoned:t:1", "task.abandoned", {"reason": "x"}]],
            "v": 2, "rv": 1, "sig": "old", "term": None, "ab": 1, "closed": T0 + 61_000, "wall": T0 + 61_000,
            "last": T0 + 200, "abandoned": True}  # fmt: skip
     c = correlator()
     c.restore({"t": orjson.loads(orjson.dumps(old))}, {}, T0 + 62_000)
-    assert c.tasks["t"]["ad"] == T0 + 60_200 and len(c.tasks["t"]["h"]) == 3
+    assert c.tasks["t"].verdict_deadline_ms == T0 + 60_200 and len(c.tasks["t"].history) == 3
     c.apply([ev("task.completed", "t", T0 + 50_000)], T0 + 63_000)
     r = final_records(c, T0 + 70_000)["t"]
     assert (r.outcome, r.version, r.abandoned_verdicts, r.events) == ("success", 2, 1, 4)
@@ -218,7 +218,7 @@ def test_the_history_is_capped_and_what_was_dropped_is_counted() -> None:
     events.append(ev("task.completed", "t", T0 + 500))
     for e in events:
         c.apply([e], T0 + 1000)
-    assert len(c.tasks["t"]["h"]) == 20
+    assert len(c.tasks["t"].history) == 20
     [r] = c.tick(T0 + 5000).executions
     assert (r.events, r.history_dropped, r.progress_checkpoints, r.outcome) == (103, 83, 100, "success")
     assert (r.started_ms, r.created_ms, r.execution_ms) == (T0 + 1, T0, 499.0)

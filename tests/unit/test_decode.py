@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.decode import Decoder, Limits
+from pipeline.core.ingest.decode import Decoder, Limits
 from pipeline.demo import DemoFleet
 from pipeline.events import PAYLOADS, EntityType, NormalizedEvent, Rejected, RejectReason
 from tests.unit.helpers import (
@@ -843,7 +843,7 @@ def test_seed_field_names_are_accepted_and_exposed(event_type: str, state: dict,
     ids=["error_message", "error object", "error", "nothing"],
 )
 def test_task_failed_in_any_shape_is_a_failure_with_its_error(state: dict) -> None:
-    from pipeline.core.lifecycle import compact, derive
+    from pipeline.core.tasks.lifecycle import compact, derive
 
     ev = decode_one(dumps(make_event("f1", "task.failed", state=dict(state))))
     assert isinstance(ev, NormalizedEvent), ev
@@ -857,7 +857,7 @@ def test_task_failed_in_any_shape_is_a_failure_with_its_error(state: dict) -> No
 
 
 def test_completed_unsuccessfully_carries_its_error() -> None:
-    from pipeline.core.lifecycle import compact, derive
+    from pipeline.core.tasks.lifecycle import compact, derive
 
     ev = decode_one(dumps(make_event("c1", "task.completed", state={"success": False, "error_message": "lint"})))
     rec = derive("task-1", [compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata)]).record(1)
@@ -920,10 +920,10 @@ def hostile_events(draw: st.DrawFn) -> Any:
 
 def assert_fits(ev: NormalizedEvent) -> None:
     """An accepted event serializes as the sinks do and its numbers fit their columns."""
-    from pipeline.core.batch import Accepted
-    from pipeline.core.lifecycle import compact, derive
-    from pipeline.core.rows import event_rows
-    from pipeline.core.rows_tasks import execution_rows, task_rows
+    from pipeline.core.ingest.batch import Accepted
+    from pipeline.core.ingest.rows import event_rows
+    from pipeline.core.tasks.lifecycle import compact, derive
+    from pipeline.core.tasks.rows import execution_rows, task_rows
     from pipeline.core.timestamps import ms_to_datetime
 
     orjson.dumps(vars(ev))

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from pipeline.core.export import CSV_HEADER, csv_row, page_sql, parse_time, read_text_cell, text_cell
+from pipeline.core.tasks.export import CSV_HEADER, csv_row, page_sql, parse_time, read_text_cell, text_cell
 
 NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
 

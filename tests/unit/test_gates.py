@@ -1,4 +1,5 @@
-"""The strict gates run with the suite: the layer contract (import-linter), ruff and mypy."""
+"""The strict gates run with the suite: the layer contract (import-linter), ruff, mypy and the
+duplicate-code check (pylint, configured in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ BIN = Path(sys.executable).parent
         [str(BIN / "lint-imports")],
         [str(BIN / "ruff"), "check", "pipeline", "tests", "bench"],
         [str(BIN / "mypy")],
+        [str(BIN / "pylint"), "pipeline"],
     ],
-    ids=["import-linter", "ruff", "mypy"],
+    ids=["import-linter", "ruff", "mypy", "duplicate-code"],
 )
 def test_gate_passes(argv: list[str]) -> None:
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.correlation import CorrelationConfig, Correlator
-from pipeline.core.lifecycle import compact, derive
+from pipeline.core.tasks.correlation import CorrelationConfig, Correlator
+from pipeline.core.tasks.lifecycle import compact, derive
 from pipeline.events import EntityType, NormalizedEvent, TaskState
 
 T0 = 1_762_164_000_000  # 2025-11-03T10:00:00Z
@@ -207,13 +207,13 @@ def test_agents_go_busy_online_and_offline_on_silence() -> None:
     assert [e["current_state"]["status"] for e in out.emitted] == ["busy"]
     out = c.apply([ev("agent.heartbeat", "a1", T0 + 10_000, active_tasks=0)], T0 + 10_000)
     assert [e["current_state"]["status"] for e in out.emitted] == ["online"]
-    assert c.agents["a1"]["busy_ms"] == 10_000
+    assert c.agents["a1"].busy_ms == 10_000
     assert not c.tick(T0 + 39_000).emitted
     out = c.tick(T0 + 41_000)
     [change] = out.emitted
     assert change["current_state"]["status"] == "offline" and change["id"] == f"taskpulse:agent:a1:3:{T0 + 40_000}"
     assert change["timestamp"].startswith("2025-11-03T10:00:40")
-    assert out.agent_rows["a1"]["status"] == "offline"
+    assert out.agent_rows["a1"].status == "offline"
     out = c.apply([ev("agent.online", "a1", T0 + 50_000)], T0 + 50_000)
     assert [e["current_state"]["status"] for e in out.emitted] == ["online"]
 
@@ -232,8 +232,9 @@ def test_state_survives_a_json_round_trip_like_the_faust_table() -> None:
     c.apply(events[:5], T0 + 40_000)
     c.apply([ev("agent.heartbeat", "a1", T0, active_tasks=1)], T0 + 40_000)
     restored = correlator()
-    restored.restore({k: orjson.loads(orjson.dumps(s)) for k, s in c.tasks.items()},
-                     {k: orjson.loads(orjson.dumps(s)) for k, s in c.agents.items()}, T0 + 40_000)  # fmt: skip
+    tasks = {k: orjson.loads(orjson.dumps(s.to_json())) for k, s in c.tasks.items()}
+    agents = {k: orjson.loads(orjson.dumps(s.to_json())) for k, s in c.agents.items()}
+    restored.restore(tasks, agents, T0 + 40_000)
     for x in (c, restored):
         x.apply(events[5:], T0 + 41_000)
     a, b = c.tick(T0 + 50_000).executions, restored.tick(T0 + 50_000).executions

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.core.aggregates import SketchMapping
-from pipeline.core.batch import BatchProcessor, RawMessage
-from pipeline.core.decode import Decoder
-from pipeline.core.dedup import SeenIds
-from pipeline.core.logs import (
+from pipeline.core.ingest.aggregates import SketchMapping
+from pipeline.core.ingest.batch import BatchProcessor, RawMessage
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.ingest.logs import (
     LEGACY,
     has_topic_id,
     log_identity,

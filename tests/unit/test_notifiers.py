@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.core.alert_state import AlertBook, Change
-from pipeline.core.rules import Observation, parse_rules
+from pipeline.core.alerts.rules import Observation, parse_rules
+from pipeline.core.alerts.state import AlertBook, Change
 from pipeline.sinks.notifiers import (
     AlertmanagerNotifier,
     Dispatcher,

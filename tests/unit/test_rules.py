@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.core.alert_queries import latest_states_query, rule_query
-from pipeline.core.rules import (
+from pipeline.core.alerts.queries import latest_states_query, rule_query
+from pipeline.core.alerts.rules import (
     MEASURES,
     Anomaly,
     Rule,
@@ -299,7 +299,7 @@ def test_latest_states_query_reads_the_last_row_per_alert() -> None:
 def test_worker_start_loads_the_default_file_and_tolerates_its_absence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from pipeline.agents.alerting import load_rules
+    from pipeline.roles.alerts import load_rules
     from pipeline.settings import Settings
 
     monkeypatch.delenv("TASKPULSE_ALERT_RULES", raising=False)
@@ -314,7 +314,7 @@ def test_worker_start_loads_the_default_file_and_tolerates_its_absence(
 def test_worker_start_refuses_a_missing_explicit_file_or_a_bad_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.agents.alerting import load_rules
+    from pipeline.roles.alerts import load_rules
     from pipeline.settings import Settings
 
     monkeypatch.setenv("TASKPULSE_ALERT_RULES", str(tmp_path / "nope.yml"))

@@ -11,14 +11,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.aggregates import SketchMapping
-from pipeline.core.batch import BatchProcessor, RawMessage
-from pipeline.core.decode import Decoder, Limits
-from pipeline.core.dedup import SeenIds
-from pipeline.core.dimcap import OTHER, DimensionCap
+from pipeline.core.alerts.rules import OTHER_GROUP, Observation, cap_groups, parse_rules
+from pipeline.core.ingest.aggregates import SketchMapping
+from pipeline.core.ingest.batch import BatchProcessor, RawMessage
+from pipeline.core.ingest.decode import Decoder, Limits
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.ingest.dimcap import OTHER, DimensionCap
+from pipeline.core.ingest.rows import MARKER_GRANULARITY, ROLLUP_COLUMNS, rollup_rows, rows_without
 from pipeline.core.isolate import isolate
-from pipeline.core.rows import MARKER_GRANULARITY, ROLLUP_COLUMNS, rollup_rows, rows_without
-from pipeline.core.rules import OTHER_GROUP, Observation, cap_groups, parse_rules
 from pipeline.events import RejectReason
 from tests.unit.helpers import DAY0_MS, TOPIC, dumps, iso, make_event
 

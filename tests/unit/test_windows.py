@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.windows import (
+from pipeline.core.ingest.windows import (
     GRANULARITIES,
     RETENTION_DAYS,
     is_late,

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError, ProgrammingError
 
-from pipeline.core.aggregates import SketchMapping
-from pipeline.core.batch import BatchProcessor, RawMessage
-from pipeline.core.decode import Decoder
-from pipeline.core.dedup import SeenIds
+from pipeline.core.ingest.aggregates import SketchMapping
+from pipeline.core.ingest.batch import BatchProcessor, RawMessage
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.ingest.dedup import SeenIds
 from pipeline.errors import SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
-from pipeline.metrics import PipelineMetrics
 from pipeline.sinks.clickhouse import _classify
 from pipeline.sinks.writer import BatchWriter, SinkRetry, _chunks
+from pipeline.worker_metrics import PipelineMetrics
 
 
 def test_connection_errors_are_unavailable_and_too_many_parts_is_backpressure() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline.core.exporter_state import (
+from pipeline.core.metrics.state import (
     OTHER,
     TASK_STATES,
     UNKNOWN,

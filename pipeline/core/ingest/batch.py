@@ -4,7 +4,7 @@ watermarks come in as arguments.
 Exactly-once into ClickHouse rests on two facts kept here:
 
 * every sink (``events``, ``rollups``, ``dlq``) remembers, per source (topic, partition)
-  *of the current log* (``pipeline.core.logs``), the highest message offset it has
+  *of the current log* (``pipeline.core.ingest.logs``), the highest message offset it has
   durably written (its *watermark*, stored inside the written rows themselves with the
   log's identity, so it is as durable and atomic as the data).  A message at or below a
   sink's watermark was already written there and is skipped for that sink when a crash
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from pipeline.core.aggregates import Dims, Measures, RollupKey, SketchMapping
-from pipeline.core.decode import Decoder
-from pipeline.core.dedup import SeenIds
-from pipeline.core.dimcap import DimensionCap
-from pipeline.core.logs import TP, Watermarks
-from pipeline.core.windows import GRANULARITIES
+from pipeline.core.ingest.aggregates import Dims, Measures, RollupKey, SketchMapping
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.ingest.dimcap import DimensionCap
+from pipeline.core.ingest.logs import TP, Watermarks
+from pipeline.core.ingest.windows import GRANULARITIES
 from pipeline.events import NormalizedEvent, Rejected, RejectReason, Source
 
 SINKS = ("events", "rollups", "dlq")
@@ -140,7 +140,7 @@ class BatchProcessor:
         self.caps = caps if caps is not None else DimensionCap(1000)
         self.max_event_bytes = max_event_bytes
         self.watermarks: Watermarks = {name: {} for name in SINKS}
-        #: topic → identity of its current log (``pipeline.core.logs``), set at start and
+        #: topic → identity of its current log (``pipeline.core.ingest.logs``), set at start and
         #: after each rebalance; written with every row and part of every id's origin
         self.logs: dict[str, str] = {}
 

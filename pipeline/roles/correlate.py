@@ -30,12 +30,13 @@ from typing import Any
 
 import faust
 import orjson
-from pydantic import ValidationError
 
 from pipeline.app import Pipeline
-from pipeline.core.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.lifecycle import compact
-from pipeline.core.rows_tasks import (
+from pipeline.core.normalized import decode_normalized
+from pipeline.core.tasks import queries
+from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
+from pipeline.core.tasks.lifecycle import HistoryEntry, compact
+from pipeline.core.tasks.rows import (
     AGENT_COLUMNS,
     EXECUTION_COLUMNS,
     TASK_COLUMNS,
@@ -43,8 +44,10 @@ from pipeline.core.rows_tasks import (
     execution_rows,
     task_rows,
 )
+from pipeline.core.tasks.state import AgentSlot, TaskSlot
 from pipeline.events import NormalizedEvent, Rejected, Source
-from pipeline.settings import Settings, kafka_bootstrap
+from pipeline.roles import runtime
+from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.writer import Refusals, SinkRetry, dead_letter, unwritable, write_rows
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
@@ -67,25 +70,12 @@ def config_from(settings: Settings) -> CorrelationConfig:
     )
 
 
-def decode_normalized(value: bytes | None) -> list[NormalizedEvent]:
-    """A normalized-topic message (a JSON array, or one object) → its task and agent events."""
-    if not value:
-        return []
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        log.error("skipping a normalized message that is not JSON (%d bytes)", len(value))
-        return []
-    items = doc if isinstance(doc, list) else [doc]
-    out: list[NormalizedEvent] = []
-    for item in items:
-        if not isinstance(item, dict) or item.get("entity_type") not in ("task", "agent"):
-            continue
-        try:
-            out.append(NormalizedEvent.model_validate(item))
-        except ValidationError as exc:
-            log.error("skipping a malformed normalized event %r: %s", item.get("id"), exc)
-    return out
+def decode_events(value: bytes | None) -> list[NormalizedEvent]:
+    """A normalized-topic message → its task and agent events; what cannot be read is logged."""
+    decoded = decode_normalized(value, ("task", "agent"))
+    for error in decoded.errors:
+        log.error("skipping %s", error)
+    return [e for _, e in decoded.events]
 
 
 class _Role:
@@ -96,8 +86,7 @@ class _Role:
         self.correlator = Correlator(config_from(p.settings))
         self.lock = asyncio.Lock()
         self.ready = False
-        self.producer = OutputProducer(kafka_bootstrap(p.kafka_url), client_kwargs=p.kafka_kwargs)
-        self.producer_started = False
+        self.producer = OutputProducer(p.kafka_servers, client_kwargs=p.kafka_kwargs)
         app = p.app
         parts = p.settings.partitions
         self.tasks = app.Table(
@@ -116,9 +105,8 @@ class _Role:
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
-        if not self.producer_started:
+        if not self.producer.started:
             await self.producer.start()
-            self.producer_started = True
             # Faust buffers changelog sends and warns ("producer buffer full") past 100 while
             # it flushes; a batch touches hundreds of tasks, so let it hold a batch's worth.
             with contextlib.suppress(AttributeError):
@@ -142,26 +130,19 @@ class _Role:
         mine = self._my_partitions()
         parts = list(range(self.p.settings.partitions))
         await self._repair_agents(mine, parts)
-        open_ids = [k for k, s in c.tasks.items() if s["closed"] is None]
+        open_ids = [k for k, s in c.tasks.items() if s.closed_wall_ms is None]
         known: dict[str, int] = {}
         for i in range(0, len(open_ids), 5000):
             ids = open_ids[i : i + 5000]
-            rows = await asyncio.to_thread(
-                store.rows, f"SELECT task_id, max(version) FROM {db}.tasks WHERE task_id IN %(ids)s GROUP BY task_id",
-                {"ids": ids},
-            )  # fmt: skip
+            rows = await asyncio.to_thread(store.rows, *queries.task_versions(db, ids))
             known.update({str(t): int(v) for t, v in rows})
-        unfinished = await asyncio.to_thread(
-            store.rows, f"SELECT task_id, max(version) FROM {db}.tasks GROUP BY task_id "
-            "HAVING NOT argMax(finished, version) AND max(last_event_at) > now64(3) - toIntervalSecond(%(keep)s)",
-            {"keep": int(c.config.task_expire_after_s)},  # older open tasks were expired, not lost
-        )  # fmt: skip
+        unfinished = await asyncio.to_thread(store.rows, *queries.unfinished_tasks(db, c.config.task_expire_after_s))
         for t, v in unfinished:
             known.setdefault(str(t), int(v))
         stale = {
             t: v for t, v in known.items()
             if (mine is None or self.producer.partition_of(t.encode(), parts) in mine)
-            and (t not in c.tasks or c.tasks[t]["v"] < v)
+            and (t not in c.tasks or c.tasks[t].version < v)
         }  # fmt: skip
         if not stale:
             return
@@ -170,13 +151,8 @@ class _Role:
         wall = _wall_ms()
         for i in range(0, len(ids), 2000):
             chunk = ids[i : i + 2000]
-            rows = await asyncio.to_thread(
-                store.rows,
-                f"SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata "
-                f"FROM {db}.events WHERE entity_type = 'task' AND entity_id IN %(ids)s",
-                {"ids": chunk},
-            )
-            history: dict[str, list[list[Any]]] = {}
+            rows = await asyncio.to_thread(store.rows, *queries.task_events(db, chunk))
+            history: dict[str, list[HistoryEntry]] = {}
             for task_id, eid, et, t, state, md in rows:
                 history.setdefault(task_id, []).append(
                     compact(eid, et, int(t), orjson.loads(state), orjson.loads(md), c.config.group_keys)
@@ -189,26 +165,20 @@ class _Role:
         it: a fresh embedded broker starts with an empty changelog) continue from that row:
         their next row gets a higher version, their busy / online time goes on."""
         store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
-        rows = await asyncio.to_thread(
-            store.rows,
-            f"SELECT agent, version, status, toUnixTimestamp64Milli(status_since), toUnixTimestamp64Milli(last_seen), "
-            f"toUnixTimestamp64Milli(online_since), active_tasks, cpu_percent, memory_mb, busy_s, online_s "
-            f"FROM {db}.agent_status FINAL WHERE last_seen > now64(3) - toIntervalSecond(%(keep)s)",
-            {"keep": int(c.config.agent_forget_after_s)},  # older agents were forgotten, not lost
-        )  # fmt: skip
+        rows = await asyncio.to_thread(store.rows, *queries.recent_agents(db, c.config.agent_forget_after_s))
         repaired = 0
         for agent, version, status, since, seen, online_since, active, cpu, mem, busy_s, online_s in rows:
             if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
                 continue
             known = c.agents.get(agent)
-            if known is not None and known["v"] >= version:
+            if known is not None and known.version >= version:
                 continue
-            c.repair_agent(str(agent), {
-                "v": int(version), "status": str(status), "since": int(since), "seen": int(seen),
-                "online_since": None if online_since is None else int(online_since), "active": int(active),
-                "cpu": cpu, "mem": mem,
-                "busy_ms": round(float(busy_s) * 1000), "online_ms": round(float(online_s) * 1000),
-            })  # fmt: skip
+            c.repair_agent(str(agent), AgentSlot(
+                version=int(version), status=str(status), since_ms=int(since), seen_ms=int(seen),
+                online_since_ms=None if online_since is None else int(online_since), active_tasks=int(active),
+                cpu_percent=cpu, memory_mb=mem,
+                busy_ms=round(float(busy_s) * 1000), online_ms=round(float(online_s) * 1000),
+            ))  # fmt: skip
             if (value := self._state_bytes("agents", str(agent), c.agents[agent])) is not None:
                 self.agents[str(agent).encode()] = value
             repaired += 1
@@ -242,16 +212,15 @@ class _Role:
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)
             self.written["emitted"] += sum(1 for topic, _, _ in messages if topic != LIFECYCLE)
-        for key, slot in out.dirty_tasks.items():
-            if slot is None:
-                self.tasks.pop(key.encode(), None)
-            elif (value := self._state_bytes("tasks", key, slot)) is not None:
-                self.tasks[key.encode()] = value
-        for key, slot in out.dirty_agents.items():
-            if slot is None:
-                self.agents.pop(key.encode(), None)
-            elif (value := self._state_bytes("agents", key, slot)) is not None:
-                self.agents[key.encode()] = value
+        dirty: list[tuple[Any, str, dict[str, Any]]] = [
+            (self.tasks, "tasks", out.dirty_tasks), (self.agents, "agents", out.dirty_agents),
+        ]  # fmt: skip
+        for faust_table, name, slots in dirty:
+            for key, slot in slots.items():
+                if slot is None:
+                    faust_table.pop(key.encode(), None)
+                elif (value := self._state_bytes(name, key, slot)) is not None:
+                    faust_table[key.encode()] = value
         self._export_state()
 
     def _export_state(self) -> None:
@@ -295,10 +264,10 @@ class _Role:
                 letters.append(unwritable("topic raw", exc, _SOURCE, original, str(ev.get("id", ""))))
         return messages, letters
 
-    def _state_bytes(self, table: str, key: str, slot: Any) -> bytes | None:
+    def _state_bytes(self, table: str, key: str, slot: TaskSlot | AgentSlot) -> bytes | None:
         """A state slot for its Faust table; one that cannot be serialized stays in memory only."""
         try:
-            return orjson.dumps(slot)
+            return orjson.dumps(slot.to_json())
         except (TypeError, ValueError) as exc:
             self.unwritable += 1
             log.error("correlation state of %s %r cannot be serialized (%s); kept in memory only", table, key, exc)
@@ -317,10 +286,10 @@ class _Role:
 
     async def status(self) -> dict[str, Any]:
         c = self.correlator
-        open_tasks = sum(1 for s in c.tasks.values() if s["closed"] is None)
+        open_tasks = sum(1 for s in c.tasks.values() if s.closed_wall_ms is None)
         by_status: dict[str, int] = {}
         for a in c.agents.values():
-            by_status[a["status"]] = by_status.get(a["status"], 0) + 1
+            by_status[a.status] = by_status.get(a.status, 0) + 1
         return {
             "ready": self.ready,
             "tasks_in_memory": len(c.tasks),
@@ -368,20 +337,15 @@ def register(p: Pipeline) -> None:
             async for events in stream.noack_take(settings.batch_max, settings.batch_within_s):  # type: ignore[attr-defined]  # noqa: E501
                 batch: list[NormalizedEvent] = []
                 for e in events:
-                    batch.extend(decode_normalized(e.message.value))
+                    batch.extend(decode_events(e.message.value))
                 async with role.lock:
                     await role.prepare()
                     out = role.correlator.apply(batch, _wall_ms())
                     await role.write(out)
                     role.batches += 1
-                for e in events:  # only now may these offsets be committed
-                    await stream.ack(e)
-                    tp = (e.message.topic, e.message.partition)
-                    if e.message.offset > p.last_offsets.get(tp, -1):
-                        p.last_offsets[tp] = e.message.offset
+                await runtime.faust_acker(stream, events, p.last_offsets)()  # only now: written
         finally:
-            if role.producer_started:
-                await role.producer.stop()
+            await role.producer.stop()
 
     app.agent(source, name="taskpulse.correlate")(correlate)
 

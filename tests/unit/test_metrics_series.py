@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pipeline.exporter_metrics import ExporterMetrics
+from pipeline.core.normalized import Decoded, decode_normalized
+from pipeline.roles.metrics_series import ExporterMetrics
 from pipeline.topics import ALERTS, LIFECYCLE, NORMALIZED, ROLLUPS
 
 
 def ev(i: str, event_type: str, entity: str, state: dict[str, Any] | None = None, t: int = 1000) -> dict[str, Any]:
-    return {"id": i, "event_time_ms": t, "event_type": event_type, "entity_type": event_type.split(".")[0],
-            "entity_id": entity, "current_state": state or {}}  # fmt: skip
+    return {"id": i, "event_time_ms": t, "timestamp_raw": str(t), "event_type": event_type,
+            "entity_type": event_type.split(".")[0], "entity_id": entity, "current_state": state or {}}  # fmt: skip
+
+
+def msg(events: list[dict[str, Any]]) -> Decoded:
+    """A normalized-topic message as the role reads it (through the topic's one decoder)."""
+    return decode_normalized(orjson.dumps(events))
 
 
 def rec(task_id: str, version: int = 1, **kw: Any) -> dict[str, Any]:
@@ -29,9 +36,9 @@ def make(**kw: int) -> tuple[ExporterMetrics, CollectorRegistry]:
 
 def test_events_counted_once_per_id_and_task_states() -> None:
     m, r = make()
-    m.normalized([ev("e1", "task.created", "t1"), ev("e2", "task.queued", "t1", t=2000)], (NORMALIZED, 0, 0), 3.0)
-    m.normalized([ev("e1", "task.created", "t1")], (NORMALIZED, 1, 7), 3.0)  # redelivered elsewhere
-    m.normalized([ev("e3", "task.created", "t2")], (NORMALIZED, 0, 1), 3.0)
+    m.normalized(msg([ev("e1", "task.created", "t1"), ev("e2", "task.queued", "t1", t=2000)]), (NORMALIZED, 0, 0), 3.0)
+    m.normalized(msg([ev("e1", "task.created", "t1")]), (NORMALIZED, 1, 7), 3.0)  # redelivered elsewhere
+    m.normalized(msg([ev("e3", "task.created", "t2")]), (NORMALIZED, 0, 1), 3.0)
     assert r.get_sample_value("taskpulse_events_total", {"entity_type": "task", "event_type": "task.created"}) == 2
     assert r.get_sample_value("taskpulse_metrics_redelivered_events_total") == 1
     assert r.get_sample_value("taskpulse_tasks", {"state": "QUEUED"}) == 1
@@ -78,12 +85,12 @@ def test_label_caps_bound_the_series() -> None:
 def test_agents_by_status_load_and_utilization() -> None:
     m, r = make(max_agents=1)
     m.normalized(
-        [
+        msg([
             ev("s1", "agent.status_changed", "a1", {"status": "busy", "active_tasks": 2}),
             ev("s2", "agent.status_changed", "a2", {"status": "online"}),
             ev("s3", "agent.status_changed", "a3", {"status": "busy", "active_tasks": 1}),
             ev("h1", "agent.heartbeat", "a1", {"cpu_percent": 150.0, "memory_mb": 10, "active_tasks": 3}),
-        ],
+        ]),
         (NORMALIZED, 0, 0),
         1.0,
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.lifecycle import TERMINAL, target_state
+from pipeline.core.task_states import TERMINAL, target_state
 from pipeline.events import TaskState
 
 OTHER = "other"

@@ -130,7 +130,7 @@ def register(p: Pipeline) -> None:
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
-        body = b"".join(generate_latest(r) for r in p.registries)
+        body = generate_latest(p.registry)
         # The text format generate_latest writes.  Passed as a header: aiohttp refuses a
         # charset inside content_type.
         return web.bytes(body, headers={"Content-Type": METRICS_CONTENT_TYPE})

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import orjson
 
-from pipeline.core.aggregates import Measures, RollupKey
-from pipeline.core.batch import Accepted
-from pipeline.core.logs import TP, src_key
+from pipeline.core.ingest.aggregates import Measures, RollupKey
+from pipeline.core.ingest.batch import Accepted
+from pipeline.core.ingest.logs import TP, src_key
 from pipeline.core.timestamps import ms_to_datetime
 from pipeline.events import Rejected
 

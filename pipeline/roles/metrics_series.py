@@ -1,7 +1,7 @@
 """The metrics role's Prometheus metrics (on an injected registry) and how each input record
 updates them: normalized events, task lifecycle records, rollup partials and alert state
 changes.  The state behind the gauges (open tasks, agents, alerts) is the pure
-``pipeline.core.exporter_state``; gauges are read from it at scrape time.
+``pipeline.core.metrics.state``; gauges are read from it at scrape time.
 
 Cardinality: ids (task, event, user) are never labels; agents and task types are capped
 (``TASKPULSE_METRICS_MAX_AGENTS`` / ``_MAX_TASK_TYPES``) with an ``other`` bucket; event
@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from pipeline.core.dedup import SeenIds
-from pipeline.core.exporter_state import (
+from pipeline.core.ingest.dedup import SeenIds
+from pipeline.core.metrics.state import (
     AGENT_STATUSES,
     OPEN_STATES,
     OTHER,
@@ -32,6 +32,7 @@ from pipeline.core.exporter_state import (
     alert_fields,
     task_state_of,
 )
+from pipeline.core.normalized import Decoded
 from pipeline.events import TaskExecution
 
 #: seconds; tasks take from sub-second tool calls to hours of research
@@ -149,28 +150,24 @@ class ExporterMetrics:
 
     # ------------------------------------------------------------------ inputs
 
-    def normalized(self, events: Iterable[dict[str, Any]], origin: tuple[str, int, int], now_s: float) -> None:
-        """One message of ``taskpulse.events.normalized`` (a JSON array of events)."""
+    def normalized(self, message: Decoded, origin: tuple[str, int, int], now_s: float) -> None:
+        """One message of ``taskpulse.events.normalized``, decoded by the one decoder of the topic."""
+        if message.errors:
+            self.bad_records.labels(origin[0]).inc(len(message.errors))
         newest = None
         by_type: Tally[tuple[str, str]] = Tally()  # counted per message: labels() is not free
         transitions: Tally[str] = Tally()
         redelivered = 0
-        for index, ev in enumerate(events):
-            event_id = ev.get("id")
-            event_type = ev.get("event_type")
-            if not isinstance(event_id, str) or not isinstance(event_type, str):
-                self.bad_records.labels(origin[0]).inc()
-                continue
-            if not self.seen.first_delivery(event_id, (*origin, index, "")):  # process-local: one log
+        for index, ev in message.events:
+            event_type = ev.event_type
+            if not self.seen.first_delivery(ev.id, (*origin, index, "")):  # process-local: one log
                 redelivered += 1
                 continue
-            t = ev.get("event_time_ms")
-            t = t if isinstance(t, int) else 0
+            t = ev.event_time_ms
             newest = t if newest is None else max(newest, t)
-            by_type[(str(ev.get("entity_type", "")), event_type)] += 1
-            raw_state = ev.get("current_state")
-            state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
-            entity_id = str(ev.get("entity_id", ""))
+            by_type[(ev.entity_type.value, event_type)] += 1
+            state = ev.current_state
+            entity_id = ev.entity_id
             if event_type.startswith("task."):
                 new_state = task_state_of(event_type, state)
                 if new_state is not None and self.tasks.apply(entity_id, new_state, t):

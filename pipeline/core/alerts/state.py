@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pipeline.core.rules import Observation, Rule, RulesFile, format_value, render
+from pipeline.core.alerts.rules import Observation, Rule, RulesFile, format_value, render
 
 State = Literal["inactive", "pending", "firing", "resolved"]
 ChangeKind = Literal["pending", "firing", "resolved", "inactive", "renotify"]

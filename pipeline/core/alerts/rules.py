@@ -1,9 +1,9 @@
 """Alert rules: the YAML rules file as pydantic models, its validation (errors name the
 file, the rule and the field), and rule evaluation: measures in, observations out.
 
-Pure: the caller reads the file and runs the queries (``pipeline.core.alert_queries``
+Pure: the caller reads the file and runs the queries (``pipeline.core.alerts.queries``
 builds them); this module turns query rows into one ``Observation`` per alert group
-(breached or not) for ``pipeline.core.alert_state`` to step the alert state machines.
+(breached or not) for ``pipeline.core.alerts.state`` to step the alert state machines.
 """
 
 from __future__ import annotations

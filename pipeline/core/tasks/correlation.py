@@ -1,5 +1,6 @@
 """Correlation: per-task and per-agent state from normalized events.  Pure: the wall clock
-comes in as an argument, and persistence is the caller's (the slots are plain JSON).
+comes in as an argument, and persistence is the caller's (``TaskSlot`` / ``AgentSlot``,
+``to_json`` / ``from_json``: ``pipeline.core.tasks.state``).
 
 * Tasks: each task's distinct events (its history) are kept in event-time order; a task
   that reached a final state is published once its events have had ``reorder_window_s``
@@ -31,9 +32,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.core.lifecycle import (
+from pipeline.core.tasks.lifecycle import (
     ACTIVE,
     TERMINAL,
+    HistoryEntry,
     TaskView,
     abandon_reason,
     abandoned_event_id,
@@ -42,10 +44,9 @@ from pipeline.core.lifecycle import (
     sort_key,
     verdict_number,
 )
+from pipeline.core.tasks.state import AgentSlot, TaskSlot
 from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import NormalizedEvent, TaskExecution
-
-Slot = dict[str, Any]
 
 #: estimated bytes of a task slot without its history, of one history entry, of an agent slot
 #: (conservative against ``bench/run.py --only correlation-memory``: about 2.7 KB traced, 2.9 KB RSS
@@ -87,12 +88,12 @@ class Output:
 
     task_rows: dict[str, tuple[TaskView, int]] = field(default_factory=dict)  # id → (view, version)
     executions: list[TaskExecution] = field(default_factory=list)
-    agent_rows: dict[str, Slot] = field(default_factory=dict)
+    agent_rows: dict[str, AgentSlot] = field(default_factory=dict)
     #: events taskpulse emits (task.abandoned, agent.status_changed), as envelope dicts
     emitted: list[dict[str, Any]] = field(default_factory=list)
     #: slots to persist (None: delete) per table
-    dirty_tasks: dict[str, Slot | None] = field(default_factory=dict)
-    dirty_agents: dict[str, Slot | None] = field(default_factory=dict)
+    dirty_tasks: dict[str, TaskSlot | None] = field(default_factory=dict)
+    dirty_agents: dict[str, AgentSlot | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.task_rows or self.executions or self.agent_rows or self.emitted or
@@ -103,26 +104,9 @@ def _iso(ms: int) -> str:
     return ms_to_datetime(ms).isoformat(timespec="milliseconds")
 
 
-def new_task_slot(wall_ms: int, last_ms: int) -> Slot:
-    """A task's persisted state.  Keys added later (``ad``: the standing abandonment verdict's
-    deadline; ``hd`` / ``hp``: events / progress events the history cap dropped) are read
-    with defaults, so slots written by older versions load as they are."""
-    return {"h": [], "v": 0, "rv": 0, "sig": None, "term": None, "ab": 0, "closed": None,
-            "wall": wall_ms, "last": last_ms}  # fmt: skip
-
-
-def upgrade_task_slot(task_id: str, slot: Slot) -> Slot:
-    """A slot persisted before verdicts were kept apart: its ``task.abandoned`` entries that
-    taskpulse added itself leave the history; the last one, if nothing of the task's own
-    came after it, becomes the standing verdict."""
-    if "ad" in slot or not any(verdict_number(task_id, str(e[2])) is not None for e in slot["h"]):
-        return slot
-    ordered = sorted(slot["h"], key=sort_key)
-    last = ordered[-1]
-    if verdict_number(task_id, str(last[2])) is not None:
-        slot["ad"] = int(last[0])
-    slot["h"] = [e for e in slot["h"] if verdict_number(task_id, str(e[2])) is None]
-    return slot
+def upgrade_task_slot(task_id: str, doc: dict[str, Any]) -> TaskSlot:
+    """A persisted task slot (any version's form) as this version's ``TaskSlot``."""
+    return TaskSlot.from_json(task_id, doc)
 
 
 class Correlator:
@@ -130,8 +114,8 @@ class Correlator:
 
     def __init__(self, config: CorrelationConfig) -> None:
         self.config = config
-        self.tasks: dict[str, Slot] = {}
-        self.agents: dict[str, Slot] = {}
+        self.tasks: dict[str, TaskSlot] = {}
+        self.agents: dict[str, AgentSlot] = {}
         self.max_event_ms: int | None = None
         self.max_event_wall_ms = 0
         self.counters = {"task_events": 0, "agent_events": 0, "records": 0, "corrections": 0,
@@ -182,76 +166,78 @@ class Correlator:
         self._agent_lru.move_to_end(agent)
 
     # ------------------------------------------------------------------ restore
-    def restore(self, tasks: dict[str, Slot], agents: dict[str, Slot], wall_ms: int) -> None:
-        """Take the persisted slots (after a restart).  Stream time resumes from the newest
-        event time they hold, not from the wall clock: the time the worker was down must
-        not count as silence of the tasks and agents whose events wait in Kafka."""
-        for task_id, slot in tasks.items():
-            self.tasks[task_id] = upgrade_task_slot(task_id, slot)
+    def restore(self, task_docs: dict[str, dict[str, Any]], agent_docs: dict[str, dict[str, Any]], wall_ms: int) -> None:  # noqa: E501
+        """Take the persisted slots (their JSON form, after a restart).  Stream time resumes
+        from the newest event time they hold, not from the wall clock: the time the worker was
+        down must not count as silence of the tasks and agents whose events wait in Kafka."""
+        tasks = {task_id: TaskSlot.from_json(task_id, doc) for task_id, doc in task_docs.items()}
+        agents = {agent: AgentSlot.from_json(doc) for agent, doc in agent_docs.items()}
+        self.tasks.update(tasks)
         self.agents.update(agents)
-        times = [s["last"] for s in tasks.values() if s["h"]] + [a["seen"] for a in agents.values()]
+        times = [s.last_event_ms for s in tasks.values() if s.history] + [a.seen_ms for a in agents.values()]
         if times:
             self._saw(max(times), wall_ms)
         window_ms = int(self.config.reorder_window_s * 1000)
-        for task_id, slot in sorted(tasks.items(), key=lambda kv: kv[1]["closed"] or 0):
-            if slot["closed"] is not None:
-                self._closed.append((slot["closed"], task_id))
-            elif slot["term"] is not None:
-                heapq.heappush(self._due, (slot["term"] + window_ms, task_id))
+        for task_id, slot in sorted(tasks.items(), key=lambda kv: kv[1].closed_wall_ms or 0):
+            if slot.closed_wall_ms is not None:
+                self._closed.append((slot.closed_wall_ms, task_id))
+            elif slot.final_since_wall_ms is not None:
+                heapq.heappush(self._due, (slot.final_since_wall_ms + window_ms, task_id))
             else:
                 self._watch(task_id, slot, self._view(task_id, slot))
-            self.state_bytes += TASK_BYTES + ENTRY_BYTES * len(slot["h"])
-            if len(slot["h"]) > _SCAN_MAX:
-                self._ids[task_id] = {str(e[2]) for e in slot["h"]}
-        for task_id, slot in sorted(tasks.items(), key=lambda kv: int(kv[1]["last"])):
-            self._task_lru[task_id] = int(slot["last"])
-        for agent, a in sorted(agents.items(), key=lambda kv: int(kv[1]["seen"])):
-            self._agent_lru[agent] = int(a["seen"])
+            self.state_bytes += TASK_BYTES + ENTRY_BYTES * len(slot.history)
+            if len(slot.history) > _SCAN_MAX:
+                self._ids[task_id] = {e.event_id for e in slot.history}
+        for task_id, slot in sorted(tasks.items(), key=lambda kv: kv[1].last_event_ms):
+            self._task_lru[task_id] = slot.last_event_ms
+        for agent, a in sorted(agents.items(), key=lambda kv: kv[1].seen_ms):
+            self._agent_lru[agent] = a.seen_ms
             self.state_bytes += AGENT_BYTES
             self._queue_offline(agent, a)
         self._clock = max([self._clock, *self._task_lru.values(), *self._agent_lru.values()])
 
-    def repair_agent(self, agent: str, row: Slot) -> None:
+    def repair_agent(self, agent: str, row: AgentSlot) -> None:
         """Take an agent's last ``agent_status`` row when the persisted state lacks it or is
         older (a changelog lost with a fresh embedded broker, or its tail not recovered), so
-        its next row gets a higher version and its time accounting goes on.  ``row`` holds
-        the slot's own keys (times in ms, ``v`` the row's version)."""
+        its next row gets a higher version and its time accounting goes on.  ``row`` is the
+        row as a slot (its ``version`` the row's); the self-reported status and the change
+        count, which the row does not hold, are kept."""
         a = self.agents.get(agent)
-        if a is not None and a["v"] >= row["v"]:
+        if a is not None and a.version >= row.version:
             return
         if a is None:
             self.state_bytes += AGENT_BYTES
-        self.agents[agent] = {"status": "unknown", "since": row["since"], "seen": row["seen"], "online_since": None,
-                              "active": 0, "cpu": None, "mem": None, "busy_ms": 0, "online_ms": 0,
-                              "reported": "", "n": 0, "v": 0, **(a or {}), **row}  # fmt: skip
-        self._agent_lru[agent] = int(row["seen"])
-        self._queue_offline(agent, self.agents[agent])
+        else:
+            row.reported_status, row.changes = a.reported_status, a.changes
+        self.agents[agent] = row
+        self._agent_lru[agent] = row.seen_ms
+        self._queue_offline(agent, row)
 
-    def repair(self, task_id: str, entries: list[list[Any]], version: int, wall_ms: int) -> Output:
+    def repair(self, task_id: str, entries: list[HistoryEntry], version: int, wall_ms: int) -> Output:
         """Merge events read back from the ``events`` table into a task whose persisted state
         is missing or older than what ClickHouse shows (a changelog that lost its tail)."""
         out = Output()
         slot = self.tasks.get(task_id)
         if slot is None:
-            slot = self.tasks[task_id] = new_task_slot(wall_ms, 0)
+            slot = self.tasks[task_id] = TaskSlot(changed_wall_ms=wall_ms, last_event_ms=0)
             self.state_bytes += TASK_BYTES
-        known = {e[2] for e in slot["h"]}
+        known = {e.event_id for e in slot.history}
         for entry in entries:
-            n = verdict_number(task_id, str(entry[2]))
+            n = verdict_number(task_id, entry.event_id)
             if n is not None:  # a verdict of ours: it stands if nothing of the task's overrules it
-                if n > slot["ab"]:
-                    slot["ab"], slot["ad"] = n, int(entry[0])
-            elif entry[2] not in known:
-                slot["h"].append(entry)
-                known.add(entry[2])
-                slot["last"] = max(slot["last"], entry[0])
+                if n > slot.verdicts:
+                    slot.verdicts, slot.verdict_deadline_ms = n, entry.time_ms
+            elif entry.event_id not in known:
+                slot.history.append(entry)
+                known.add(entry.event_id)
+                slot.last_event_ms = max(slot.last_event_ms, entry.time_ms)
                 self.state_bytes += ENTRY_BYTES
-        if len(slot["h"]) > _SCAN_MAX:
-            self._ids[task_id] = {str(e[2]) for e in slot["h"]}
-        while len(slot["h"]) > self.config.max_history:
+        if len(slot.history) > _SCAN_MAX:
+            self._ids[task_id] = {e.event_id for e in slot.history}
+        while len(slot.history) > self.config.max_history:
             self._drop_entry(task_id, slot)
-        slot["v"] = max(slot["v"], version)
-        slot["wall"] = wall_ms
+        slot.version = max(slot.version, version)
+        slot.changed_wall_ms = wall_ms
         self._task_changed(task_id, out)
         self._touch_task(task_id, self._now(wall_ms))
         return out
@@ -282,15 +268,15 @@ class Correlator:
         if n is not None:
             # our own verdict, back through the pipeline: it is in the slot already (or the
             # slot is gone, and a verdict alone does not make a task)
-            if slot is not None and n > slot["ab"]:
-                slot["ab"] = n
+            if slot is not None and n > slot.verdicts:
+                slot.verdicts = n
             return False
         if slot is None:
-            slot = self.tasks[task_id] = new_task_slot(wall_ms, ev.event_time_ms)
+            slot = self.tasks[task_id] = TaskSlot(changed_wall_ms=wall_ms, last_event_ms=ev.event_time_ms)
             self.state_bytes += TASK_BYTES
-        h = slot["h"]
+        h = slot.history
         ids = self._ids.get(task_id)
-        if ev.id in ids if ids is not None else any(e[2] == ev.id for e in h):
+        if ev.id in ids if ids is not None else any(e.event_id == ev.id for e in h):
             return False  # the same event again (a replay): nothing changes
         h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
                          self.config.group_keys))  # fmt: skip
@@ -298,97 +284,97 @@ class Correlator:
         if ids is not None:
             ids.add(ev.id)
         elif len(h) > _SCAN_MAX:
-            self._ids[task_id] = {str(e[2]) for e in h}
+            self._ids[task_id] = {e.event_id for e in h}
         if len(h) > self.config.max_history:
             self._drop_entry(task_id, slot)
-        slot["wall"] = wall_ms
-        slot["last"] = max(slot["last"], ev.event_time_ms)
+        slot.changed_wall_ms = wall_ms
+        slot.last_event_ms = max(slot.last_event_ms, ev.event_time_ms)
         self._saw(ev.event_time_ms, wall_ms)
         return True
 
-    def _drop_entry(self, task_id: str, slot: Slot) -> None:
+    def _drop_entry(self, task_id: str, slot: TaskSlot) -> None:
         """The history is over its cap: drop its oldest progress event but the newest (they
         only count), else its oldest event but the first; both are counted on the record."""
-        h = slot["h"]
-        progress = sorted((i for i, e in enumerate(h) if e[3] == "task.progress"), key=lambda i: sort_key(h[i]))
+        h = slot.history
+        progress = sorted((i for i, e in enumerate(h) if e.event_type == "task.progress"), key=lambda i: sort_key(h[i]))
         if len(progress) > 1:
             i = progress[0]
-            slot["hp"] = slot.get("hp", 0) + 1
+            slot.dropped_progress += 1
         else:
             i = sorted(range(len(h)), key=lambda j: sort_key(h[j]))[1]
         entry = h.pop(i)
-        slot["hd"] = slot.get("hd", 0) + 1
+        slot.dropped_events += 1
         self.counters["history_dropped"] += 1
         self.state_bytes -= ENTRY_BYTES
         ids = self._ids.get(task_id)
         if ids is not None:
-            ids.discard(str(entry[2]))
+            ids.discard(entry.event_id)
 
-    def _view(self, task_id: str, slot: Slot, verdict: bool = True) -> TaskView:
+    def _view(self, task_id: str, slot: TaskSlot, verdict: bool = True) -> TaskView:
         """The task as its history (and the standing verdict, unless ``verdict`` is off) says."""
-        return derive(task_id, slot["h"], slot.get("ad") if verdict else None, slot["ab"],
-                      slot.get("hd", 0), slot.get("hp", 0))  # fmt: skip
+        return derive(task_id, slot.history, slot.verdict_deadline_ms if verdict else None, slot.verdicts,
+                      slot.dropped_events, slot.dropped_progress)  # fmt: skip
 
-    def _review_verdict(self, task_id: str, slot: Slot) -> None:
+    def _review_verdict(self, task_id: str, slot: TaskSlot) -> None:
         """A standing verdict stays only while the task's own events still leave it open,
         started and silent until the same deadline; otherwise it is overruled."""
-        if slot.get("ad") is None:
+        if slot.verdict_deadline_ms is None:
             return
         real = self._view(task_id, slot, verdict=False)
         deadline = _alive(slot) + self.config.abandon_after_ms(real.task_type)
-        if real.state in ACTIVE and real.started_ms is not None and deadline == slot["ad"]:
+        if real.state in ACTIVE and real.started_ms is not None and deadline == slot.verdict_deadline_ms:
             return
-        slot["ad"] = None
+        slot.verdict_deadline_ms = None
         self.counters["verdicts_overruled"] += 1
 
     def _task_changed(self, task_id: str, out: Output) -> None:
         slot = self.tasks[task_id]
         self._review_verdict(task_id, slot)
         view = self._view(task_id, slot)
-        slot["v"] += 1
+        slot.version += 1
         if view.finished:
-            if slot["term"] is None:
-                slot["term"] = int(slot["wall"])
-                heapq.heappush(self._due, (int(slot["wall"]) + int(self.config.reorder_window_s * 1000), task_id))
+            if slot.final_since_wall_ms is None:
+                slot.final_since_wall_ms = slot.changed_wall_ms
+                heapq.heappush(self._due, (slot.changed_wall_ms + int(self.config.reorder_window_s * 1000), task_id))
         else:
-            slot["term"] = None
-        slot["closed"] = None
-        out.task_rows[task_id] = (view, slot["v"])
+            slot.final_since_wall_ms = None
+        slot.closed_wall_ms = None
+        out.task_rows[task_id] = (view, slot.version)
         out.dirty_tasks[task_id] = slot
-        if slot["term"] is None:
+        if slot.final_since_wall_ms is None:
             self._watch(task_id, slot, view)
 
-    def _watch(self, task_id: str, slot: Slot, view: TaskView) -> None:
+    def _watch(self, task_id: str, slot: TaskSlot, view: TaskView) -> None:
         """Put an open, started task on the abandonment heap (stale entries are skipped), and
         index it by its agent, whose heartbeats keep it alive."""
-        if slot.get("ag"):
+        if slot.indexed_agent:
             self._unindex_agent(task_id, slot)
         if view.state in ACTIVE and view.started_ms is not None:
-            slot["tt"] = view.task_type
+            slot.watched_task_type = view.task_type
             deadline = _alive(slot) + self.config.abandon_after_ms(view.task_type)
             heapq.heappush(self._deadlines, (deadline, task_id))
             if view.agent:
                 self._by_agent.setdefault(view.agent, set()).add(task_id)
-                slot["ag"] = view.agent
+                slot.indexed_agent = view.agent
 
-    def _unindex_agent(self, task_id: str, slot: Slot) -> None:
-        tasks = self._by_agent.get(slot["ag"])
+    def _unindex_agent(self, task_id: str, slot: TaskSlot) -> None:
+        tasks = self._by_agent.get(slot.indexed_agent)
         if tasks is not None:
             tasks.discard(task_id)
             if not tasks:
-                del self._by_agent[slot["ag"]]
-        slot["ag"] = ""
+                del self._by_agent[slot.indexed_agent]
+        slot.indexed_agent = ""
 
     def _agent_alive(self, agent: str, t: int, out: Output) -> None:
         """A heartbeat or self-report of ``agent`` at ``t``: its open tasks are not silent."""
         for task_id in list(self._by_agent.get(agent, ())):
             slot = self.tasks.get(task_id)
-            if slot is None or slot["closed"] is not None or slot["term"] is not None:
+            if slot is None or slot.closed_wall_ms is not None or slot.final_since_wall_ms is not None:
                 self._by_agent[agent].discard(task_id)
                 continue
             if t > _alive(slot):
-                slot["alive"] = t
-                timeout = self.config.abandon_after_ms(slot.get("tt", ""))
+                slot.agent_alive_ms = t
+                timeout = self.config.abandon_after_ms(slot.watched_task_type)
                 heapq.heappush(self._deadlines, (t + timeout, task_id))
                 out.dirty_tasks[task_id] = slot
 
@@ -406,12 +392,14 @@ class Correlator:
         while self._due and self._due[0][0] <= wall_ms:
             due, task_id = heapq.heappop(self._due)
             slot = self.tasks.get(task_id)
-            if slot is not None and slot["term"] is not None and slot["term"] + window_ms == due:
+            final_since = None if slot is None else slot.final_since_wall_ms
+            if slot is not None and final_since is not None and final_since + window_ms == due:
                 self._finalize(task_id, slot, out, wall_ms)
         while self._deadlines and self._deadlines[0][0] < now:
             deadline, task_id = heapq.heappop(self._deadlines)
             slot = self.tasks.get(task_id)
-            if slot is not None and slot["closed"] is None and slot["term"] is None and slot.get("ad") is None:
+            if slot is not None and slot.closed_wall_ms is None and slot.final_since_wall_ms is None \
+                    and slot.verdict_deadline_ms is None:
                 self._judge(task_id, slot, deadline, out, wall_ms)
         self._forget(self._closed, cfg.keep_closed_s, wall_ms, out, self._closed_abandoned)
         self._forget(self._closed_abandoned, cfg.keep_abandoned_s, wall_ms, out, None)
@@ -419,25 +407,25 @@ class Correlator:
             _, agent = heapq.heappop(self._offline)
             self._offline_queued.discard(agent)
             a = self.agents.get(agent)
-            if a is None or a["status"] == "offline":
+            if a is None or a.status == "offline":
                 continue
-            if now - a["seen"] > cfg.agent_offline_after_s * 1000:
-                at = a["seen"] + int(cfg.agent_offline_after_s * 1000)
+            if now - a.seen_ms > cfg.agent_offline_after_s * 1000:
+                at = a.seen_ms + int(cfg.agent_offline_after_s * 1000)
                 self._set_agent(agent, a, "offline", at, out, reason="no heartbeat")
             else:
                 self._queue_offline(agent, a)  # seen since this entry was pushed
         self._bound(self._now(wall_ms), out)
 
-    def _judge(self, task_id: str, slot: Slot, deadline: int, out: Output, wall_ms: int) -> None:
+    def _judge(self, task_id: str, slot: TaskSlot, deadline: int, out: Output, wall_ms: int) -> None:
         """The abandonment verdict on a task whose deadline passed in stream time."""
         view = self._view(task_id, slot)
         timeout = self.config.abandon_after_ms(view.task_type)
         if _alive(slot) + timeout != deadline or view.state not in ACTIVE or view.started_ms is None:
             return  # stale: the task (or its agent) reported after this entry was pushed
-        slot["ab"] += 1
-        slot["ad"] = deadline
+        slot.verdicts += 1
+        slot.verdict_deadline_ms = deadline
         self.counters["abandoned"] += 1
-        out.emitted.append(self._abandoned_event(task_id, slot["ab"], deadline, timeout / 1000, view))
+        out.emitted.append(self._abandoned_event(task_id, slot.verdicts, deadline, timeout / 1000, view))
         self._task_changed(task_id, out)
         self._finalize(task_id, slot, out, wall_ms)  # nothing to wait for: we closed it
 
@@ -449,9 +437,9 @@ class Correlator:
         while queue and wall_ms - queue[0][0] > keep_s * 1000:
             closed, task_id = queue.popleft()
             slot = self.tasks.get(task_id)
-            if slot is None or slot["closed"] != closed:
+            if slot is None or slot.closed_wall_ms != closed:
                 continue  # reopened (or closed again later: a newer entry is queued)
-            if abandoned_to is not None and slot.get("abandoned"):
+            if abandoned_to is not None and slot.closed_abandoned:
                 abandoned_to.append((closed, task_id))
                 continue
             self._drop_task(task_id, out)
@@ -464,7 +452,7 @@ class Correlator:
             task_id, touched = next(iter(self._task_lru.items()))
             if touched > horizon:
                 break
-            if self.tasks[task_id]["closed"] is None:
+            if self.tasks[task_id].closed_wall_ms is None:
                 self.counters["expired_tasks"] += 1
             self._drop_task(task_id, out)
         horizon = now - int(cfg.agent_forget_after_s * 1000)
@@ -488,9 +476,9 @@ class Correlator:
         slot = self.tasks.pop(task_id)
         self._task_lru.pop(task_id, None)
         self._ids.pop(task_id, None)
-        if slot.get("ag"):
+        if slot.indexed_agent:
             self._unindex_agent(task_id, slot)
-        self.state_bytes -= TASK_BYTES + ENTRY_BYTES * len(slot["h"])
+        self.state_bytes -= TASK_BYTES + ENTRY_BYTES * len(slot.history)
         out.dirty_tasks[task_id] = None
 
     def _drop_agent(self, agent: str, out: Output) -> None:
@@ -500,27 +488,27 @@ class Correlator:
         self.state_bytes -= AGENT_BYTES
         out.dirty_agents[agent] = None
 
-    def _finalize(self, task_id: str, slot: Slot, out: Output, wall_ms: int) -> None:
+    def _finalize(self, task_id: str, slot: TaskSlot, out: Output, wall_ms: int) -> None:
         view = self._view(task_id, slot)
-        slot["closed"] = wall_ms
-        slot["term"] = None
+        slot.closed_wall_ms = wall_ms
+        slot.final_since_wall_ms = None
         out.dirty_tasks[task_id] = slot
         if not view.finished:
-            slot["closed"] = None
+            slot.closed_wall_ms = None
             return
         self._closed.append((wall_ms, task_id))
-        slot["abandoned"] = slot.get("ad") is not None
+        slot.closed_abandoned = slot.verdict_deadline_ms is not None
         sig_record = view.record(version=0)
         sig = sig_record.model_dump_json()
-        if sig == slot["sig"]:
+        if sig == slot.record_signature:
             return
-        slot["sig"] = sig
-        slot["rv"] += 1
-        if slot["rv"] > 1:
+        slot.record_signature = sig
+        slot.record_version += 1
+        if slot.record_version > 1:
             self.counters["corrections"] += 1
         self.counters["records"] += 1
         self.counters["invalid_transitions"] += view.invalid_transitions
-        out.executions.append(sig_record.model_copy(update={"version": slot["rv"]}))
+        out.executions.append(sig_record.model_copy(update={"version": slot.record_version}))
 
     def _abandoned_event(self, task_id: str, n: int, at: int, timeout_s: float, view: TaskView) -> dict[str, Any]:
         state: dict[str, Any] = {"reason": abandon_reason(timeout_s)}
@@ -539,11 +527,11 @@ class Correlator:
         }  # fmt: skip
 
     # ------------------------------------------------------------------ agents
-    def _queue_offline(self, agent: str, a: Slot) -> None:
+    def _queue_offline(self, agent: str, a: AgentSlot) -> None:
         """One entry per agent on the offline heap; a popped entry that is early is pushed again."""
-        if agent not in self._offline_queued and a["status"] != "offline":
+        if agent not in self._offline_queued and a.status != "offline":
             self._offline_queued.add(agent)
-            heapq.heappush(self._offline, (a["seen"] + int(self.config.agent_offline_after_s * 1000), agent))
+            heapq.heappush(self._offline, (a.seen_ms + int(self.config.agent_offline_after_s * 1000), agent))
 
     def _apply_agent(self, ev: NormalizedEvent, out: Output, wall_ms: int) -> None:
         self.counters["agent_events"] += 1
@@ -551,60 +539,58 @@ class Correlator:
         t = ev.event_time_ms
         a = self.agents.get(agent)
         if a is None:
-            a = self.agents[agent] = {"status": "unknown", "since": t, "seen": t, "online_since": None,
-                                      "active": 0, "cpu": None, "mem": None, "busy_ms": 0, "online_ms": 0,
-                                      "reported": "", "n": 0, "v": 0}  # fmt: skip
+            a = self.agents[agent] = AgentSlot(status="unknown", since_ms=t, seen_ms=t)
             self.state_bytes += AGENT_BYTES
         self._touch_agent(agent, self._now(wall_ms))
         st = ev.current_state
         et = ev.event_type
-        a["seen"] = max(a["seen"], t)
+        a.seen_ms = max(a.seen_ms, t)
         if et in ("agent.heartbeat", "agent.self_report"):
             self._agent_alive(agent, t, out)
         if et == "agent.heartbeat":
-            a["active"] = int(st.get("active_tasks") or 0)
-            a["cpu"] = st.get("cpu_percent")
-            a["mem"] = st.get("memory_mb")
+            a.active_tasks = int(st.get("active_tasks") or 0)
+            a.cpu_percent = st.get("cpu_percent")
+            a.memory_mb = st.get("memory_mb")
         elif et == "agent.self_report":
-            a["reported"] = str(st.get("status") or "")
+            a.reported_status = str(st.get("status") or "")
         if et == "agent.offline":
             new = "offline"
         else:
-            busy = a["active"] > 0 or a["reported"] == "executing"
+            busy = a.active_tasks > 0 or a.reported_status == "executing"
             new = "busy" if busy else "online"
-        if t < a["since"] and new != a["status"]:
+        if t < a.since_ms and new != a.status:
             # an old event (out of order): it updates what we know, not the current status
-            new = a["status"]
-        self._set_agent(agent, a, new, max(t, a["since"]), out, reason=et)
+            new = a.status
+        self._set_agent(agent, a, new, max(t, a.since_ms), out, reason=et)
         self._queue_offline(agent, a)
-        a["v"] += 1
+        a.version += 1
         out.agent_rows[agent] = a
         out.dirty_agents[agent] = a
 
-    def _set_agent(self, agent: str, a: Slot, new: str, at: int, out: Output, reason: str) -> None:
-        old = a["status"]
+    def _set_agent(self, agent: str, a: AgentSlot, new: str, at: int, out: Output, reason: str) -> None:
+        old = a.status
         if new == old:
             return
-        span = max(0, at - a["since"])
+        span = max(0, at - a.since_ms)
         if old in ("online", "busy"):
-            a["online_ms"] += span
+            a.online_ms += span
         if old == "busy":
-            a["busy_ms"] += span
+            a.busy_ms += span
         if new in ("online", "busy") and old not in ("online", "busy"):
-            a["online_since"] = at
+            a.online_since_ms = at
         if new == "offline":
-            a["online_since"] = None
-        a["status"] = new
-        a["since"] = at
-        a["n"] += 1
-        a["v"] += 1
+            a.online_since_ms = None
+        a.status = new
+        a.since_ms = at
+        a.changes += 1
+        a.version += 1
         out.agent_rows[agent] = a
         out.dirty_agents[agent] = a
         out.emitted.append({
-            "id": agent_change_id(agent, a["n"], at), "timestamp": _iso(at),
+            "id": agent_change_id(agent, a.changes, at), "timestamp": _iso(at),
             "event_type": "agent.status_changed", "entity_type": "agent", "entity_id": agent,
             "previous_state": {"status": old},
-            "current_state": {"status": new, "previous": old, "active_tasks": a["active"],
+            "current_state": {"status": new, "previous": old, "active_tasks": a.active_tasks,
                               "reason": reason, "utilization": agent_utilization(a, at)},
             "metadata": {"triggered_by": "system"}, "metrics": {},
         })  # fmt: skip
@@ -617,18 +603,18 @@ def agent_change_id(agent: str, n: int, at_ms: int) -> str:
     return f"taskpulse:agent:{agent}:{n}:{at_ms}"
 
 
-def _alive(slot: Slot) -> int:
+def _alive(slot: TaskSlot) -> int:
     """The task's last sign of life: its own newest event, or its agent's newest heartbeat."""
-    return max(int(slot["last"]), int(slot.get("alive", 0)))
+    return slot.alive_ms
 
 
-def agent_utilization(a: Slot, now_ms: int) -> float | None:
+def agent_utilization(a: AgentSlot, now_ms: int) -> float | None:
     """Busy time / online time, the current interval included."""
-    online, busy = float(a["online_ms"]), float(a["busy_ms"])
-    span = max(0, now_ms - a["since"])
-    if a["status"] in ("online", "busy"):
+    online, busy = float(a.online_ms), float(a.busy_ms)
+    span = max(0, now_ms - a.since_ms)
+    if a.status in ("online", "busy"):
         online += span
-    if a["status"] == "busy":
+    if a.status == "busy":
         busy += span
     return round(busy / online, 4) if online > 0 else None
 

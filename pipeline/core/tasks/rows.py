@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pipeline.core.correlation import Slot, agent_utilization, deadline_ms
-from pipeline.core.lifecycle import TaskView
+from pipeline.core.tasks.correlation import agent_utilization, deadline_ms
+from pipeline.core.tasks.lifecycle import TaskView
+from pipeline.core.tasks.state import AgentSlot
 from pipeline.core.timestamps import ms_to_datetime
 from pipeline.events import TaskExecution
 
@@ -63,12 +64,12 @@ def execution_rows(records: Iterable[TaskExecution], now: datetime) -> list[tupl
     return rows
 
 
-def agent_rows(agents: dict[str, Slot], now: datetime, now_ms: int) -> list[tuple[Any, ...]]:
+def agent_rows(agents: dict[str, AgentSlot], now: datetime, now_ms: int) -> list[tuple[Any, ...]]:
     rows = []
     for agent, a in agents.items():
         rows.append((
-            agent, a["v"], a["status"], _dt(a["since"]), _dt(a["seen"]), _dt(a["online_since"]),
-            a["active"], a["cpu"], a["mem"], a["busy_ms"] / 1000, a["online_ms"] / 1000,
-            agent_utilization(a, max(now_ms, a["since"])), now,
+            agent, a.version, a.status, _dt(a.since_ms), _dt(a.seen_ms), _dt(a.online_since_ms),
+            a.active_tasks, a.cpu_percent, a.memory_mb, a.busy_ms / 1000, a.online_ms / 1000,
+            agent_utilization(a, max(now_ms, a.since_ms)), now,
         ))  # fmt: skip
     return rows

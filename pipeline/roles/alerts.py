@@ -22,11 +22,12 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.app import Pipeline
-from pipeline.core.alert_queries import latest_states_query, rule_query
-from pipeline.core.alert_state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
-from pipeline.core.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
+from pipeline.backoff import Backoff
+from pipeline.core.alerts.queries import latest_states_query, rule_query
+from pipeline.core.alerts.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
+from pipeline.core.alerts.state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
 from pipeline.errors import TaskpulseError
-from pipeline.settings import Settings, kafka_bootstrap
+from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.notifiers import AlertmanagerNotifier, Dispatcher, LogNotifier, Notifier, WebhookNotifier
 from pipeline.topics import ALERTS
@@ -104,8 +105,7 @@ def register(p: Pipeline) -> None:
     settings = p.settings
     rules = load_rules(settings)
     st = _State(rules, str(settings.alert_rules))
-    metrics = AlertMetrics(CollectorRegistry())
-    p.registries.append(metrics.registry)
+    metrics = AlertMetrics(p.registry)
     if rules is None:
         st.idle_reason = f"rules file {settings.alert_rules} not found (TASKPULSE_ALERT_RULES)"
     else:
@@ -177,16 +177,13 @@ async def _run(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics)
 async def _publish_loop(p: Pipeline, st: _State) -> None:
     """Publish changes to ``taskpulse.alerts`` in the background (a Kafka outage delays the
     topic, never the evaluation), in order, retrying with backoff."""
-    producer = OutputProducer(kafka_bootstrap(p.kafka_url), client_kwargs=p.kafka_kwargs)
-    started = False
-    delay = 0.5
+    producer = OutputProducer(p.kafka_servers, client_kwargs=p.kafka_kwargs)
+    backoff = Backoff(0.5, 30.0)
     try:
         while True:
             await st.publish_wanted.wait()
             try:
-                if not started:
-                    await producer.start()
-                    started = True
+                await producer.start()
                 batch = list(st.unpublished)
                 for c in batch:
                     await producer.send(ALERTS, orjson.dumps(change_json(c)), key=c.alert.fingerprint.encode())
@@ -195,18 +192,16 @@ async def _publish_loop(p: Pipeline, st: _State) -> None:
                 if not st.unpublished:
                     st.publish_wanted.clear()
                 st.errors.pop("<alerts topic>", None)
-                delay = 0.5
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any Kafka trouble: retry later
                 st.errors["<alerts topic>"] = str(exc)[:500]
                 log.warning("alerting: %d change(s) not published to %s yet: %s", len(st.unpublished), ALERTS, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await backoff.sleep()
     finally:
-        if started:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
 
 
 def _is_leader(p: Pipeline) -> bool:

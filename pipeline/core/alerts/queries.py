@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.core.rules import Rule
+from pipeline.core.alerts.rules import Rule
 
 NOW = "fromUnixTimestamp64Milli(toInt64({now_ms:Int64}), 'UTC')"
 
@@ -126,3 +126,27 @@ def latest_states_query(db: str) -> str:
         f"SELECT * FROM (SELECT * FROM {db}.alerts ORDER BY at DESC, notifications DESC "
         "LIMIT 1 BY fingerprint) WHERE state IN ('pending', 'firing')"
     )
+
+
+def live_alerts_query(db: str) -> str:
+    """(fingerprint, state, severity) of every alert whose latest change is pending or firing."""
+    return (
+        f"SELECT fingerprint, argMax(state, at) AS st, argMax(severity, at) FROM {db}.alerts "
+        "GROUP BY fingerprint HAVING st IN ('pending', 'firing')"
+    )
+
+
+_ALERT_LIST_COLUMNS = "at, rule, state, change, severity, group_labels, value, threshold, summary"
+
+
+def alert_history_query(db: str, limit: int, firing_only: bool) -> tuple[str, dict[str, Any]]:
+    """The newest ``limit`` alert state changes (``firing_only``: the alerts firing now, by
+    their latest change), for ``taskpulse alerts list``."""
+    if firing_only:
+        sql = (
+            f"SELECT {_ALERT_LIST_COLUMNS} FROM (SELECT * FROM {db}.alerts ORDER BY at DESC, notifications DESC "
+            "LIMIT 1 BY fingerprint) WHERE state = 'firing' ORDER BY at DESC LIMIT %(limit)s"
+        )
+    else:
+        sql = f"SELECT {_ALERT_LIST_COLUMNS} FROM {db}.alerts ORDER BY at DESC LIMIT %(limit)s"
+    return sql, {"limit": int(limit)}

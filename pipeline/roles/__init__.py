@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from pipeline.app import Pipeline
 
 ROLE_MODULES = {
-    "ingest": "pipeline.agents.ingest",
-    "correlate": "pipeline.agents.correlate",
-    "alerts": "pipeline.agents.alerting",
-    "metrics": "pipeline.agents.exporter",
+    "ingest": "pipeline.roles.ingest",
+    "correlate": "pipeline.roles.correlate",
+    "alerts": "pipeline.roles.alerts",
+    "metrics": "pipeline.roles.metrics",
 }
 
 
@@ -35,4 +35,4 @@ def register_roles(p: Pipeline, roles: list[str]) -> None:
         )
     for role in roles:
         importlib.import_module(ROLE_MODULES[role]).register(p)
-    importlib.import_module("pipeline.agents.api").register(p)
+    importlib.import_module("pipeline.roles.api").register(p)

@@ -20,12 +20,12 @@ and flagged (``invalid_transitions``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from pipeline.events import TaskExecution, TaskState, error_text, task_state_of
+from pipeline.core.task_states import TERMINAL, target_state
+from pipeline.events import TaskExecution, TaskState, error_text
 
 S = TaskState
-TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.ABANDONED})
 #: open states in which silence means the task may have been abandoned
 ACTIVE = frozenset({S.ASSIGNED, S.EXECUTING, S.REVIEWING, S.REJECTED, S.RETRY})
 
@@ -68,31 +68,25 @@ _KEEP = {
 }
 
 
-def target_state(event_type: str, data: dict[str, Any]) -> TaskState | None:
-    """The state an event moves its task to (None: the event type is not a task transition)."""
-    if event_type == "task.created":
-        return S.CREATED
-    if event_type == "task.queued":
-        return S.QUEUED
-    if event_type == "task.assigned":
-        return S.ASSIGNED
-    if event_type in ("task.started", "task.resumed", "task.progress"):
-        return S.EXECUTING
-    if event_type == "task.review":
-        return S.REVIEWING if data.get("passed", True) else S.REJECTED
-    if event_type == "task.completed":
-        return S.COMPLETED if data.get("success", True) else S.FAILED
-    if event_type == "task.failed":
-        return S.RETRY if data.get("will_retry") else S.FAILED
-    if event_type == "task.paused":
-        return S.PAUSED
-    if event_type == "task.cancelled":
-        return S.CANCELLED
-    if event_type == "task.abandoned":
-        return S.ABANDONED
-    if event_type == "task.status_changed":
-        return task_state_of(data.get("status"))
-    return None
+class HistoryEntry(NamedTuple):
+    """The part of a task event the lifecycle needs (persisted as ``[time_ms, rank, id, type, data]``)."""
+
+    time_ms: int
+    #: tie-break for events with the same time: the lifecycle's natural order
+    rank: int
+    event_id: str
+    event_type: str
+    #: the event's fields the lifecycle reads (``_KEEP``), task type, agent, correlation id, group
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, doc: list[Any] | tuple[Any, ...]) -> HistoryEntry:
+        """An entry from its persisted form (a JSON array)."""
+        time_ms, rank, event_id, event_type, data = doc
+        return cls(int(time_ms), int(rank), str(event_id), str(event_type), dict(data))
+
+    def to_json(self) -> list[Any]:
+        return [self.time_ms, self.rank, self.event_id, self.event_type, self.data]
 
 
 def compact(
@@ -102,8 +96,8 @@ def compact(
     state: dict[str, Any],
     metadata: dict[str, Any],
     group_keys: tuple[str, ...] = ("group", "correlation_id"),
-) -> list[Any]:
-    """The part of a task event the lifecycle needs: ``[time_ms, rank, id, type, data]``."""
+) -> HistoryEntry:
+    """The part of a task event the lifecycle needs."""
     data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
     for k in ("task_type", "agent_id"):
         if state.get(k):
@@ -115,7 +109,7 @@ def compact(
         if v:
             data["group"] = str(v)
             break
-    return [time_ms, _RANK.get(event_type, 6), event_id, event_type, data]
+    return HistoryEntry(time_ms, _RANK.get(event_type, 6), event_id, event_type, data)
 
 
 @dataclass
@@ -211,13 +205,13 @@ def _span(a: int | None, b: int | None) -> float | None:
     return float(max(0, b - a))
 
 
-def sort_key(entry: list[Any]) -> tuple[int, int, str]:
-    return (int(entry[0]), int(entry[1]), str(entry[2]))
+def sort_key(entry: HistoryEntry) -> tuple[int, int, str]:
+    return (entry.time_ms, entry.rank, entry.event_id)
 
 
 def derive(
     task_id: str,
-    history: list[list[Any]],
+    history: list[HistoryEntry],
     abandoned_at: int | None = None,
     verdicts: int = 0,
     dropped: int = 0,

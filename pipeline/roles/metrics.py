@@ -18,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import start_http_server
 
 from pipeline.app import Pipeline
+from pipeline.core.alerts.queries import live_alerts_query
+from pipeline.core.normalized import decode_normalized
+from pipeline.core.tasks import queries as task_queries
 from pipeline.errors import TaskpulseError
-from pipeline.exporter_metrics import ExporterMetrics
-from pipeline.settings import kafka_bootstrap
+from pipeline.roles import runtime
+from pipeline.roles.metrics_series import ExporterMetrics
+from pipeline.sinks.kafka import topic_lag
 from pipeline.topics import ALERTS, LIFECYCLE, NORMALIZED, ROLLUPS
 
 log = logging.getLogger(__name__)
@@ -41,31 +42,21 @@ TOPICS = (NORMALIZED, LIFECYCLE, ROLLUPS, ALERTS)
 def register(p: Pipeline) -> None:
     s = p.settings
     m = ExporterMetrics(
-        CollectorRegistry(),
+        p.registry,
         max_agents=s.metrics_max_agents,
         max_task_types=s.metrics_max_task_types,
         max_tracked_tasks=s.metrics_max_tracked_tasks,
         dedup_capacity=s.metrics_dedup_capacity,
     )
-    p.registries.append(m.registry)
-    counts = {"messages": 0, "lag": {}}  # for /api/status
+    counts: dict[str, Any] = {"messages": 0, "lag": {}}  # for /api/status
 
     @p.app.task  # type: ignore[misc]
     async def metrics_exporter() -> None:
         if s.metrics_port:
-            start_http_server(s.metrics_port, addr=s.api_host, registry=_merged(p))
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka_bootstrap(p.kafka_url),
-            **p.kafka_kwargs,
-            group_id=f"{s.consumer_group}-metrics",
-            enable_auto_commit=True,
-            auto_commit_interval_ms=int(s.commit_interval_s * 1000),
-            auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
-            max_poll_records=5000,
-        )
-        consumer.subscribe(list(TOPICS), listener=_Partitions(p, m, consumer))
+            start_http_server(s.metrics_port, addr=s.api_host, registry=p.registry)
+        partitions = _Partitions(p, m)
+        consumer = runtime.consumer(p, "metrics", TOPICS, partitions, auto_commit=True)
+        partitions.consumer = consumer
         await consumer.start()
         try:
             while True:
@@ -73,16 +64,12 @@ def register(p: Pipeline) -> None:
                 now = time.time()
                 for tp, records in batch.items():
                     m.messages.labels(tp.topic).inc(len(records))
-                    counts["messages"] += len(records)  # type: ignore[operator]
+                    counts["messages"] += len(records)
                     for r in records:
                         _apply(m, tp.topic, tp.partition, r.offset, r.value, now)
-                lag: dict[str, int] = {}
-                for tp in consumer.assignment():
-                    hw = consumer.highwater(tp)
-                    if hw is None:
-                        continue
-                    pos = await consumer.position(tp)
-                    lag[tp.topic] = lag.get(tp.topic, 0) + max(0, hw - pos)
+                fetched = [tp for tp in consumer.assignment() if consumer.highwater(tp) is not None]
+                positions = {tp: await consumer.position(tp) for tp in fetched}
+                lag = topic_lag(consumer, positions.get)
                 for topic, n in lag.items():
                     m.lag.labels(topic).set(n)
                 counts["lag"] = lag
@@ -105,11 +92,13 @@ class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
     """Loads the open tasks and agents of newly assigned normalized partitions from
     ClickHouse, forgets those of revoked ones (entities are partitioned by id)."""
 
-    def __init__(self, p: Pipeline, m: ExporterMetrics, consumer: AIOKafkaConsumer) -> None:
-        self.p, self.m, self.consumer = p, m, consumer
+    def __init__(self, p: Pipeline, m: ExporterMetrics) -> None:
+        self.p, self.m = p, m
+        self.consumer: AIOKafkaConsumer | None = None  # set once created
         self.partitioner = DefaultPartitioner()
 
     def _owner(self, parts: set[int], topic: str = NORMALIZED) -> Any:
+        assert self.consumer is not None
         every = sorted(self.consumer.partitions_for_topic(topic) or [])
 
         def owned(entity_id: str) -> bool:
@@ -135,16 +124,8 @@ class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         owned = self._owner(parts)
         db, limit = self.p.settings.clickhouse_database, self.p.settings.metrics_max_tracked_tasks
         try:
-            tasks = await asyncio.to_thread(
-                self.p.store.rows,
-                f"SELECT task_id, state, toUnixTimestamp64Milli(last_event_at) FROM {db}.tasks FINAL "
-                f"WHERE NOT finished ORDER BY last_event_at DESC LIMIT {int(limit)}",
-            )
-            agents = await asyncio.to_thread(
-                self.p.store.rows,
-                f"SELECT agent, status, active_tasks, toUnixTimestamp64Milli(status_since), cpu_percent, "
-                f"memory_mb FROM {db}.agent_status FINAL",
-            )
+            tasks = await asyncio.to_thread(self.p.store.rows, *task_queries.open_tasks(db, limit))
+            agents = await asyncio.to_thread(self.p.store.rows, *task_queries.agent_gauges(db))
         except TaskpulseError as exc:  # no table yet, or ClickHouse away: the stream still counts
             log.warning("metrics role: open tasks and agents not loaded from ClickHouse: %s", exc)
             return
@@ -157,11 +138,7 @@ class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
         """Pending and firing alerts (latest change per fingerprint, keyed like the topic)."""
         db = self.p.settings.clickhouse_database
         try:
-            rows = await asyncio.to_thread(
-                self.p.store.rows,
-                f"SELECT fingerprint, argMax(state, at) AS st, argMax(severity, at) FROM {db}.alerts "
-                f"GROUP BY fingerprint HAVING st IN ('pending', 'firing')",
-            )
+            rows = await asyncio.to_thread(self.p.store.rows, live_alerts_query(db))
         except TaskpulseError as exc:
             log.warning("metrics role: live alerts not loaded from ClickHouse: %s", exc)
             return
@@ -173,15 +150,15 @@ class _Partitions(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _apply(m: ExporterMetrics, topic: str, partition: int, offset: int, value: bytes | None, now: float) -> None:
     """Decode one record and hand it to the metrics; unreadable input is counted, skipped."""
+    if topic == NORMALIZED and value:
+        m.normalized(decode_normalized(value), (topic, partition, offset), now)
+        return
     try:
         data = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         m.bad_records.labels(topic).inc()
         return
     items = data if isinstance(data, list) else [data]
-    if topic == NORMALIZED:
-        m.normalized((e for e in items if isinstance(e, dict)), (topic, partition, offset), now)
-        return
     for item in items:
         if not isinstance(item, dict):
             m.bad_records.labels(topic).inc()
@@ -191,16 +168,3 @@ def _apply(m: ExporterMetrics, topic: str, partition: int, offset: int, value: b
             m.rollups([item], topic)
         else:
             m.alert(item, topic)
-
-
-def _merged(p: Pipeline) -> CollectorRegistry:
-    """One registry that serves every registry of the worker (for ``metrics_port``)."""
-
-    class Merged(Collector):
-        def collect(self) -> Iterator[Metric]:
-            for registry in list(p.registries):
-                yield from registry.collect()
-
-    merged = CollectorRegistry(auto_describe=False)
-    merged.register(Merged())
-    return merged

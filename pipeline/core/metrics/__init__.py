@@ -1,0 +1,1 @@
+"""Metrics: the bounded state behind the Prometheus series of the metrics role."""

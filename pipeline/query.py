@@ -1,0 +1,106 @@
+"""The one query client of the command line: the worker's HTTP API (``/api/status``,
+``/api/sql``) when a worker answers, else ClickHouse itself (``Querier``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from pipeline.errors import TaskpulseError
+from pipeline.output import fail
+from pipeline.settings import Settings
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """The worker API's Authorization header from TASKPULSE_API_TOKEN (none when unset)."""
+    token = settings.api_token.get_secret_value()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def refused(status: int, body: Any) -> None:
+    """Fail with the worker's answer to a request it did not authorise."""
+    why = body.get("error", "") if isinstance(body, dict) else ""
+    fail(
+        f"the worker refused the request (HTTP {status}: {why}); set TASKPULSE_API_TOKEN to a token "
+        "it accepts with a role that allows this"
+    )
+
+
+async def get_status(
+    session: aiohttp.ClientSession, api: str, headers: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    try:
+        async with session.get(
+            f"{api}/api/status", headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as r:
+            if r.status in (401, 403):
+                refused(r.status, await r.json(content_type=None))
+            if r.status == 200:
+                data: dict[str, Any] = await r.json()
+                return data
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    return None
+
+
+def query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[list[Any]]] | None:
+    async def go() -> tuple[list[str], list[list[Any]]] | None:
+        try:
+            async with aiohttp.ClientSession() as s, s.post(
+                f"{settings.effective_api_url}/api/sql",
+                json={"query": query},
+                headers=auth_headers(settings),
+                timeout=aiohttp.ClientTimeout(total=settings.sql_max_execution_s + 30, connect=2),
+            ) as r:
+                body = await r.json(content_type=None)
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        if status in (401, 403):
+            refused(status, body)
+        if "error" in body:
+            fail(body["error"])
+        return body["columns"], body["rows"]
+
+    return asyncio.run(go())
+
+
+class Querier:
+    """Queries through the running worker, or on the database itself when no worker runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.via_worker: bool | None = None
+        self.store: Any = None
+
+    def __call__(self, query: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+        """Columns and rows of ``query``; ``parameters`` (``%(name)s`` placeholders) are bound
+        by the ClickHouse client library before the query leaves."""
+        if parameters:
+            from pipeline.sinks.clickhouse import bind_parameters
+
+            query = bind_parameters(query, parameters)
+        if self.via_worker is not False:
+            result = query_via_worker(self.settings, query)
+            if result is not None:
+                self.via_worker = True
+                return result
+            if self.via_worker:
+                fail(f"the worker at {self.settings.effective_api_url} stopped answering")
+            self.via_worker = False
+        from pipeline.sinks.clickhouse import ClickHouseStore
+
+        try:
+            if self.store is None:
+                s = self.settings
+                self.store = ClickHouseStore.from_settings(s, reader=True)
+                if not s.clickhouse_read_url:  # the read-only user cannot (and need not) create the schema
+                    self.store.migrate(s.sketch_relative_accuracy)
+            res = self.store.analyst_query(query)
+        except TaskpulseError as exc:
+            fail(str(exc))
+            raise
+        return list(res.column_names), [list(r) for r in res.result_rows]
+

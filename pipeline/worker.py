@@ -1,0 +1,71 @@
+"""One worker process: checks the API tokens, creates the topics, tunes the event loop and
+the garbage collector, builds the pipeline, registers its roles and runs Faust's worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+from typing import Any
+
+import faust
+
+from pipeline.app import Pipeline, build_pipeline
+from pipeline.kafka_security import KafkaSecurity, client_kwargs
+from pipeline.roles import register_roles
+from pipeline.roles.api import load_tokens
+from pipeline.settings import Settings, kafka_bootstrap
+from pipeline.sinks.kafka import ensure_topics
+from pipeline.topics import ALL_TOPICS
+
+
+def build(settings: Settings, level: str) -> Pipeline:
+    """Everything up to the running worker; raises ``TaskpulseError`` (or ``ValueError`` for
+    an unknown role) before anything runs."""
+    load_tokens(settings)  # refuses a non-loopback API without a token before anything starts
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("taskpulse.worker")
+    log.warning("starting worker with settings %s", json.dumps(settings.masked()))
+    asyncio.run(
+        ensure_topics(
+            kafka_bootstrap(settings.kafka_url),
+            ALL_TOPICS,
+            settings.partitions,
+            settings.topic_retention_ms,
+            settings.topic_retention_bytes,
+            client_kwargs=client_kwargs(KafkaSecurity.from_settings(settings)),
+        )
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _use_uvloop()
+    # Each batch allocates hundreds of thousands of short-lived dicts; the default gen0
+    # threshold (700) makes the collector run thousands of times per batch.
+    gc.set_threshold(100_000, 50, 100)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
+    register_roles(pipeline, settings.role_list)
+    return pipeline
+
+
+def run(pipeline: Pipeline, level: str) -> None:
+    """Run the worker until it is stopped (SIGTERM, Ctrl-C)."""
+    w = _Worker(pipeline.app, loglevel=level, quiet=True, redirect_stdouts=False)
+    w.execute_from_commandline()
+
+
+class _Worker(faust.Worker):  # type: ignore[misc]
+    """A Faust worker without the terminal spinner (it forces DEBUG on the root logger)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
+
+
+def _use_uvloop() -> None:
+    """uvloop makes Faust's per-message scheduling cheaper; plain asyncio if it is missing."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
