@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from pipeline.core.correlation import deadline_ms
-from pipeline.core.decode import Decoder
+from pipeline.core.ingest.decode import Decoder
+from pipeline.core.tasks.correlation import deadline_ms
 from pipeline.core.timestamps import TimestampError, to_epoch_ms
 from pipeline.events import NormalizedEvent, Rejected, RejectReason
 
