@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,8 @@ from rich.live import Live
 
 from pipeline.errors import TaskpulseError
 from pipeline.local import embedded, spawn_worker, stop, up_loop
-from pipeline.output import console, err, fail, print_rows
-from pipeline.query import Querier, auth_headers, get_status
+from pipeline.output import console, err, fail, print_rows, print_schema_status
+from pipeline.query import Querier, auth_headers, get_status, worker_answers, worker_call
 from pipeline.settings import Settings, install_log_redaction, secret_values
 
 cli = typer.Typer(
@@ -244,18 +245,56 @@ def sql(
 
 
 @cli.command()
-def migrate() -> None:
-    """Apply the ClickHouse schema (idempotent)."""
+def migrate(
+    status_only: Annotated[bool, typer.Option("--status", help="List applied and pending steps and the TTLs "
+                                              "against the settings; change nothing.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (--status)")] = "table",
+) -> None:
+    """Bring the ClickHouse schema to this version: pending migration steps, then TTL changes."""
+    settings = _settings()
+    if status_only:
+        answer = worker_call(settings, "GET", "/api/schema")
+        status = answer[1] if answer is not None and answer[0] == 200 else _direct_schema_status(settings)
+        if fmt == "json":
+            sys.stdout.write(json.dumps(status) + "\n")
+        else:
+            print_schema_status(status)
+        return
+    if settings.effective_clickhouse_url.startswith("chdb") and worker_answers(settings):
+        fail(
+            f"the embedded database is open in the worker at {settings.effective_api_url}, which applied the "
+            "schema when it started (TASKPULSE_AUTO_MIGRATE); restart it, or stop it and run `taskpulse migrate`"
+        )
     from pipeline.sinks.clickhouse import ClickHouseStore
 
-    settings = _settings()
     try:
         store = ClickHouseStore.from_settings(settings)
-        n = len(store.migrate(settings.sketch_relative_accuracy))
+        before = store.schema_status()
+        ran = store.migrate(applied_by="taskpulse migrate")
+        after = store.schema_status()
     except TaskpulseError as exc:
         fail(str(exc))
         return
-    console.print(f"schema applied: {n} statements on {settings.clickhouse_database}")
+    for step in before["steps"]:
+        if step["state"] == "pending":
+            console.print(f"applied step {step['version']}: {step['name']}")
+    for stmt in ran:
+        if " MODIFY TTL " in stmt:
+            console.print(f"retention: {stmt}")
+    console.print(
+        f"schema of {settings.clickhouse_database} at version {after['db_version']} "
+        f"({len(before['pending'])} step(s) applied, {len(ran)} statements)"
+    )
+
+
+def _direct_schema_status(settings: Settings) -> dict[str, Any]:
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    try:
+        return ClickHouseStore.from_settings(settings).schema_status()
+    except TaskpulseError as exc:
+        fail(str(exc))
+        raise
 
 
 @cli.command()

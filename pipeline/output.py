@@ -36,3 +36,19 @@ def print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
         for r in rows:
             table.add_row(*(null if v is None else str(v) for v in r))
         console.print(table)
+
+
+def print_schema_status(status: dict[str, Any]) -> None:
+    """``migrate --status``: the steps (applied, pending, unknown to this code) and the TTLs."""
+    steps = Table("step", "name", "state", "applied at", title=f"schema of {status['database']}: version "
+                  f"{status['db_version']} (this taskpulse: {status['code_version']})")
+    colours = {"applied": "green", "pending": "yellow"}
+    for s in status["steps"]:
+        colour = colours.get(s["state"], "red")
+        steps.add_row(str(s["version"]), s["name"], f"[{colour}]{s['state']}[/]", s["applied_at"] or "")
+    console.print(steps)
+    ttl = Table("table", "TTL days (table)", "TTL days (settings)", "state", title="retention")
+    for t in status["ttl"]:
+        colour = "green" if t["state"] == "ok" else "yellow"
+        ttl.add_row(t["table"], t["actual_days"], t["wanted_days"], f"[{colour}]{t['state']}[/]")
+    console.print(ttl)

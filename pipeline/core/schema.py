@@ -1,46 +1,90 @@
-"""The whole ClickHouse schema of taskpulse (database ``taskpulse`` by default): each domain's
-DDL in order, and the ``Null``-engine twins of the tables the pipeline writes.  A shared
-core module: it composes the domains (``ingest``, ``tasks``, ``alerts``), none of them imports it.
+"""The whole ClickHouse schema of taskpulse (database ``taskpulse`` by default): every domain's
+numbered migration steps in version order, the TTL each table should have, and the
+``Null``-engine twins of the tables the pipeline writes.  A shared core module: it composes
+the domains (``ingest``, ``tasks``, ``alerts``), none of them imports it.
 
-Applied idempotently by ``taskpulse migrate`` and at worker start; exported to
-``schemas/clickhouse.sql`` (a test fails when that copy is stale).  Atomicity and
-watermarks: ``pipeline.core.ingest.ddl``.
+Applied by ``taskpulse migrate`` and at worker start (``ClickHouseStore.migrate``: pending
+steps, then TTLs that differ from the settings, then the twins); exported to
+``schemas/clickhouse.sql`` (a test fails when that copy is stale).  Atomicity and watermarks:
+``pipeline.core.ingest.ddl``; what a step is: ``pipeline.core.migrations``.
 """
 
 from __future__ import annotations
 
-from pipeline.core.alerts.ddl import alerts_ddl
-from pipeline.core.ingest.ddl import ingest_ddl, upgrade_statements
-from pipeline.core.tasks.ddl import tasks_ddl
+from pipeline.core.alerts.ddl import alerts_steps
+from pipeline.core.alerts.ddl import ttl_expressions as alerts_ttl
+from pipeline.core.ingest.ddl import ingest_steps
+from pipeline.core.ingest.ddl import ttl_expressions as ingest_ttl
+from pipeline.core.migrations import Retention, Step, check_steps, migrations_table_ddl
+from pipeline.core.tasks.ddl import tasks_steps
+from pipeline.core.tasks.ddl import ttl_expressions as tasks_ttl
 
-__all__ = ["WRITTEN_TABLES", "ddl_statements", "ddl_text", "probe_ddl", "upgrade_statements"]
+__all__ = [
+    "WRITTEN_TABLES", "bootstrap_statements", "code_version", "ddl_statements", "ddl_text", "migration_steps",
+    "probe_ddl", "ttl_targets",
+]  # fmt: skip
 
 #: Tables the pipeline writes rows to; each has a ``Null``-engine twin for isolating refusals.
 WRITTEN_TABLES = ("events", "rollups", "dlq", "tasks", "task_executions", "agent_status", "alerts")
 
 
-def ddl_statements(database: str = "taskpulse", relative_accuracy: float = 0.005) -> list[str]:
-    """Every statement, in order; each is idempotent (IF NOT EXISTS / OR REPLACE)."""
-    db = database
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {db}",
-        *ingest_ddl(db, relative_accuracy),
-        *tasks_ddl(db),
-        *alerts_ddl(db),
-        *probe_ddl(db),
-    ]
+def migration_steps(
+    database: str = "taskpulse", relative_accuracy: float = 0.005, retention: Retention | None = None
+) -> list[Step]:
+    """Every numbered step of every domain, in version order."""
+    r = retention or Retention()
+    return check_steps(
+        [*ingest_steps(database, relative_accuracy, r), *tasks_steps(database, r), *alerts_steps(database, r)]
+    )
+
+
+def code_version() -> int:
+    """The schema version this code brings a database to."""
+    return migration_steps()[-1].version
+
+
+def bootstrap_statements(database: str = "taskpulse") -> list[str]:
+    """What must exist before any step runs: the database and ``schema_migrations``."""
+    return [f"CREATE DATABASE IF NOT EXISTS {database}", migrations_table_ddl(database)]
+
+
+def ttl_targets(retention: Retention | None = None) -> dict[str, str]:
+    """Table → the TTL expression it should have (``TASKPULSE_TTL_*``)."""
+    r = retention or Retention()
+    return {**ingest_ttl(r), **tasks_ttl(r), **alerts_ttl(r)}
 
 
 def probe_ddl(db: str) -> list[str]:
     """A ``Null``-engine twin per written table (``_probe_<table>``, same columns): a probe
     INSERT parses and converts the rows exactly like the real table and stores nothing.
-    Replaced at every migration (they hold no data), so they follow every column change."""
+    Replaced at every migration (they hold no data), so they follow every change of their
+    table: columns, types and the constraints an operator adds."""
     return [
         f"CREATE OR REPLACE TABLE {db}._probe_{t} AS {db}.{t} ENGINE = Null" for t in WRITTEN_TABLES
     ]
 
 
+def ddl_statements(
+    database: str = "taskpulse", relative_accuracy: float = 0.005, retention: Retention | None = None
+) -> list[str]:
+    """Every statement a fresh database gets, in order: the bootstrap, each step's statements,
+    the twins."""
+    steps = migration_steps(database, relative_accuracy, retention)
+    return [
+        *bootstrap_statements(database),
+        *(stmt.sql for step in steps for stmt in step.statements),
+        *probe_ddl(database),
+    ]
+
+
 def ddl_text(database: str = "taskpulse", relative_accuracy: float = 0.005) -> str:
-    """The whole schema as one SQL script (what ``schemas/clickhouse.sql`` holds)."""
-    head = "-- Generated by `taskpulse schemas`; do not edit by hand.\n\n"
-    return head + ";\n\n".join(ddl_statements(database, relative_accuracy)) + ";\n"
+    """The whole schema as one SQL script (what ``schemas/clickhouse.sql`` holds), each step
+    under a comment with its number and name."""
+    parts = ["-- Generated by `taskpulse schemas`; do not edit by hand.\n"]
+    parts += [s + ";\n" for s in bootstrap_statements(database)]
+    for step in migration_steps(database, relative_accuracy):
+        parts.append(f"-- step {step.version}: {step.name}\n")
+        parts += [stmt.sql + ";\n" for stmt in step.statements]
+    parts.append("-- the Null-engine twins, replaced at every migration\n")
+    parts += [s + ";\n" for s in probe_ddl(database)]
+    return "\n".join(parts)

@@ -128,6 +128,14 @@ def register(p: Pipeline) -> None:
                 out[name] = part
         return web.json(redacted(out))
 
+    @app.page("/api/schema")
+    async def schema(web: View, request: Request) -> Response:
+        """Applied and pending migration steps, TTLs against the settings (reader)."""
+        try:
+            return web.json(redacted(await asyncio.to_thread(p.store.schema_status)))
+        except TaskpulseError as exc:
+            return web.json({"error": redact(str(exc))}, status=503)
+
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
         body = generate_latest(p.registry)
