@@ -18,7 +18,7 @@ from rich.live import Live
 
 from pipeline.errors import TaskpulseError
 from pipeline.local import embedded, spawn_worker, stop, up_loop
-from pipeline.output import console, err, fail, print_rows, print_schema_status
+from pipeline.output import console, err, fail, print_replay_report, print_rows, print_schema_status
 from pipeline.query import Querier, auth_headers, get_status, worker_answers, worker_call
 from pipeline.settings import Settings, install_log_redaction, secret_values
 
@@ -31,6 +31,8 @@ cli = typer.Typer(
 alerts_app = typer.Typer(help="Alert rules and alert history.", no_args_is_help=True)
 export_app = typer.Typer(help="Export data (CSV).", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (TASKPULSE_API_TOKENS_FILE).", no_args_is_help=True)
+dlq_app = typer.Typer(help="Rejected input: list, show, replay after a fix.", no_args_is_help=True)
+cli.add_typer(dlq_app, name="dlq")
 cli.add_typer(alerts_app, name="alerts")
 cli.add_typer(export_app, name="export")
 cli.add_typer(token_app, name="token")
@@ -522,6 +524,119 @@ def alerts_list(
         console.print("no firing alerts" if firing else "no alert state changes recorded")
         return
     print_rows(columns, rows, "json" if fmt == "json" else "table", null="")
+
+
+# --------------------------------------------------------------------------- DLQ
+
+
+def _dlq_filters(reason: str, since: str, topic: str, limit: int, entry: str = "") -> dict[str, Any]:
+    from pipeline.core.tasks.export import parse_time
+
+    try:
+        since_ms = parse_time(since, int(time.time() * 1000)) if since else None
+    except ValueError as exc:
+        fail(f"--since: {exc}")
+    return {"reason": reason, "topic": topic, "since_ms": since_ms, "limit": limit, "id": entry or None}
+
+
+def _dlq_direct(settings: Settings) -> Any:
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    try:
+        store = ClickHouseStore.from_settings(settings)
+        store.ensure_schema(settings.auto_migrate, applied_by="taskpulse dlq")
+    except TaskpulseError as exc:
+        fail(str(exc))
+    return store
+
+
+def _dlq_entries(settings: Settings, body: dict[str, Any]) -> list[dict[str, Any]]:
+    from urllib.parse import urlencode
+
+    from pipeline.core.ingest.replay import Filters
+    from pipeline.roles import dlq
+
+    query = urlencode({k: v for k, v in body.items() if v not in (None, "")})
+    answer = worker_call(settings, "GET", f"/api/dlq?{query}")
+    if answer is not None:
+        status, data = answer
+        if status != 200:
+            fail(data.get("error", f"HTTP {status}") if isinstance(data, dict) else f"HTTP {status}")
+        return list(data["entries"])
+    try:
+        return dlq.listing(_dlq_direct(settings), Filters.from_json(body))
+    except (ValueError, TaskpulseError) as exc:
+        fail(str(exc))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str, typer.Option(help="Only this reason (bad_timestamp, schema_violation, …)")] = "",
+    since: Annotated[str, typer.Option(help="Received since: ISO 8601, or 24h / 7d back from now")] = "",
+    topic: Annotated[str, typer.Option(help="Only entries from this source topic")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many entries (oldest first)")] = 50,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """List DLQ entries (through the running worker if there is one)."""
+    rows = _dlq_entries(_settings(), _dlq_filters(reason, since, topic, limit))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    cols = ["id", "received_at", "reason", "source", "detail", "replay"]
+    print_rows(cols, [[r[c] for c in cols] for r in rows])
+
+
+@dlq_app.command("show")
+def dlq_show(entry: Annotated[str, typer.Argument(help="The entry id `dlq list` shows")]) -> None:
+    """Everything about one DLQ entry, its original included."""
+    rows = _dlq_entries(_settings(), _dlq_filters("", "", "", 1, entry))
+    if not rows:
+        fail(f"no DLQ entry {entry}")
+    sys.stdout.write(json.dumps(rows[0], indent=2, ensure_ascii=False) + "\n")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str, typer.Option(help="Only this reason")] = "",
+    since: Annotated[str, typer.Option(help="Received since: ISO 8601, or 24h / 7d back from now")] = "",
+    topic: Annotated[str, typer.Option(help="Only entries from this source topic")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many entries")] = 10_000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed; publish nothing.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the pipeline's verdict on the replayed "
+                                        "messages (0: do not wait)")] = 30.0,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Publish DLQ entries again to their source topics (after an emitter or config fix):
+    once per entry, however often it runs; reports what was accepted and what was rejected again."""
+    settings = _settings()
+    body = {**_dlq_filters(reason, since, topic, limit), "dry_run": dry_run, "wait_s": wait}
+    answer = worker_call(settings, "POST", "/api/dlq/replay", body, timeout_s=wait + 120)
+    if answer is not None:
+        status, report = answer
+        if status != 200:
+            fail(report.get("error", f"HTTP {status}") if isinstance(report, dict) else f"HTTP {status}")
+    else:
+        report = _replay_direct(settings, body)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    print_replay_report(report)
+
+
+def _replay_direct(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.core.ingest.replay import Filters
+    from pipeline.kafka_security import KafkaSecurity, client_kwargs
+    from pipeline.roles.dlq import Replayer
+
+    _require_kafka(settings)
+    store = _dlq_direct(settings)
+    try:
+        kwargs = client_kwargs(KafkaSecurity.from_settings(settings))
+        replayer = Replayer(settings, store, kwargs)
+        report = asyncio.run(replayer.run(Filters.from_json(body), bool(body["dry_run"]), float(body["wait_s"]), "cli"))
+    except (ValueError, TaskpulseError) as exc:
+        fail(str(exc))
+    return report.to_json()
 
 
 def main() -> None:

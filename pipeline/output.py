@@ -52,3 +52,20 @@ def print_schema_status(status: dict[str, Any]) -> None:
         colour = "green" if t["state"] == "ok" else "yellow"
         ttl.add_row(t["table"], t["actual_days"], t["wanted_days"], f"[{colour}]{t['state']}[/]")
     console.print(ttl)
+
+
+def print_replay_report(r: dict[str, Any]) -> None:
+    """``dlq replay``: what was (or would be) published, skipped and refused, and the verdict."""
+    verb = "would replay" if r["dry_run"] else "replayed"
+    console.print(f"{r['selected']} DLQ entries selected: {verb} {len(r['replayed'])}, already replayed "
+                  f"{len(r['already_replayed'])}, refused {len(r['refused'])}")
+    if r["refused"]:
+        table = Table("id", "reason", "why it is not replayed", title="refused")
+        for x in r["refused"]:
+            table.add_row(x["id"], x["reason"], x["why"])
+        console.print(table)
+    o = r.get("outcome") or {}
+    if o:
+        again = ", ".join(f"{k}: {n}" for k, n in sorted(o["rejected_again"].items())) or "none"
+        console.print(f"accepted {o['accepted']} ({o['events']} events), rejected again {again}, "
+                      f"already stored (duplicates) {o['no_rows']}, not processed yet {o['pending']}")
