@@ -18,7 +18,15 @@ from rich.live import Live
 
 from pipeline.errors import TaskpulseError
 from pipeline.local import embedded, spawn_worker, stop, up_loop
-from pipeline.output import console, err, fail, print_replay_report, print_rows, print_schema_status
+from pipeline.output import (
+    console,
+    err,
+    fail,
+    print_findings,
+    print_replay_report,
+    print_rows,
+    print_schema_status,
+)
 from pipeline.query import Querier, auth_headers, get_status, worker_answers, worker_call
 from pipeline.settings import Settings, install_log_redaction, secret_values
 
@@ -524,6 +532,24 @@ def alerts_list(
         console.print("no firing alerts" if firing else "no alert state changes recorded")
         return
     print_rows(columns, rows, "json" if fmt == "json" else "table", null="")
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+@cli.command()
+def doctor(fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table") -> None:
+    """Check the broker, topics, lag per role, ClickHouse, schema, TTLs, disk, alert rules,
+    notifiers and clocks; print each finding with its fix; exit 1 when any is a problem."""
+    from pipeline import doctor as checks
+    from pipeline.core.doctor import exit_code
+
+    findings = checks.run(_settings())
+    if fmt == "json":
+        sys.stdout.write(json.dumps([f.to_json() for f in findings]) + "\n")
+    else:
+        print_findings(findings)
+    raise typer.Exit(exit_code(findings))
 
 
 # --------------------------------------------------------------------------- DLQ

@@ -69,3 +69,14 @@ def print_replay_report(r: dict[str, Any]) -> None:
         again = ", ".join(f"{k}: {n}" for k, n in sorted(o["rejected_again"].items())) or "none"
         console.print(f"accepted {o['accepted']} ({o['events']} events), rejected again {again}, "
                       f"already stored (duplicates) {o['no_rows']}, not processed yet {o['pending']}")
+
+
+def print_findings(findings: Sequence[Any]) -> None:
+    """``doctor``: one row per finding (``core.doctor.Finding``), problems in red, with the fix."""
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]PROBLEM[/]"}
+    table = Table("check", "", "finding", "fix", title="taskpulse doctor")
+    for f in findings:
+        table.add_row(f.check, marks[f.level], f.detail, f.fix)
+    console.print(table)
+    problems = sum(1 for f in findings if f.level == "fail")
+    console.print(f"{problems} problem(s)" if problems else "no problems found")
