@@ -137,7 +137,9 @@ async def group_offsets(
     return ends, commits
 
 
-async def _high_watermarks(probe: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float) -> dict[tuple[str, int], int]:
+async def _high_watermarks(
+    probe: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float
+) -> dict[tuple[str, int], int]:
     """The end offset of each partition: the larger of what ListOffsets says and the
     high-water mark of a fetch (Tansu's ListOffsets can be short by a producer batch; its
     fetch responses are right).  Fetches at most one record per partition."""

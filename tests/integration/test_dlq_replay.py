@@ -75,7 +75,7 @@ def test_replay_after_a_config_fix_counts_each_event_once(make_worker: Any, brok
 
     ids = ", ".join(f"'{e['id']}'" for e in future)
     assert w.sql(f"SELECT count(), uniqExact(id) FROM taskpulse.events WHERE id IN ({ids})") == [[5, 5]]
-    assert w.sql(f"SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1m' AND event_type = "
+    assert w.sql("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1m' AND event_type = "
                  "'task.created' AND window_start > now() + INTERVAL 30 MINUTE") == [[5]]  # fmt: skip
 
     # still broken input: replayed once, rejected again, reported so

@@ -71,8 +71,8 @@ def test_doctor_passes_a_healthy_stack_and_names_each_problem(make_worker: Any, 
     stale = (
         "import sys\nfrom pipeline.sinks.clickhouse import ClickHouseStore\n"
         "s = ClickHouseStore('chdb://' + sys.argv[1], 'taskpulse')\n"
-        "s.command('ALTER TABLE taskpulse.schema_migrations DELETE WHERE version = %d SETTINGS mutations_sync = 2')\n"
-        % code_version()
+        f"s.command('ALTER TABLE taskpulse.schema_migrations DELETE WHERE version = {code_version()} "
+        "SETTINGS mutations_sync = 2')\n"
     )
     subprocess.run([sys.executable, "-c", stale, w.env["TASKPULSE_DATA_DIR"] + "/clickhouse"], cwd=ROOT,
                    check=True, timeout=120, capture_output=True)  # fmt: skip
