@@ -271,10 +271,8 @@ def migrate(
             print_schema_status(status)
         return
     if settings.effective_clickhouse_url.startswith("chdb") and worker_answers(settings):
-        fail(
-            f"the embedded database is open in the worker at {settings.effective_api_url}, which applied the "
-            "schema when it started (TASKPULSE_AUTO_MIGRATE); restart it, or stop it and run `taskpulse migrate`"
-        )
+        _migrated_by_worker(settings)
+        return
     from pipeline.sinks.clickhouse import ClickHouseStore
 
     try:
@@ -295,6 +293,22 @@ def migrate(
         f"schema of {settings.clickhouse_database} at version {after['db_version']} "
         f"({len(before['pending'])} step(s) applied, {len(ran)} statements)"
     )
+
+
+def _migrated_by_worker(settings: Settings) -> None:
+    """chDB is open in the running worker (one engine per process): it migrated at start;
+    say so, or what is left and how to apply it."""
+    answer = worker_call(settings, "GET", "/api/schema")
+    status = answer[1] if answer is not None and answer[0] == 200 else {}
+    differs = [t["table"] for t in status.get("ttl", []) if t["state"] == "differs"]
+    if not status or status["pending"] or differs:
+        fail(
+            f"the embedded database is open in the worker at {settings.effective_api_url} (pending steps: "
+            f"{status.get('pending')}, TTLs that differ: {differs}); restart the worker with "
+            "TASKPULSE_AUTO_MIGRATE=true, or stop it and run `taskpulse migrate`"
+        )
+    console.print(f"schema of {settings.clickhouse_database} at version {status['db_version']}: applied by the "
+                  "running worker at start, nothing pending")
 
 
 def _direct_schema_status(settings: Settings) -> dict[str, Any]:
