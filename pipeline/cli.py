@@ -622,6 +622,9 @@ def dlq_list(
     if fmt == "json":
         sys.stdout.write(json.dumps(rows) + "\n")
         return
+    if not rows:
+        console.print("no DLQ entries match")
+        return
     cols = ["id", "received_at", "reason", "source", "detail", "replay"]
     print_rows(cols, [[r[c] for c in cols] for r in rows])
 
