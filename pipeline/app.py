@@ -4,6 +4,7 @@ the worker's metrics registry.  Everything else takes plain arguments."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -84,12 +85,13 @@ class Pipeline:
 
 
 def build_pipeline(settings: Settings, kafka_url: str, clickhouse_url: str) -> Pipeline:
-    """Open ClickHouse (applying the schema), and build the Faust app and the registry."""
+    """Open ClickHouse (refusing a database ahead of this code, migrating one behind it
+    unless ``TASKPULSE_AUTO_MIGRATE=false``), and build the Faust app and the registry."""
     servers = kafka_bootstrap(kafka_url)
     security = KafkaSecurity.from_settings(settings)
     kafka_kwargs = client_kwargs(security)
     store = ClickHouseStore.from_settings(settings.model_copy(update={"clickhouse_url": clickhouse_url}))
-    store.migrate(settings.sketch_relative_accuracy)
+    store.ensure_schema(settings.auto_migrate, applied_by=f"worker {socket.gethostname()}")
     query_store = ClickHouseStore.from_settings(settings, reader=True) if settings.clickhouse_read_url else store
     app = LeanApp(
         settings.consumer_group,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,16 @@ from rich.live import Live
 
 from pipeline.errors import TaskpulseError
 from pipeline.local import embedded, spawn_worker, stop, up_loop
-from pipeline.output import console, err, fail, print_rows
-from pipeline.query import Querier, auth_headers, get_status
+from pipeline.output import (
+    console,
+    err,
+    fail,
+    print_findings,
+    print_replay_report,
+    print_rows,
+    print_schema_status,
+)
+from pipeline.query import Querier, auth_headers, get_status, worker_answers, worker_call
 from pipeline.settings import Settings, install_log_redaction, secret_values
 
 cli = typer.Typer(
@@ -30,6 +39,8 @@ cli = typer.Typer(
 alerts_app = typer.Typer(help="Alert rules and alert history.", no_args_is_help=True)
 export_app = typer.Typer(help="Export data (CSV).", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (TASKPULSE_API_TOKENS_FILE).", no_args_is_help=True)
+dlq_app = typer.Typer(help="Rejected input: list, show, replay after a fix.", no_args_is_help=True)
+cli.add_typer(dlq_app, name="dlq")
 cli.add_typer(alerts_app, name="alerts")
 cli.add_typer(export_app, name="export")
 cli.add_typer(token_app, name="token")
@@ -244,18 +255,70 @@ def sql(
 
 
 @cli.command()
-def migrate() -> None:
-    """Apply the ClickHouse schema (idempotent)."""
+def migrate(
+    status_only: Annotated[bool, typer.Option("--status", help="List applied and pending steps and the TTLs "
+                                              "against the settings; change nothing.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (--status)")] = "table",
+) -> None:
+    """Bring the ClickHouse schema to this version: pending migration steps, then TTL changes."""
+    settings = _settings()
+    if status_only:
+        answer = worker_call(settings, "GET", "/api/schema")
+        status = answer[1] if answer is not None and answer[0] == 200 else _direct_schema_status(settings)
+        if fmt == "json":
+            sys.stdout.write(json.dumps(status) + "\n")
+        else:
+            print_schema_status(status)
+        return
+    if settings.effective_clickhouse_url.startswith("chdb") and worker_answers(settings):
+        _migrated_by_worker(settings)
+        return
     from pipeline.sinks.clickhouse import ClickHouseStore
 
-    settings = _settings()
     try:
         store = ClickHouseStore.from_settings(settings)
-        n = len(store.migrate(settings.sketch_relative_accuracy))
+        before = store.schema_status()
+        ran = store.migrate(applied_by="taskpulse migrate")
+        after = store.schema_status()
     except TaskpulseError as exc:
         fail(str(exc))
         return
-    console.print(f"schema applied: {n} statements on {settings.clickhouse_database}")
+    for step in before["steps"]:
+        if step["state"] == "pending":
+            console.print(f"applied step {step['version']}: {step['name']}")
+    for stmt in ran:
+        if " MODIFY TTL " in stmt:
+            console.print(f"retention: {stmt}")
+    console.print(
+        f"schema of {settings.clickhouse_database} at version {after['db_version']} "
+        f"({len(before['pending'])} step(s) applied, {len(ran)} statements)"
+    )
+
+
+def _migrated_by_worker(settings: Settings) -> None:
+    """chDB is open in the running worker (one engine per process): it migrated at start;
+    say so, or what is left and how to apply it."""
+    answer = worker_call(settings, "GET", "/api/schema")
+    status = answer[1] if answer is not None and answer[0] == 200 else {}
+    differs = [t["table"] for t in status.get("ttl", []) if t["state"] == "differs"]
+    if not status or status["pending"] or differs:
+        fail(
+            f"the embedded database is open in the worker at {settings.effective_api_url} (pending steps: "
+            f"{status.get('pending')}, TTLs that differ: {differs}); restart the worker with "
+            "TASKPULSE_AUTO_MIGRATE=true, or stop it and run `taskpulse migrate`"
+        )
+    console.print(f"schema of {settings.clickhouse_database} at version {status['db_version']}: applied by the "
+                  "running worker at start, nothing pending")
+
+
+def _direct_schema_status(settings: Settings) -> dict[str, Any]:
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    try:
+        return ClickHouseStore.from_settings(settings).schema_status()
+    except TaskpulseError as exc:
+        fail(str(exc))
+        raise
 
 
 @cli.command()
@@ -483,6 +546,140 @@ def alerts_list(
         console.print("no firing alerts" if firing else "no alert state changes recorded")
         return
     print_rows(columns, rows, "json" if fmt == "json" else "table", null="")
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+@cli.command()
+def doctor(fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table") -> None:
+    """Check the broker, topics, lag per role, ClickHouse, schema, TTLs, disk, alert rules,
+    notifiers and clocks; print each finding with its fix; exit 1 when any is a problem."""
+    from pipeline import doctor as checks
+    from pipeline.core.doctor import exit_code
+
+    findings = checks.run(_settings())
+    if fmt == "json":
+        sys.stdout.write(json.dumps([f.to_json() for f in findings]) + "\n")
+    else:
+        print_findings(findings)
+    raise typer.Exit(exit_code(findings))
+
+
+# --------------------------------------------------------------------------- DLQ
+
+
+def _dlq_filters(reason: str, since: str, topic: str, limit: int, entry: str = "") -> dict[str, Any]:
+    from pipeline.core.tasks.export import parse_time
+
+    try:
+        since_ms = parse_time(since, int(time.time() * 1000)) if since else None
+    except ValueError as exc:
+        fail(f"--since: {exc}")
+    return {"reason": reason, "topic": topic, "since_ms": since_ms, "limit": limit, "id": entry or None}
+
+
+def _dlq_direct(settings: Settings) -> Any:
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    try:
+        store = ClickHouseStore.from_settings(settings)
+        store.ensure_schema(settings.auto_migrate, applied_by="taskpulse dlq")
+    except TaskpulseError as exc:
+        fail(str(exc))
+    return store
+
+
+def _dlq_entries(settings: Settings, body: dict[str, Any]) -> list[dict[str, Any]]:
+    from urllib.parse import urlencode
+
+    from pipeline.core.ingest.replay import Filters
+    from pipeline.roles import dlq
+
+    query = urlencode({k: v for k, v in body.items() if v not in (None, "")})
+    answer = worker_call(settings, "GET", f"/api/dlq?{query}")
+    if answer is not None:
+        status, data = answer
+        if status != 200:
+            fail(data.get("error", f"HTTP {status}") if isinstance(data, dict) else f"HTTP {status}")
+        return list(data["entries"])
+    try:
+        return dlq.listing(_dlq_direct(settings), Filters.from_json(body))
+    except (ValueError, TaskpulseError) as exc:
+        fail(str(exc))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str, typer.Option(help="Only this reason (bad_timestamp, schema_violation, …)")] = "",
+    since: Annotated[str, typer.Option(help="Received since: ISO 8601, or 24h / 7d back from now")] = "",
+    topic: Annotated[str, typer.Option(help="Only entries from this source topic")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many entries (oldest first)")] = 50,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """List DLQ entries (through the running worker if there is one)."""
+    rows = _dlq_entries(_settings(), _dlq_filters(reason, since, topic, limit))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    if not rows:
+        console.print("no DLQ entries match")
+        return
+    cols = ["id", "received_at", "reason", "source", "detail", "replay"]
+    print_rows(cols, [[r[c] for c in cols] for r in rows])
+
+
+@dlq_app.command("show")
+def dlq_show(entry: Annotated[str, typer.Argument(help="The entry id `dlq list` shows")]) -> None:
+    """Everything about one DLQ entry, its original included."""
+    rows = _dlq_entries(_settings(), _dlq_filters("", "", "", 1, entry))
+    if not rows:
+        fail(f"no DLQ entry {entry}")
+    sys.stdout.write(json.dumps(rows[0], indent=2, ensure_ascii=False) + "\n")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str, typer.Option(help="Only this reason")] = "",
+    since: Annotated[str, typer.Option(help="Received since: ISO 8601, or 24h / 7d back from now")] = "",
+    topic: Annotated[str, typer.Option(help="Only entries from this source topic")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many entries")] = 10_000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be replayed; publish nothing.")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the pipeline's verdict on the replayed "
+                                        "messages (0: do not wait)")] = 30.0,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Publish DLQ entries again to their source topics (after an emitter or config fix):
+    once per entry, however often it runs; reports what was accepted and what was rejected again."""
+    settings = _settings()
+    body = {**_dlq_filters(reason, since, topic, limit), "dry_run": dry_run, "wait_s": wait}
+    answer = worker_call(settings, "POST", "/api/dlq/replay", body, timeout_s=wait + 120)
+    if answer is not None:
+        status, report = answer
+        if status != 200:
+            fail(report.get("error", f"HTTP {status}") if isinstance(report, dict) else f"HTTP {status}")
+    else:
+        report = _replay_direct(settings, body)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    print_replay_report(report)
+
+
+def _replay_direct(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.core.ingest.replay import Filters
+    from pipeline.kafka_security import KafkaSecurity, client_kwargs
+    from pipeline.roles.dlq import Replayer
+
+    _require_kafka(settings)
+    store = _dlq_direct(settings)
+    try:
+        kwargs = client_kwargs(KafkaSecurity.from_settings(settings))
+        replayer = Replayer(settings, store, kwargs)
+        report = asyncio.run(replayer.run(Filters.from_json(body), bool(body["dry_run"]), float(body["wait_s"]), "cli"))
+    except (ValueError, TaskpulseError) as exc:
+        fail(str(exc))
+    return report.to_json()
 
 
 def main() -> None:

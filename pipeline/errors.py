@@ -15,6 +15,11 @@ class ConfigError(TaskpulseError):
     """A setting is missing or wrong; the message names it and how to fix it."""
 
 
+class SchemaMismatch(ConfigError):
+    """The database's schema version is not the one this code needs (ahead of it, or behind
+    with ``TASKPULSE_AUTO_MIGRATE=false``); the message says which and what to do."""
+
+
 class SinkError(TaskpulseError):
     """A sink could not take a batch."""
 

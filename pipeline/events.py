@@ -452,6 +452,9 @@ class Rejected(BaseModel):
     source: Source
     original: bytes
     event_id: str | None = None
+    #: ``original`` is not the message as sent (an array element cut below the depth limit):
+    #: such an entry can never be replayed
+    original_cut: bool = False
 
 
 class NormalizedEvent(BaseModel):

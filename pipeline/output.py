@@ -36,3 +36,47 @@ def print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
         for r in rows:
             table.add_row(*(null if v is None else str(v) for v in r))
         console.print(table)
+
+
+def print_schema_status(status: dict[str, Any]) -> None:
+    """``migrate --status``: the steps (applied, pending, unknown to this code) and the TTLs."""
+    steps = Table("step", "name", "state", "applied at", title=f"schema of {status['database']}: version "
+                  f"{status['db_version']} (this taskpulse: {status['code_version']})")
+    colours = {"applied": "green", "pending": "yellow"}
+    for s in status["steps"]:
+        colour = colours.get(s["state"], "red")
+        steps.add_row(str(s["version"]), s["name"], f"[{colour}]{s['state']}[/]", s["applied_at"] or "")
+    console.print(steps)
+    ttl = Table("table", "TTL days (table)", "TTL days (settings)", "state", title="retention")
+    for t in status["ttl"]:
+        colour = "green" if t["state"] == "ok" else "yellow"
+        ttl.add_row(t["table"], t["actual_days"], t["wanted_days"], f"[{colour}]{t['state']}[/]")
+    console.print(ttl)
+
+
+def print_replay_report(r: dict[str, Any]) -> None:
+    """``dlq replay``: what was (or would be) published, skipped and refused, and the verdict."""
+    verb = "would replay" if r["dry_run"] else "replayed"
+    console.print(f"{r['selected']} DLQ entries selected: {verb} {len(r['replayed'])}, already replayed "
+                  f"{len(r['already_replayed'])}, refused {len(r['refused'])}")
+    if r["refused"]:
+        table = Table("id", "reason", "why it is not replayed", title="refused")
+        for x in r["refused"]:
+            table.add_row(x["id"], x["reason"], x["why"])
+        console.print(table)
+    o = r.get("outcome") or {}
+    if o:
+        again = ", ".join(f"{k}: {n}" for k, n in sorted(o["rejected_again"].items())) or "none"
+        console.print(f"accepted {o['accepted']} ({o['events']} events), rejected again {again}, "
+                      f"already stored (duplicates) {o['no_rows']}, not processed yet {o['pending']}")
+
+
+def print_findings(findings: Sequence[Any]) -> None:
+    """``doctor``: one row per finding (``core.doctor.Finding``), problems in red, with the fix."""
+    marks = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]PROBLEM[/]"}
+    table = Table("check", "", "finding", "fix", title="taskpulse doctor")
+    for f in findings:
+        table.add_row(f.check, marks[f.level], f.detail, f.fix)
+    console.print(table)
+    problems = sum(1 for f in findings if f.level == "fail")
+    console.print(f"{problems} problem(s)" if problems else "no problems found")

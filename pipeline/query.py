@@ -67,6 +67,34 @@ def query_via_worker(settings: Settings, query: str) -> tuple[list[str], list[li
     return asyncio.run(go())
 
 
+def worker_call(
+    settings: Settings, method: str, path: str, body: Any = None, timeout_s: float = 30.0
+) -> tuple[int, Any] | None:
+    """(HTTP status, JSON answer) of one request to the running worker's API; None when no
+    worker answers.  A refused token fails with the worker's reason."""
+
+    async def go() -> tuple[int, Any] | None:
+        try:
+            async with aiohttp.ClientSession() as s, s.request(
+                method, f"{settings.effective_api_url}{path}", json=body, headers=auth_headers(settings),
+                timeout=aiohttp.ClientTimeout(total=timeout_s, connect=2),
+            ) as r:  # fmt: skip
+                return r.status, await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    answer = asyncio.run(go())
+    if answer is not None and answer[0] in (401, 403):
+        refused(*answer)
+    return answer
+
+
+def worker_answers(settings: Settings) -> bool:
+    """True when a worker serves the API at ``settings.effective_api_url``."""
+    answer = worker_call(settings, "GET", "/api/status", timeout_s=5)
+    return answer is not None and answer[0] == 200
+
+
 class Querier:
     """Queries through the running worker, or on the database itself when no worker runs."""
 
@@ -97,7 +125,7 @@ class Querier:
                 s = self.settings
                 self.store = ClickHouseStore.from_settings(s, reader=True)
                 if not s.clickhouse_read_url:  # the read-only user cannot (and need not) create the schema
-                    self.store.migrate(s.sketch_relative_accuracy)
+                    self.store.ensure_schema(s.auto_migrate, applied_by="taskpulse (query without a worker)")
             res = self.store.analyst_query(query)
         except TaskpulseError as exc:
             fail(str(exc))

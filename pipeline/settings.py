@@ -274,6 +274,40 @@ class Settings(BaseSettings):
         0, ge=0, description="0: /metrics on the API port only; else also a plain /metrics server on this port."
     )
 
+    # --- schema and retention (applied by `taskpulse migrate`; the worker too at start) ---
+    auto_migrate: bool = Field(
+        True,
+        description="The worker applies pending schema migration steps and TTL changes at start; false: it "
+        "refuses to start until `taskpulse migrate` has run. A database ahead of the code is always refused.",
+    )
+    ttl_events_days: int = Field(30, ge=1, description="Days the `events` table keeps raw events.")
+    ttl_rollups_1m_days: int = Field(7, ge=1, description="Days `rollups` keeps 1-minute windows.")
+    ttl_rollups_5m_days: int = Field(30, ge=1, description="Days `rollups` keeps 5-minute windows.")
+    ttl_rollups_1h_days: int = Field(90, ge=1, description="Days `rollups` keeps 1-hour windows.")
+    ttl_rollups_1d_days: int = Field(730, ge=1, description="Days `rollups` keeps 1-day windows.")
+    ttl_dlq_days: int = Field(
+        30, ge=1, description="Days the `dlq` table keeps rejected input (and `dlq_replays` its replay records)."
+    )
+    ttl_tasks_days: int = Field(30, ge=1, description="Days `tasks` keeps a task after its last event.")
+    ttl_task_executions_days: int = Field(
+        730, ge=1, description="Days `task_executions` keeps a finished task's row."
+    )
+    ttl_alerts_days: int = Field(365, ge=1, description="Days the `alerts` table keeps alert state changes.")
+
+    # --- taskpulse doctor ---
+    doctor_max_lag: int = Field(
+        10_000, ge=0,
+        description="`taskpulse doctor`: consumer lag (messages) of a role above which it is a problem.",
+    )
+    doctor_min_free_disk_mb: int = Field(
+        1024, ge=0,
+        description="`taskpulse doctor`: free space (MiB) of the data directory's disk below which it is a problem.",
+    )
+    doctor_max_clock_skew_s: float = Field(
+        60.0, gt=0,
+        description="`taskpulse doctor`: how far the newest event time or the ClickHouse clock may lead this host.",
+    )
+
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for logging, secrets and URL passwords masked."""
         out = self.model_dump(mode="json")

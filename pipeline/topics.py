@@ -20,3 +20,13 @@ ROLLUPS = "taskpulse.rollups"
 ALERTS = "taskpulse.alerts"
 
 ALL_TOPICS = [*RAW_TOPICS.values(), NORMALIZED, DLQ, LIFECYCLE, ROLLUPS, ALERTS]
+
+
+def role_consumers(consumer_group: str, ingest_engine: str) -> dict[str, tuple[str, list[str]]]:
+    """Role → (consumer group, topics it reads): where each role's lag is measured."""
+    raw = list(RAW_TOPICS.values())
+    return {
+        "ingest": (consumer_group if ingest_engine == "faust" else f"{consumer_group}-ingest", raw),
+        "correlate": (consumer_group, [NORMALIZED]),
+        "metrics": (f"{consumer_group}-metrics", [NORMALIZED, LIFECYCLE, ROLLUPS, ALERTS]),
+    }

@@ -2,6 +2,18 @@
 
 CREATE DATABASE IF NOT EXISTS taskpulse;
 
+CREATE TABLE IF NOT EXISTS taskpulse.schema_migrations
+(
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC'),
+    applied_by String
+)
+ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version;
+
+-- step 1: ingest tables (events, rollups, dlq), sketch functions, rollup_stats
+
 CREATE TABLE IF NOT EXISTS taskpulse.events
 (
     id String,
@@ -39,7 +51,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.events
 )
 ENGINE = MergeTree
 ORDER BY (entity_type, event_type, event_time, id)
-TTL toDateTime(event_time) + INTERVAL 30 DAY;
+TTL toDateTime(event_time) + toIntervalDay(30);
 
 CREATE TABLE IF NOT EXISTS taskpulse.rollups
 (
@@ -72,6 +84,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.dlq
     detail String,
     event_id String,
     original String,
+    original_cut Bool DEFAULT false,
     src_topic LowCardinality(String),
     src_partition UInt32,
     src_offset Int64,
@@ -85,7 +98,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.dlq
 )
 ENGINE = MergeTree
 ORDER BY (received_at, reason)
-TTL toDateTime(received_at) + INTERVAL 30 DAY;
+TTL toDateTime(received_at) + toIntervalDay(30);
 
 CREATE FUNCTION IF NOT EXISTS tpSketchValue AS (k) ->
     if(k = -32768, 0., pow(2., k / 69.3141404294932) * 0.9950000000000001);
@@ -115,6 +128,8 @@ FROM taskpulse.rollups AS r
 GROUP BY r.granularity, r.window_start, r.entity_type, r.event_type, r.agent, r.task_type,
     r.outcome;
 
+-- step 2: correlation tables (tasks, task_executions, agent_status) and their views
+
 CREATE TABLE IF NOT EXISTS taskpulse.tasks
 (
     task_id String,
@@ -139,7 +154,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.tasks
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
-TTL toDateTime(last_event_at) + INTERVAL 30 DAY;
+TTL toDateTime(last_event_at) + toIntervalDay(30);
 
 CREATE TABLE IF NOT EXISTS taskpulse.task_executions
 (
@@ -180,11 +195,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.task_executions
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
-TTL toDateTime(finished_at) + INTERVAL 730 DAY;
-
-ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events;
-
-ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 AFTER abandoned_verdicts;
+TTL toDateTime(finished_at) + toIntervalDay(730);
 
 CREATE TABLE IF NOT EXISTS taskpulse.agent_status
 (
@@ -266,6 +277,8 @@ FROM taskpulse.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
 GROUP BY granularity, window_start, agent, task_type, outcome;
 
+-- step 3: alerts table
+
 CREATE TABLE IF NOT EXISTS taskpulse.alerts
 (
     at DateTime64(3, 'UTC'),
@@ -288,7 +301,55 @@ CREATE TABLE IF NOT EXISTS taskpulse.alerts
 )
 ENGINE = MergeTree
 ORDER BY (rule, fingerprint, at)
-TTL toDateTime(at) + INTERVAL 365 DAY;
+TTL toDateTime(at) + toIntervalDay(365);
+
+-- step 4: log identities: src_log and the src_log_watermarks projection on events and dlq
+
+ALTER TABLE taskpulse.events ADD COLUMN IF NOT EXISTS src_log LowCardinality(String) DEFAULT '' AFTER src_index;
+
+ALTER TABLE taskpulse.events ADD PROJECTION IF NOT EXISTS src_log_watermarks (SELECT src_topic, src_partition, src_log, max(src_offset) GROUP BY src_topic, src_partition, src_log);
+
+ALTER TABLE taskpulse.events DROP PROJECTION IF EXISTS src_watermarks;
+
+ALTER TABLE taskpulse.dlq ADD COLUMN IF NOT EXISTS src_log LowCardinality(String) DEFAULT '' AFTER src_index;
+
+ALTER TABLE taskpulse.dlq ADD PROJECTION IF NOT EXISTS src_log_watermarks (SELECT src_topic, src_partition, src_log, max(src_offset) GROUP BY src_topic, src_partition, src_log);
+
+ALTER TABLE taskpulse.dlq DROP PROJECTION IF EXISTS src_watermarks;
+
+-- step 5: task_executions: abandoned_verdicts, history_dropped
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events;
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 AFTER abandoned_verdicts;
+
+-- step 6: dlq.original_cut: entries whose original was cut are never replayed
+
+ALTER TABLE taskpulse.dlq ADD COLUMN IF NOT EXISTS original_cut Bool DEFAULT false AFTER original;
+
+-- step 7: dlq_replays: what `taskpulse dlq replay` re-published, one row per DLQ entry
+
+CREATE TABLE IF NOT EXISTS taskpulse.dlq_replays
+(
+    entry_id UInt64,
+    replayed_at DateTime64(3, 'UTC'),
+    reason LowCardinality(String),
+    event_id String,
+    src_topic LowCardinality(String),
+    src_partition UInt32,
+    src_offset Int64,
+    src_index UInt32,
+    src_log LowCardinality(String),
+    topic LowCardinality(String),
+    partition UInt32,
+    offset Int64,
+    replayed_by String
+)
+ENGINE = ReplacingMergeTree(replayed_at)
+ORDER BY entry_id
+TTL toDateTime(replayed_at) + toIntervalDay(30);
+
+-- the Null-engine twins, replaced at every migration
 
 CREATE OR REPLACE TABLE taskpulse._probe_events AS taskpulse.events ENGINE = Null;
 

@@ -1,5 +1,6 @@
 """The worker's HTTP API on Faust's web server: /api/status (every role's section), /api/sql
-(read-only analyst SQL) and /metrics, behind one guard (``guard``) that every request,
+(read-only analyst SQL), /api/schema (migrations), /api/dlq (entries; POST /api/dlq/replay
+for operators) and /metrics, behind one guard (``guard``) that every request,
 Faust's own pages included, goes through.
 
 The guard: when tokens are set, every route but /metrics needs ``Authorization: Bearer
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web as aioweb
 from faust.web import Request, Response, View
@@ -22,7 +23,9 @@ from prometheus_client import generate_latest
 
 from pipeline.app import Pipeline
 from pipeline.core.auth import Role, TokenFileError, TokenTable, bearer, body_type_allowed, required_role
+from pipeline.core.ingest.replay import Filters
 from pipeline.errors import ConfigError, TaskpulseError
+from pipeline.roles import dlq
 from pipeline.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,49 @@ def register(p: Pipeline) -> None:
             else:
                 out[name] = part
         return web.json(redacted(out))
+
+    @app.page("/api/schema")
+    async def schema(web: View, request: Request) -> Response:
+        """Applied and pending migration steps, TTLs against the settings (reader)."""
+        try:
+            return web.json(redacted(await asyncio.to_thread(p.store.schema_status)))
+        except TaskpulseError as exc:
+            return web.json({"error": redact(str(exc))}, status=503)
+
+    @app.page("/api/dlq")
+    async def dlq_list(web: View, request: Request) -> Response:
+        """GET ?reason=&topic=&since_ms=&id=&limit= → the DLQ entries (reader)."""
+        try:
+            f = Filters.from_json(dict(request.query))
+            return web.json(redacted({"entries": await asyncio.to_thread(dlq.listing, p.store, f)}))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        except TaskpulseError as exc:
+            return web.json({"error": redact(str(exc))}, status=503)
+
+    @app.page("/api/dlq/replay")
+    class DlqReplayView(View):  # type: ignore[misc]
+        """POST {"reason", "topic", "since_ms", "id", "limit", "dry_run", "wait_s"} → the
+        replay's report (operator: ``core.auth``)."""
+
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await request.json()
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+                f = Filters.from_json(body)
+                wait_s = min(float(body.get("wait_s") or 0), 300.0)
+            except ValueError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            principal = cast(Any, request).get(PRINCIPAL)  # the guard's; aiohttp's request is a mapping
+            by = f"api:{principal.name}" if principal is not None else "api"
+            try:
+                report = await dlq.Replayer(p.settings, p.store, p.kafka_kwargs).run(
+                    f, bool(body.get("dry_run")), wait_s, by
+                )
+            except TaskpulseError as exc:
+                return self.json({"error": redact(str(exc))}, status=503)
+            return self.json(redacted(report.to_json()))
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

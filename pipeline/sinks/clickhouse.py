@@ -16,6 +16,7 @@ import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,17 @@ from pipeline.core.ingest.dedup import Origin
 from pipeline.core.ingest.logs import StoredMarks, TPLog, parse_src_key
 from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.isolate import isolate
-from pipeline.core.schema import ddl_statements, probe_ddl, upgrade_statements
+from pipeline.core.migrations import MIGRATIONS_TABLE, Retention, TableTTL, plan, status_json, ttl_of
+from pipeline.core.schema import bootstrap_statements, migration_steps, probe_ddl, ttl_targets
 from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
-from pipeline.errors import ConfigError, SinkBackpressure, SinkRejected, SinkStructural, SinkUnavailable
+from pipeline.errors import (
+    ConfigError,
+    SchemaMismatch,
+    SinkBackpressure,
+    SinkRejected,
+    SinkStructural,
+    SinkUnavailable,
+)
 from pipeline.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -100,6 +109,19 @@ def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
     """``sql`` with its ``%(name)s`` placeholders replaced by the values, quoted and escaped
     by clickhouse-connect (for a query sent as text: the worker's /api/sql)."""
     return str(finalize_query(sql, parameters))
+
+
+def retention_from_settings(s: Settings) -> Retention:
+    """The TTLs ``TASKPULSE_TTL_*`` ask for."""
+    return Retention(
+        events=s.ttl_events_days, dlq=s.ttl_dlq_days, rollups_1m=s.ttl_rollups_1m_days,
+        rollups_5m=s.ttl_rollups_5m_days, rollups_1h=s.ttl_rollups_1h_days, rollups_1d=s.ttl_rollups_1d_days,
+        tasks=s.ttl_tasks_days, task_executions=s.ttl_task_executions_days, alerts=s.ttl_alerts_days,
+    )  # fmt: skip
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def probe_table(table: str) -> str:
@@ -187,7 +209,10 @@ class ClickHouseStore:
         tls = tls_kwargs(
             url, s.clickhouse_ca_file, s.clickhouse_verify, s.clickhouse_client_cert, s.clickhouse_client_key
         )
-        return cls(url, s.clickhouse_database, password.get_secret_value(), limits or SqlLimits.from_settings(s), tls)
+        store = cls(url, s.clickhouse_database, password.get_secret_value(), limits or SqlLimits.from_settings(s), tls)
+        store.relative_accuracy = s.sketch_relative_accuracy
+        store.retention = retention_from_settings(s)
+        return store
 
     def __init__(
         self, url: str, database: str = "taskpulse", password: str = "", limits: SqlLimits | None = None,
@@ -198,6 +223,9 @@ class ClickHouseStore:
         self.password = password
         self.tls = dict(tls or {})
         self.limits = limits or SqlLimits()
+        #: the schema this store migrates to: sketch accuracy and TTLs (``from_settings``)
+        self.relative_accuracy = 0.005
+        self.retention = Retention()
         self._lock = threading.Lock()  # one call at a time on a client's session
         self._analyst_slots = threading.BoundedSemaphore(self.limits.max_concurrent)
         self._idle_analysts: list[Any] = []
@@ -233,22 +261,100 @@ class ClickHouseStore:
             ) from exc
 
     # ------------------------------------------------------------------ schema
-    def migrate(self, relative_accuracy: float = 0.005) -> list[str]:
-        """Apply the schema idempotently; returns the statements run."""
-        stmts = ddl_statements(self.database, relative_accuracy)
-        for stmt in stmts:
-            self.command(stmt)
-        engines = dict(
-            self.rows("SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": self.database})
+    def _tables(self) -> dict[str, tuple[str, str]]:
+        """Table → (engine, engine_full) of every table in the database."""
+        sql = "SELECT name, engine, engine_full FROM system.tables WHERE database = {db:String}"
+        return {str(n): (str(e), str(f)) for n, e, f in self.rows(sql, {"db": self.database})}
+
+    def _engine(self, table: str) -> str:
+        return self._tables().get(table, ("", ""))[0]
+
+    def applied_steps(self, tables: Mapping[str, tuple[str, str]] | None = None) -> dict[int, tuple[str, str]]:
+        """Applied step version → (name, applied_at); empty for a fresh database or one an
+        older release made before versioned migrations (every step then runs: each is
+        idempotent)."""
+        if MIGRATIONS_TABLE not in (self._tables() if tables is None else tables):
+            return {}
+        sql = (
+            f"SELECT version, argMax(name, applied_at), toString(max(applied_at)) FROM {self.database}."
+            f"{MIGRATIONS_TABLE} GROUP BY version ORDER BY version"
         )
-        for table, stmt in upgrade_statements(self.database):
-            if "PROJECTION" in stmt and not str(engines.get(table, "")).endswith("MergeTree"):
-                continue  # a Distributed table: projections live on its *_local tables
+        return {int(v): (str(n), str(at)) for v, n, at in self.rows(sql)}
+
+    def table_ttls(self, tables: Mapping[str, tuple[str, str]] | None = None) -> list[TableTTL]:
+        """Each table's TTL against what the settings (``self.retention``) ask."""
+        tables = self._tables() if tables is None else tables
+        return [
+            TableTTL(t, tables.get(t, ("", ""))[0], ttl_of(tables.get(t, ("", ""))[1]), wanted)
+            for t, wanted in ttl_targets(self.retention).items()
+        ]
+
+    def schema_status(self) -> dict[str, Any]:
+        """Applied and pending steps, unknown (newer) versions, TTLs vs settings, as JSON."""
+        steps = migration_steps(self.database, self.relative_accuracy, self.retention)
+        tables = self._tables()
+        return status_json(self.database, steps, self.applied_steps(tables), self.table_ttls(tables))
+
+    def migrate(self, relative_accuracy: float | None = None, applied_by: str = "taskpulse migrate") -> list[str]:
+        """Bring the database to this code's schema: the pending steps in order (each recorded
+        in ``schema_migrations``), ``ALTER TABLE … MODIFY TTL`` where a table's TTL differs
+        from the settings, then the ``Null`` twins again.  Returns the statements run.
+        Raises ``SchemaMismatch`` when the database is ahead of this code."""
+        if relative_accuracy is not None:
+            self.relative_accuracy = relative_accuracy
+        db = self.database
+        steps = migration_steps(db, self.relative_accuracy, self.retention)
+        ran = list(bootstrap_statements(db))
+        for stmt in ran:
             self.command(stmt)
-            stmts.append(stmt)
-        for stmt in probe_ddl(self.database):  # again: the Null twins follow what upgrades changed
+        todo = plan(steps, self.applied_steps())
+        if todo.ahead:
+            raise SchemaMismatch(todo.ahead_message(db))
+        for step in todo.pending:
+            for one in step.statements:
+                if one.mergetree_table and not self._engine(one.mergetree_table).endswith("MergeTree"):
+                    continue  # a Distributed table: its storage is the operator's *_local table
+                self.command(one.sql)
+                ran.append(one.sql)
+            self.insert(MIGRATIONS_TABLE, [(step.version, step.name, _utcnow(), applied_by)],
+                        ["version", "name", "applied_at", "applied_by"])  # fmt: skip
+            log.info("schema migration step %d applied: %s", step.version, step.name)
+        ran += self.apply_retention()
+        for stmt in probe_ddl(db):  # again: the Null twins follow every change of their table
             self.command(stmt)
-        return stmts
+            ran.append(stmt)
+        return ran
+
+    def apply_retention(self) -> list[str]:
+        """``MODIFY TTL`` on every table whose TTL differs from ``self.retention``."""
+        ran = []
+        for t in self.table_ttls():
+            if t.differs:
+                stmt = f"ALTER TABLE {self.database}.{t.table} MODIFY TTL {t.wanted}"
+                self.command(stmt)
+                ran.append(stmt)
+                log.warning("retention of %s changed: TTL %s (was %s)", t.table, t.wanted, t.actual or "none")
+        return ran
+
+    def ensure_schema(self, auto_migrate: bool, applied_by: str) -> list[str]:
+        """At worker start: refuse a database ahead of this code; apply pending steps (and
+        TTL changes) when ``auto_migrate``, else refuse a database behind it."""
+        todo = plan(migration_steps(self.database, self.relative_accuracy, self.retention), self.applied_steps())
+        if todo.ahead:
+            raise SchemaMismatch(todo.ahead_message(self.database))
+        if not auto_migrate:
+            if todo.pending:
+                raise SchemaMismatch(todo.behind_message(self.database))
+            for t in self.table_ttls():
+                if t.differs:
+                    log.warning(
+                        "the TTL of %s (%s) differs from the settings (%s); `taskpulse migrate` applies it",
+                        t.table, t.actual or "none", t.wanted,
+                    )  # fmt: skip
+            for stmt in probe_ddl(self.database):
+                self.command(stmt)
+            return []
+        return self.migrate(applied_by=applied_by)
 
     # ------------------------------------------------------------------ writes
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CorruptRecordException,
@@ -91,6 +91,68 @@ async def tls_diagnosis(servers: str, context: ssl.SSLContext, timeout_s: float 
         return f"; TLS handshake with {host}:{port} failed: {detail}"
     writer.close()
     return ""
+
+
+async def group_offsets(
+    servers: str,
+    topics: Collection[str],
+    groups: Collection[str],
+    client_kwargs: Mapping[str, Any] | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[dict[tuple[str, int], int], dict[str, dict[tuple[str, int], int]]]:
+    """The end offset of every partition of ``topics`` and each group's committed offsets
+    (partitions without a commit left out), read by a consumer that joins no group: it sends
+    OffsetFetch per group (``committed()``), which works where the admin client's
+    ``list_consumer_group_offsets`` cannot decode the broker's answer (Tansu).  Topics that
+    do not exist are left out.  Raises ``SinkUnavailable`` when the broker does not answer."""
+    ends: dict[tuple[str, int], int] = {}
+    commits: dict[str, dict[tuple[str, int], int]] = {g: {} for g in groups}
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=servers, enable_auto_commit=False, max_partition_fetch_bytes=4096, **(client_kwargs or {})
+    )
+    try:
+        await asyncio.wait_for(probe.start(), timeout_s)
+        await asyncio.wait_for(probe.topics(), timeout_s)  # metadata of every topic
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+        if tps:
+            ends = await _high_watermarks(probe, tps, timeout_s)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise SinkUnavailable(f"cannot reach Kafka at {servers}: {exc!r}") from exc
+    finally:
+        await probe.stop()
+    for group in groups:
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=servers, group_id=group, enable_auto_commit=False, **(client_kwargs or {})
+        )
+        try:
+            await asyncio.wait_for(reader.start(), timeout_s)
+            for tp in tps:
+                offset = await asyncio.wait_for(reader.committed(tp), timeout_s)
+                if offset is not None and offset >= 0:
+                    commits[group][(tp.topic, tp.partition)] = int(offset)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise SinkUnavailable(f"cannot read the commits of group {group} at {servers}: {exc!r}") from exc
+        finally:
+            await reader.stop()
+    return ends, commits
+
+
+async def _high_watermarks(
+    probe: AIOKafkaConsumer, tps: list[TopicPartition], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """The end offset of each partition: the larger of what ListOffsets says and the
+    high-water mark of a fetch (Tansu's ListOffsets can be short by a producer batch; its
+    fetch responses are right).  Fetches at most one record per partition."""
+    listed = {(tp.topic, tp.partition): int(o) for tp, o in (await probe.end_offsets(tps)).items()}
+    probe.assign(tps)
+    for tp in tps:
+        probe.seek(tp, max(0, listed[(tp.topic, tp.partition)] - 1))
+    deadline = asyncio.get_running_loop().time() + min(timeout_s, 3.0)
+    while any(probe.highwater(tp) is None for tp in tps) and asyncio.get_running_loop().time() < deadline:
+        await probe.getmany(timeout_ms=300, max_records=len(tps))
+    return {
+        (tp.topic, tp.partition): max(listed[(tp.topic, tp.partition)], probe.highwater(tp) or 0) for tp in tps
+    }
 
 
 def topic_lag(

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pipeline.core.schema import ddl_statements
+from pipeline.core.schema import ddl_statements, ttl_targets
 from tests.integration.test_deploy import ENV_EXAMPLE, GRAFANA, ROOT, _env_example, _resolved
 
 pytestmark = pytest.mark.integration
@@ -113,12 +113,33 @@ def test_writer_can_create_the_schema_and_write_nothing_else() -> None:
     assert global_ == {"CREATE FUNCTION"}, "the only global privilege: the schema's SQL functions"
     assert {"INSERT", "SELECT"} <= on_db
     assert not (on_db | global_) & FORBIDDEN, (on_db | global_) & FORBIDDEN
-    # every kind of statement the shipped schema runs is granted
-    kinds = {m.group(1) for s in ddl_statements("taskpulse") if (m := re.match(r"\s*CREATE (?:OR REPLACE )?(\w+)", s))}
-    needed = {{"DATABASE": "CREATE DATABASE", "TABLE": "CREATE TABLE", "VIEW": "CREATE VIEW",
-               "FUNCTION": "CREATE FUNCTION"}[k] for k in kinds}  # fmt: skip
-    assert needed <= on_db | global_, needed - (on_db | global_)
+    # every kind of statement the shipped schema runs is granted: every migration step, the
+    # TTL changes of the retention settings, the record of each step
+    assert _privileges_needed() <= on_db | global_, _privileges_needed() - (on_db | global_)
+    assert "INSERT" in on_db, "migrate records each step in taskpulse.schema_migrations"
     assert _user(WRITER).findtext("profile") == WRITER
+
+
+#: statement → the privilege it needs (ClickHouse's names)
+_KINDS = [
+    (r"CREATE DATABASE", "CREATE DATABASE"), (r"CREATE (?:OR REPLACE )?TABLE", "CREATE TABLE"),
+    (r"CREATE (?:OR REPLACE )?VIEW", "CREATE VIEW"), (r"CREATE FUNCTION", "CREATE FUNCTION"),
+    (r"ALTER TABLE \S+ ADD COLUMN", "ALTER ADD COLUMN"),
+    (r"ALTER TABLE \S+ (?:ADD|DROP) PROJECTION", "ALTER PROJECTION"),
+    (r"ALTER TABLE \S+ MODIFY TTL", "ALTER TTL"),
+]  # fmt: skip
+
+
+def _privileges_needed() -> set[str]:
+    """The privileges the shipped schema's statements need, each statement matched to one."""
+    ttl = [f"ALTER TABLE taskpulse.{t} MODIFY TTL {e}" for t, e in ttl_targets().items()]
+    statements = [*ddl_statements("taskpulse"), *ttl]
+    needed = set()
+    for stmt in statements:
+        kinds = [priv for pattern, priv in _KINDS if re.match(rf"\s*{pattern}\b", stmt)]
+        assert kinds, f"a schema statement of a kind this test does not know: {stmt[:120]!r}"
+        needed.add(kinds[0])
+    return needed
 
 
 def test_reader_selects_taskpulse_only_with_readonly_and_limits() -> None:

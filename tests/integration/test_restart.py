@@ -165,21 +165,13 @@ def test_taskpulse_up_stopped_and_started_again_keeps_every_event(tmp_path):
 _UPGRADE_CHECK = """
 import json, sys
 from datetime import UTC, datetime
-from pipeline.core.schema import ddl_statements
 from pipeline.sinks.clickhouse import ClickHouseStore
 
 store = ClickHouseStore("chdb://" + sys.argv[1], "taskpulse")
-old_projection = (
-    "PROJECTION src_watermarks (SELECT src_topic, src_partition, max(src_offset) "
-    "GROUP BY src_topic, src_partition)"
-)
-for stmt in ddl_statements("taskpulse")[:4]:  # database, events, rollups, dlq as before src_log
-    stmt = stmt.replace("    src_log LowCardinality(String) DEFAULT '',\\n", "")
-    head, sep, _ = stmt.partition("    PROJECTION src_log_watermarks")
-    if sep:
-        tail = stmt.split("GROUP BY src_topic, src_partition, src_log\\n    )\\n)")[1]
-        stmt = head + "    " + old_projection + "\\n)" + tail
-    store.command(stmt)
+for stmt in open(sys.argv[2]).read().split(";\\n"):  # the previous release, before src_log
+    body = "\\n".join(line for line in stmt.splitlines() if not line.startswith("--")).strip()
+    if body:
+        store.command(body)
 assert "src_log" not in store.command("SHOW CREATE TABLE taskpulse.events")
 t, now = "taskpulse.events.task", datetime.now(UTC).replace(microsecond=0)
 cols = ["id", "event_time", "src_topic", "src_partition", "src_offset", "src_index"]
@@ -201,7 +193,8 @@ def test_an_old_data_dir_is_upgraded_and_its_watermarks_skip_nothing(tmp_path):
     """Tables made before log identities get ``src_log`` (and the new projection) from
     ``migrate``; their rows read as the empty identity, which no current log matches."""
     proc = subprocess.run(
-        [sys.executable, "-c", _UPGRADE_CHECK, str(tmp_path / "chdb")],
+        [sys.executable, "-c", _UPGRADE_CHECK, str(tmp_path / "chdb"),
+         str(ROOT / "tests" / "fixtures" / "clickhouse_c91bf09.sql")],
         cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

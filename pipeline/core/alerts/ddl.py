@@ -4,15 +4,29 @@ One row per change of one alert (rule + group): ``pending``, ``firing``, ``resol
 ``inactive`` (a pending alert whose condition cleared before ``for``) and ``renotify``
 (a still-firing alert notified again after the repeat interval).  The last row of each
 ``fingerprint`` is that alert's current state: the alerting role reloads it at start.
+
+Migrations: ``alerts_steps`` (numbers shared with the other domains, ``pipeline.core.migrations``).
 """
 
 from __future__ import annotations
 
-ALERTS_TTL_DAYS = 365
+from pipeline.core.migrations import Retention, Step, days_ttl
+
 DT = "DateTime64(3, 'UTC')"
 
 
-def alerts_ddl(db: str) -> list[str]:
+def ttl_expressions(retention: Retention) -> dict[str, str]:
+    """The TTL of the alerts table (``TASKPULSE_TTL_ALERTS_DAYS``)."""
+    return {"alerts": days_ttl("at", retention.alerts)}
+
+
+def alerts_steps(db: str, retention: Retention) -> list[Step]:
+    """The alerting domain's migration steps."""
+    return [Step.of(3, "alerts table", alerts_ddl(db, retention))]
+
+
+def alerts_ddl(db: str, retention: Retention) -> list[str]:
+    """The alerting tables as they are now."""
     return [
         f"""CREATE TABLE IF NOT EXISTS {db}.alerts
 (
@@ -36,5 +50,5 @@ def alerts_ddl(db: str) -> list[str]:
 )
 ENGINE = MergeTree
 ORDER BY (rule, fingerprint, at)
-TTL toDateTime(at) + INTERVAL {ALERTS_TTL_DAYS} DAY""",
+TTL {ttl_expressions(retention)["alerts"]}""",
     ]

@@ -11,17 +11,15 @@ watermark lives inside its own rows (``src_*`` columns, read through the
 watermark are committed together: that is what makes replays after a crash exact.
 ``src_log`` names the log the offsets count in (``pipeline.core.ingest.logs``).
 
-Upgrades: ``upgrade_statements`` bring tables created by an older version to this
-schema (``ADD COLUMN IF NOT EXISTS`` …); ``migrate`` runs them after the CREATEs.
+Migrations (``ingest_steps``): step 1 creates the tables as they are now; later steps bring
+tables an older release created up to them (``ADD COLUMN IF NOT EXISTS`` …).  Retention:
+``ttl_expressions`` from ``TASKPULSE_TTL_*`` (``pipeline.core.migrations``).
 """
 
 from __future__ import annotations
 
 from pipeline.core.ingest.aggregates import ZERO_KEY, SketchMapping
-from pipeline.core.ingest.windows import RETENTION_DAYS
-
-EVENTS_TTL_DAYS = 30
-DLQ_TTL_DAYS = 30
+from pipeline.core.migrations import Retention, Step, Stmt, days_ttl, tiered_ttl
 
 
 def _src_columns() -> str:
@@ -44,31 +42,77 @@ def _src_projection() -> str:
 SRC_TABLES = ("events", "dlq")
 
 
-def upgrade_statements(database: str = "taskpulse") -> list[tuple[str, str]]:
-    """(table, statement) pairs that bring an older version's tables to this schema; each
-    is idempotent.  ``PROJECTION`` statements apply to MergeTree tables only (on a cluster
-    the operator runs them on the ``*_local`` tables: deploy/README.md)."""
-    db = database
-    out: list[tuple[str, str]] = []
+def ttl_expressions(retention: Retention) -> dict[str, str]:
+    """The TTL each ingest table should have (``TASKPULSE_TTL_*``)."""
+    r = retention
+    return {
+        "events": days_ttl("event_time", r.events),
+        "rollups": tiered_ttl("window_start", "granularity", r.rollup_days()),
+        "dlq": days_ttl("received_at", r.dlq),
+        "dlq_replays": days_ttl("replayed_at", r.dlq),
+    }
+
+
+def ingest_steps(db: str, relative_accuracy: float, retention: Retention) -> list[Step]:
+    """The ingest domain's migration steps (numbers shared with the other domains)."""
+    return [
+        Step.of(1, "ingest tables (events, rollups, dlq), sketch functions, rollup_stats",
+                ingest_ddl(db, relative_accuracy, retention)),
+        Step.of(4, "log identities: src_log and the src_log_watermarks projection on events and dlq",
+                _log_identity_statements(db)),
+        Step.of(6, "dlq.original_cut: entries whose original was cut are never replayed",
+                [f"ALTER TABLE {db}.dlq ADD COLUMN IF NOT EXISTS original_cut Bool DEFAULT false AFTER original"]),
+        Step.of(7, "dlq_replays: what `taskpulse dlq replay` re-published, one row per DLQ entry",
+                [_dlq_replays_ddl(db, retention)]),
+    ]  # fmt: skip
+
+
+def _log_identity_statements(db: str) -> list[Stmt]:
+    """From a release before log identities: ``src_log`` and the projection that reads
+    watermarks per log (on a cluster the projections go on the ``*_local`` tables)."""
+    out: list[Stmt] = []
     for table in SRC_TABLES:
         out += [
-            (table, f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS src_log LowCardinality(String) "
-                    "DEFAULT '' AFTER src_index"),
-            (table, f"ALTER TABLE {db}.{table} ADD PROJECTION IF NOT EXISTS src_log_watermarks "
-                    "(SELECT src_topic, src_partition, src_log, max(src_offset) "
-                    "GROUP BY src_topic, src_partition, src_log)"),
-            (table, f"ALTER TABLE {db}.{table} DROP PROJECTION IF EXISTS src_watermarks"),
+            Stmt(f"ALTER TABLE {db}.{table} ADD COLUMN IF NOT EXISTS src_log LowCardinality(String) "
+                 "DEFAULT '' AFTER src_index"),
+            Stmt(f"ALTER TABLE {db}.{table} ADD PROJECTION IF NOT EXISTS src_log_watermarks "
+                 "(SELECT src_topic, src_partition, src_log, max(src_offset) "
+                 "GROUP BY src_topic, src_partition, src_log)", table),
+            Stmt(f"ALTER TABLE {db}.{table} DROP PROJECTION IF EXISTS src_watermarks", table),
         ]  # fmt: skip
     return out
 
 
-def ingest_ddl(database: str = "taskpulse", relative_accuracy: float = 0.005) -> list[str]:
-    """The ingest tables (``events``, ``rollups``, ``dlq``) and their views, in order; each
-    statement is idempotent (IF NOT EXISTS / OR REPLACE)."""
+def _dlq_replays_ddl(db: str, retention: Retention) -> str:
+    """One row per replayed DLQ entry (``entry_id``, see ``core.ingest.queries``): where its
+    original was published again.  An entry with a row is never replayed again."""
+    return f"""CREATE TABLE IF NOT EXISTS {db}.dlq_replays
+(
+    entry_id UInt64,
+    replayed_at DateTime64(3, 'UTC'),
+    reason LowCardinality(String),
+    event_id String,
+    src_topic LowCardinality(String),
+    src_partition UInt32,
+    src_offset Int64,
+    src_index UInt32,
+    src_log LowCardinality(String),
+    topic LowCardinality(String),
+    partition UInt32,
+    offset Int64,
+    replayed_by String
+)
+ENGINE = ReplacingMergeTree(replayed_at)
+ORDER BY entry_id
+TTL {ttl_expressions(retention)["dlq_replays"]}"""
+
+
+def ingest_ddl(database: str, relative_accuracy: float, retention: Retention) -> list[str]:
+    """The ingest tables (``events``, ``rollups``, ``dlq``) and their views as they are now, in
+    order; each statement is idempotent (IF NOT EXISTS / OR REPLACE)."""
     m = SketchMapping(relative_accuracy)
     db = database
-    tiers = ", ".join(f"granularity = '{g}', {d}" for g, d in RETENTION_DAYS.items() if g != "1d")
-    ttl_rollups = f"multiIf({tiers}, {RETENTION_DAYS['1d']})"
+    ttl = ttl_expressions(retention)
     return [
         f"""CREATE TABLE IF NOT EXISTS {db}.events
 (
@@ -99,7 +143,7 @@ def ingest_ddl(database: str = "taskpulse", relative_accuracy: float = 0.005) ->
 )
 ENGINE = MergeTree
 ORDER BY (entity_type, event_type, event_time, id)
-TTL toDateTime(event_time) + INTERVAL {EVENTS_TTL_DAYS} DAY""",
+TTL {ttl["events"]}""",
         f"""CREATE TABLE IF NOT EXISTS {db}.rollups
 (
     granularity LowCardinality(String),
@@ -122,7 +166,7 @@ TTL toDateTime(event_time) + INTERVAL {EVENTS_TTL_DAYS} DAY""",
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (granularity, window_start, entity_type, event_type, agent, task_type, outcome)
-TTL window_start + toIntervalDay({ttl_rollups})""",
+TTL {ttl["rollups"]}""",
         f"""CREATE TABLE IF NOT EXISTS {db}.dlq
 (
     received_at DateTime64(3, 'UTC'),
@@ -130,12 +174,13 @@ TTL window_start + toIntervalDay({ttl_rollups})""",
     detail String,
     event_id String,
     original String,
+    original_cut Bool DEFAULT false,
 {_src_columns()}
 {_src_projection()}
 )
 ENGINE = MergeTree
 ORDER BY (received_at, reason)
-TTL toDateTime(received_at) + INTERVAL {DLQ_TTL_DAYS} DAY""",
+TTL {ttl["dlq"]}""",
         # tpQuantile(sumMap(duration_sketch), 0.95): the q-quantile (ms) of a merged sketch,
         # rank floor(q * (n - 1)) as in pipeline.core.ingest.aggregates.sketch_quantile.
         # tpSketchValue(key): the value (ms) a sketch bucket stands for.

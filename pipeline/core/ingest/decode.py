@@ -153,14 +153,9 @@ class Decoder:
         of an array message: its own bytes are only made for a rejection."""
         lim = self.limits
         where = f"[{src.position}]" if raw is None else "<root>"
-        if not isinstance(doc, dict):
-            return _reject(
-                RejectReason.schema_violation,
-                f"{where}: expected an event object, got {type(doc).__name__}",
-                src,
-                raw if raw is not None else _dumps_clipped(doc, lim.max_depth),
-            )
         reject = _Rejector(src, raw, doc, lim.max_depth)
+        if not isinstance(doc, dict):
+            return reject(RejectReason.schema_violation, f"{where}: expected an event object, got {type(doc).__name__}")
         event_type = doc.get("event_type")
         if isinstance(event_type, str) and event_type not in PAYLOADS:
             return reject(
@@ -228,20 +223,25 @@ class _Rejector:
 
     __slots__ = ("doc", "max_depth", "raw", "src")
 
-    def __init__(self, src: _Src, raw: bytes | None, doc: dict[str, Any], max_depth: int) -> None:
+    def __init__(self, src: _Src, raw: bytes | None, doc: Any, max_depth: int) -> None:
         self.src, self.raw, self.doc, self.max_depth = src, raw, doc, max_depth
 
     def __call__(self, reason: RejectReason, detail: str) -> Rejected:
-        raw = self.raw if self.raw is not None else _dumps_clipped(self.doc, self.max_depth)
-        return _reject(reason, detail, self.src, raw, _id_of(self.doc))
+        if self.raw is not None:
+            return _reject(reason, detail, self.src, self.raw, _id_of(self.doc))
+        raw, cut = _dumps_clipped(self.doc, self.max_depth)
+        rejected = _reject(reason, detail, self.src, raw, _id_of(self.doc))
+        if cut:
+            rejected.original_cut = True
+        return rejected
 
 
-def _dumps_clipped(doc: Any, max_depth: int) -> bytes:
-    """An array element's own bytes for its DLQ entry; cut below ``max_depth`` levels when
-    it nests deeper (orjson writes 254 levels at most)."""
+def _dumps_clipped(doc: Any, max_depth: int) -> tuple[bytes, bool]:
+    """An array element's own bytes for its DLQ entry, and whether they were cut: below
+    ``max_depth`` levels when it nests deeper (orjson writes 254 levels at most)."""
     if not nests_deeper(doc, max_depth):
-        return orjson.dumps(doc)
-    return orjson.dumps(clip(doc, max_depth))
+        return orjson.dumps(doc), False
+    return orjson.dumps(clip(doc, max_depth)), True
 
 
 def _id_of(doc: Any) -> str | None:

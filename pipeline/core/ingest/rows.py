@@ -27,7 +27,7 @@ ROLLUP_COLUMNS = [
 ]  # fmt: skip
 
 DLQ_COLUMNS = [
-    "received_at", "reason", "detail", "event_id", "original",
+    "received_at", "reason", "detail", "event_id", "original", "original_cut",
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
@@ -171,6 +171,7 @@ def dlq_rows(
             _text(r.detail),
             _text(r.event_id or ""),
             r.original,
+            r.original_cut,
             r.source.topic,
             r.source.partition,
             r.source.offset,

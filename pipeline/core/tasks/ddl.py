@@ -7,16 +7,42 @@ replayed write after a crash carries the same version and collapses, a correctio
 abandoned task that completes later) carries a higher one and wins; ``abandoned_verdicts``
 keeps that it was once judged abandoned.  Read them with
 ``FINAL`` (or ``argMax(…, version)``) for exactly one row per entity.
+
+Migrations: ``tasks_steps`` (numbers shared with the other domains, ``pipeline.core.migrations``).
 """
 
 from __future__ import annotations
 
-TASKS_TTL_DAYS = 30
-TASK_EXECUTIONS_TTL_DAYS = 730
+from pipeline.core.migrations import Retention, Step, days_ttl
+
 DT = "DateTime64(3, 'UTC')"
 
 
-def tasks_ddl(db: str) -> list[str]:
+def ttl_expressions(retention: Retention) -> dict[str, str]:
+    """The TTL each correlation table should have (``TASKPULSE_TTL_*``; agent_status keeps
+    the latest state of every agent, without TTL)."""
+    return {
+        "tasks": days_ttl("last_event_at", retention.tasks),
+        "task_executions": days_ttl("finished_at", retention.task_executions),
+    }
+
+
+def tasks_steps(db: str, retention: Retention) -> list[Step]:
+    """The correlation domain's migration steps."""
+    return [
+        Step.of(2, "correlation tables (tasks, task_executions, agent_status) and their views",
+                tasks_ddl(db, retention)),
+        Step.of(5, "task_executions: abandoned_verdicts, history_dropped", [
+            f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events",
+            f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 "
+            "AFTER abandoned_verdicts",
+        ]),
+    ]  # fmt: skip
+
+
+def tasks_ddl(db: str, retention: Retention) -> list[str]:
+    """The correlation tables and views as they are now (each statement idempotent)."""
+    ttl = ttl_expressions(retention)
     return [
         f"""CREATE TABLE IF NOT EXISTS {db}.tasks
 (
@@ -42,7 +68,7 @@ def tasks_ddl(db: str) -> list[str]:
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
-TTL toDateTime(last_event_at) + INTERVAL {TASKS_TTL_DAYS} DAY""",
+TTL {ttl["tasks"]}""",
         f"""CREATE TABLE IF NOT EXISTS {db}.task_executions
 (
     task_id String,
@@ -82,10 +108,7 @@ TTL toDateTime(last_event_at) + INTERVAL {TASKS_TTL_DAYS} DAY""",
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
-TTL toDateTime(finished_at) + INTERVAL {TASK_EXECUTIONS_TTL_DAYS} DAY""",
-        # databases created before these columns existed (no migration steps yet)
-        f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS abandoned_verdicts UInt32 AFTER events",
-        f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 AFTER abandoned_verdicts",
+TTL {ttl["task_executions"]}""",
         f"""CREATE TABLE IF NOT EXISTS {db}.agent_status
 (
     agent String,
