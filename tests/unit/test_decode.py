@@ -1011,3 +1011,14 @@ def test_hostile_value_in_every_payload_field(event_type: str, field: str, value
         assert_fits(r)
     else:
         assert r.reason in set(RejectReason) and r.detail
+
+
+def test_a_dimension_field_that_is_not_text_is_kept_but_no_dimension() -> None:
+    # found by the hostile-JSON property: a heartbeat's extra ``agent_id`` holding a huge
+    # number made the decoder raise
+    doc = {"id": "hb-1", "timestamp": "2025-11-03T00:00:00Z", "event_type": "agent.heartbeat",
+           "entity_type": "agent", "entity_id": "coder", "current_state": {"agent_id": 2**70, "task_type": 1.5}}
+    [ev] = Decoder().decode("t", 0, 0, json.dumps(doc).encode(), 1_762_200_000_000)
+    assert isinstance(ev, NormalizedEvent)
+    assert (ev.agent, ev.task_type) == ("coder", "")
+    assert ev.current_state["agent_id"] == 2**70

@@ -349,6 +349,14 @@ def clip(doc: Any, limit: int) -> Any:
     return doc
 
 
+def _dimension(payload: BaseModel, name: str) -> str:
+    """A dimension value of the payload (a declared field, or an extra field of that name)
+    when it is text; anything else (``agent_id: 2**70`` on a heartbeat) is kept in
+    current_state but is no dimension."""
+    value = getattr(payload, name, None)
+    return value if isinstance(value, str) else ""
+
+
 def _normalize(
     doc: dict[str, Any], env: Envelope, payload: BaseModel, ts_ms: int, now_ms: int, dim_len: int
 ) -> NormalizedEvent:
@@ -359,10 +367,8 @@ def _normalize(
     if payload.__pydantic_fields_set__:
         _canonical(state, payload)
     event_type = env.event_type
-    agent = getattr(payload, "agent_id", None) or (
-        env.entity_id if env.entity_type == "agent" else ""
-    )
-    task_type = getattr(payload, "task_type", None) or ""
+    agent = _dimension(payload, "agent_id") or (env.entity_id if env.entity_type == "agent" else "")
+    task_type = _dimension(payload, "task_type")
     if len(agent) > dim_len:
         agent = _cut(state, "agent_id", agent, dim_len)
     if len(task_type) > dim_len:
