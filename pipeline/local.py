@@ -103,24 +103,21 @@ async def up_loop(
 
 
 async def demo_traffic(settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
-    """Publish the demo fleet's events in real time (event time = now)."""
+    """Publish the demo fleet's events in real time (event time = now), under a run id of
+    its own so a `taskpulse demo` beside it never mixes with its tasks."""
+    import random
+
     from pipeline.demo import DemoFleet
     from pipeline.kafka_security import KafkaSecurity
-    from pipeline.sdk import TaskpulseProducer
+    from pipeline.publish import DemoRun, demo_producer, new_run_id, publish_demo
 
-    fleet = DemoFleet(seed=int(time.time()), tasks_per_s=tasks_per_s)
-    start = int(time.time() * 1000)
-    security = KafkaSecurity.from_settings(settings)
-    async with TaskpulseProducer(kafka_url, batch_size=50, linger_ms=50, security=security) as producer:
-        last_flush = time.monotonic()
-        for ts, event in fleet.timed(start):
-            ahead = ts / 1000 - time.time()
-            if ahead > 0:
-                await producer.flush()
-                await asyncio.sleep(min(ahead, 1.0))
-            await producer.send(event)
-            published[0] += 1
-            if time.monotonic() - last_flush > 0.2:
-                await producer.flush()
-                last_flush = time.monotonic()
+    run = DemoRun(new_run_id())
+    fleet = DemoFleet(seed=random.randrange(2**31), tasks_per_s=tasks_per_s, run_id=run.run_id)
+    security = None if settings.embedded_kafka else KafkaSecurity.from_settings(settings)
 
+    def progress(r: DemoRun) -> None:
+        published[0] = r.published
+        r.per_task.clear()  # runs forever: keep no per-task counts
+
+    async with demo_producer(kafka_url, security, batch_size=50) as producer:
+        await publish_demo(producer, fleet, int(time.time() * 1000), run, on_progress=progress)

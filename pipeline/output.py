@@ -16,9 +16,19 @@ console = Console()
 err = Console(stderr=True)
 
 
+def quiet_client_logs() -> None:
+    """The CLI reports connection failures itself, in one line: keep the client libraries'
+    own warnings about them (aiokafka's "Unable connect", clickhouse-connect's driver
+    exception) off the terminal."""
+    import logging
+
+    for name in ("aiokafka", "clickhouse_connect"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def fail(message: str) -> NoReturn:
     """Print ``message`` as an error and exit with code 2."""
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 

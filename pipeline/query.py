@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.errors import TaskpulseError
-from pipeline.output import fail
+from pipeline.output import fail, quiet_client_logs
 from pipeline.settings import Settings
 
 
@@ -72,6 +72,7 @@ class Querier:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        quiet_client_logs()
         self.via_worker: bool | None = None
         self.store: Any = None
 
@@ -92,6 +93,7 @@ class Querier:
             self.via_worker = False
         from pipeline.sinks.clickhouse import ClickHouseStore
 
+        self._require_database()
         try:
             if self.store is None:
                 s = self.settings
@@ -104,3 +106,17 @@ class Querier:
             raise
         return list(res.column_names), [list(r) for r in res.result_rows]
 
+
+    def _require_database(self) -> None:
+        """A reader never creates a data directory: with no worker answering and no embedded
+        database where TASKPULSE_DATA_DIR points, say where it looked."""
+        s = self.settings
+        if s.clickhouse_url:
+            return
+        path = (s.data_dir / "clickhouse").resolve()
+        if not path.is_dir():
+            fail(
+                f"nothing to read: no worker answers at {s.effective_api_url} and there is no database "
+                f"at {path}. Start one with `taskpulse up`, run this from the directory you started it "
+                "in, or set TASKPULSE_DATA_DIR (TASKPULSE_API_URL / _API_PORT for a worker elsewhere)"
+            )

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from pipeline.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -312,6 +314,30 @@ class Settings(BaseSettings):
         if self.clickhouse_url:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment; an invalid value is a ``ConfigError`` of one line
+    per bad variable (its name, the value and what is expected), never a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc)) from None
+    except SettingsError as exc:  # a JSON-valued setting that is not JSON
+        field = re.search(r'field "([a-z_]+)"', str(exc))
+        name = f"TASKPULSE_{field.group(1).upper()}" if field else "a TASKPULSE_* variable"
+        raise ConfigError(f"invalid setting: {name} is not valid JSON (e.g. '{{\"research\": 7200}}')") from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """``TASKPULSE_NAME='value': what is wrong`` for each invalid setting."""
+    lines = []
+    for e in exc.errors(include_url=False):
+        name = "TASKPULSE_" + str(e["loc"][0]).upper() if e["loc"] else "TASKPULSE_*"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f"={str(value)[:60]!r}"
+        lines.append(f"{name}{shown}: {e['msg']}")
+    return "invalid setting" + ("s" if len(lines) > 1 else "") + ": " + "; ".join(lines)
 
 
 def kafka_bootstrap(kafka_url: str) -> str:

@@ -96,6 +96,22 @@ def _classify(exc: Exception, what: str) -> Exception:
     return SinkStructural(f"ClickHouse cannot take {what}: {text[:500]}")
 
 
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^\"')(]+)")
+
+
+def connection_cause(exc: BaseException) -> str:
+    """The short reason of a connection failure (``Connection refused``, ``Name or service
+    not known``…) instead of the HTTP client's nested retry message."""
+    text = redact(_message(exc))
+    found = _ERRNO_RE.search(text)
+    if found:
+        return found.group(1).strip().rstrip(".")
+    for hint in ("timed out", "certificate verify failed", "refused"):
+        if hint in text.lower():
+            return hint
+    return text[:160]
+
+
 def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
     """``sql`` with its ``%(name)s`` placeholders replaced by the values, quoted and escaped
     by clickhouse-connect (for a query sent as text: the worker's /api/sql)."""
@@ -226,7 +242,9 @@ class ClickHouseStore:
                 if "certificate" in str(exc).lower()
                 else "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
             )
-            raise SinkUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}; check {hint}") from exc
+            raise SinkUnavailable(
+                f"cannot reach ClickHouse at {redact(url)}: {connection_cause(exc)}; check {hint}"
+            ) from exc
         except (ClickHouseError, ValueError) as exc:
             raise ConfigError(
                 f"cannot open ClickHouse at {redact(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
