@@ -467,10 +467,11 @@ def export_csv(
 
 @cli.command()
 def report(
-    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The period: the last full "
-                                               "UTC day, 7 days or 30 days")] = "daily",
+    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The last 24 hours, the "
+                                               "last 7 days, or the calendar month to date")] = "daily",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the markdown here")] = None,
-    end: Annotated[str, typer.Option(help="End of the period (ISO 8601, now, 2h…); default: last UTC midnight")] = "",
+    end: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    tz: Annotated[str, typer.Option(help="Time zone of month boundaries and shown times (IANA name)")] = "UTC",
 ) -> None:
     """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
     from rich.markdown import Markdown
@@ -481,7 +482,7 @@ def report(
     settings = _settings()
     now_ms = int(time.time() * 1000)
     try:
-        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None)
+        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None, tz)
     except ValueError as exc:
         fail(str(exc))
         return
@@ -490,7 +491,7 @@ def report(
     text = rep.render(p, answers)
     if output:
         output.write_text(text, encoding="utf-8")
-        err.print(f"wrote the {p.name} report to {output}")
+        err.print(f"wrote the {p.name} report ({p.describe()}) to {output}", soft_wrap=True)
     elif console.is_terminal:
         console.print(Markdown(text))
     else:
