@@ -401,11 +401,15 @@ def status(
 def schemas(
     out: Annotated[Path, typer.Option(help="Where to write them")] = Path("schemas"),
 ) -> None:
-    """Write the JSON Schemas of the event models and the ClickHouse DDL to schemas/."""
+    """Write the JSON Schemas of the event models and the ClickHouse DDL to schemas/, and
+    .env.example and docker-compose.yml's settings block (from pipeline/settings.py) next to it."""
+    from pipeline.envfile import write_env_files
     from pipeline.schema_export import write_schemas
 
     files = write_schemas(out)
     console.print(f"wrote {len(files)} files under {out}/")
+    for path in write_env_files(out.resolve().parent):
+        console.print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- export (correlation)
