@@ -44,5 +44,15 @@ def print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
     else:
         table = Table(*columns)
         for r in rows:
-            table.add_row(*(null if v is None else str(v) for v in r))
+            table.add_row(*(null if v is None else _cell(v) for v in r))
         console.print(table)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: floats with at most 6 significant digits (``4182``, not
+    ``4182.000000000001``); tsv and json keep the exact value."""
+    if isinstance(value, float) and value == value and abs(value) < 1e15:
+        if value.is_integer() or abs(value) >= 1e5:
+            return str(round(value))
+        return f"{value:.6g}"
+    return str(value)

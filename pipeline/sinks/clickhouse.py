@@ -65,9 +65,13 @@ _CODE_RE = re.compile(r"\bCode:\s*(\d+)")
 _COLUMN_RE = re.compile(r"column [`'\"]?([A-Za-z_][A-Za-z0-9_]*)")
 
 
+_WIRE_FORMAT = re.compile(r"\s*\bFORMAT (?:Native|Arrow|JSON\w*|TabSeparated\w*)\b")
+
+
 def _message(exc: BaseException) -> str:
-    """The error text, with its cause (the serializer's own words) when it has one."""
-    text = str(exc) or type(exc).__name__
+    """The error text, with its cause (the serializer's own words) when it has one, without
+    the client's ``FORMAT Native`` (added to every query on the wire, never written by the user)."""
+    text = _WIRE_FORMAT.sub("", str(exc)) or type(exc).__name__
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({type(cause).__name__}: {cause})"
@@ -246,6 +250,12 @@ class ClickHouseStore:
                 f"cannot reach ClickHouse at {redact(url)}: {connection_cause(exc)}; check {hint}"
             ) from exc
         except (ClickHouseError, ValueError) as exc:
+            if url.startswith("chdb") and "lock" in str(exc).lower():
+                raise ConfigError(
+                    f"the embedded database {url.removeprefix('chdb://')} is in use by another process (a "
+                    "running `taskpulse up` or worker holds its lock): ask that worker (it answers "
+                    "`taskpulse sql`), or stop it first; a worker applies the schema itself at start"
+                ) from exc
             raise ConfigError(
                 f"cannot open ClickHouse at {redact(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
             ) from exc
