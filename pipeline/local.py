@@ -83,7 +83,12 @@ async def up_loop(
                     fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                 await asyncio.sleep(0.5)
         if demo:
-            demo_task = asyncio.create_task(demo_traffic(settings, kafka_url, rate, published))
+            from pipeline.publish import new_run_id
+
+            run_id = new_run_id()
+            console.print(f"demo traffic: run {run_id} (tasks task-{run_id}-…, groups batch-{run_id}-…), "
+                          f"{rate:g} tasks/s in real time", soft_wrap=True)  # fmt: skip
+            demo_task = asyncio.create_task(demo_traffic(settings, kafka_url, rate, published, run_id))
         rates = RateTracker()
         hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
         try:
@@ -102,7 +107,9 @@ async def up_loop(
                     await demo_task
 
 
-async def demo_traffic(settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
+async def demo_traffic(
+    settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int], run_id: str = ""
+) -> None:
     """Publish the demo fleet's events in real time (event time = now), under a run id of
     its own so a `taskpulse demo` beside it never mixes with its tasks."""
     import random
@@ -111,7 +118,7 @@ async def demo_traffic(settings: Settings, kafka_url: str, tasks_per_s: float, p
     from pipeline.kafka_security import KafkaSecurity
     from pipeline.publish import DemoRun, demo_producer, new_run_id, publish_demo
 
-    run = DemoRun(new_run_id())
+    run = DemoRun(run_id or new_run_id())
     fleet = DemoFleet(seed=random.randrange(2**31), tasks_per_s=tasks_per_s, run_id=run.run_id)
     security = None if settings.embedded_kafka else KafkaSecurity.from_settings(settings)
 
