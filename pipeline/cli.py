@@ -84,6 +84,11 @@ def up(
 ) -> None:
     """Start the embedded stack (broker, ClickHouse, worker), demo traffic and a live status view."""
     settings = _settings()
+    if _answers(settings):
+        fail(
+            f"a taskpulse worker already answers at {settings.effective_api_url}: stop it first, or give this "
+            "stack another port (TASKPULSE_API_PORT=6067 for `up` and the commands you run beside it)"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
     with embedded(settings) as (kafka_url, broker_pid):
@@ -98,6 +103,19 @@ def up(
             console.print("stopping worker…")
             stop(proc)
     console.print("stopped.")
+
+
+def _answers(settings: Settings) -> bool:
+    """Whether anything listens on the API port already (another `up` or worker)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.effective_api_url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- producers
@@ -332,6 +350,10 @@ def migrate() -> None:
     from pipeline.sinks.clickhouse import ClickHouseStore
 
     settings = _settings()
+    if not settings.clickhouse_url:
+        from pipeline.query import refuse_if_held
+
+        refuse_if_held((settings.data_dir / "clickhouse").resolve(), settings, for_migrate=True)
     try:
         store = ClickHouseStore.from_settings(settings)
         n = len(store.migrate(settings.sketch_relative_accuracy))

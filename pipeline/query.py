@@ -114,9 +114,27 @@ class Querier:
         if s.clickhouse_url:
             return
         path = (s.data_dir / "clickhouse").resolve()
+        refuse_if_held(path, s)
         if not path.is_dir():
             fail(
                 f"nothing to read: no worker answers at {s.effective_api_url} and there is no database "
                 f"at {path}. Start one with `taskpulse up`, run this from the directory you started it "
                 "in, or set TASKPULSE_DATA_DIR (TASKPULSE_API_URL / _API_PORT for a worker elsewhere)"
             )
+
+
+def refuse_if_held(path: Any, settings: Settings, for_migrate: bool = False) -> None:
+    """Fail in one line when a running worker holds the embedded database at ``path``."""
+    from pipeline.sinks.clickhouse import chdb_lock_holder
+
+    holder = chdb_lock_holder(path)
+    if not holder:
+        return
+    who = f"process {holder.removeprefix('PID:').strip()} (a running `taskpulse up` or worker)"
+    if for_migrate:
+        fail(f"the embedded database {path} is in use by {who}: that worker applied the schema at its start; "
+             "stop it first to migrate by hand")  # fmt: skip
+    fail(
+        f"the embedded database {path} is in use by {who} and no worker answers at "
+        f"{settings.effective_api_url}: point TASKPULSE_API_URL / _API_PORT at that worker, or stop it"
+    )

@@ -39,13 +39,15 @@ def build(settings: Settings, level: str) -> Pipeline:
         )
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("faust.app.base").addFilter(_drop_sensor_noise)
     _use_uvloop()
     # Each batch allocates hundreds of thousands of short-lived dicts; the default gen0
     # threshold (700) makes the collector run thousands of times per batch.
     gc.set_threshold(100_000, 50, 100)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
+    # faust's App logs through the logger of its (sub)class's module
+    for name in ("faust.app.base", type(pipeline.app).__module__):
+        logging.getLogger(name).addFilter(_drop_sensor_noise)
     register_roles(pipeline, settings.role_list)
     return pipeline
 

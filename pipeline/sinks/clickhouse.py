@@ -116,6 +116,26 @@ def connection_cause(exc: BaseException) -> str:
     return text[:160]
 
 
+def chdb_lock_holder(path: Path) -> str | None:
+    """Who holds the embedded database at ``path`` (chDB ``flock``s its ``status`` file,
+    which names the holder's pid), or None when it is free.  For a process that has not
+    opened chDB itself (the CLI): its own engine would hold the lock too."""
+    import fcntl
+
+    status = path / "status"
+    try:
+        with status.open("rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                first = fh.read(200).decode(errors="replace").splitlines()
+                return first[0].strip() if first else "another process"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
 def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
     """``sql`` with its ``%(name)s`` placeholders replaced by the values, quoted and escaped
     by clickhouse-connect (for a query sent as text: the worker's /api/sql)."""
@@ -250,12 +270,6 @@ class ClickHouseStore:
                 f"cannot reach ClickHouse at {redact(url)}: {connection_cause(exc)}; check {hint}"
             ) from exc
         except (ClickHouseError, ValueError) as exc:
-            if url.startswith("chdb") and "lock" in str(exc).lower():
-                raise ConfigError(
-                    f"the embedded database {url.removeprefix('chdb://')} is in use by another process (a "
-                    "running `taskpulse up` or worker holds its lock): ask that worker (it answers "
-                    "`taskpulse sql`), or stop it first; a worker applies the schema itself at start"
-                ) from exc
             raise ConfigError(
                 f"cannot open ClickHouse at {redact(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"
             ) from exc
