@@ -71,6 +71,10 @@ async def up_loop(
             return int(psutil.Process(broker_pid).memory_info().rss / 2**20)
         return None
 
+    import signal
+
+    stopping = asyncio.Event()  # SIGTERM (`timeout`, a service manager) stops like Ctrl-C
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     api = settings.effective_api_url
     headers = auth_headers(settings)
     published = [0]
@@ -78,10 +82,12 @@ async def up_loop(
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
         with console.status("starting the worker (opening ClickHouse, joining the consumer group)…"):
-            while (status := await get_status(session, api, headers)) is None:
+            while (status := await get_status(session, api, headers)) is None and not stopping.is_set():
                 if proc.poll() is not None:
                     fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                 await asyncio.sleep(0.5)
+        if status is None:  # stopped while starting
+            return
         if demo:
             from pipeline.publish import new_run_id
 
@@ -93,7 +99,7 @@ async def up_loop(
         hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
         try:
             with Live(render(status, rates), console=console, refresh_per_second=2) as live:
-                while not duration or time.monotonic() - started < duration:
+                while (not duration or time.monotonic() - started < duration) and not stopping.is_set():
                     await asyncio.sleep(1.0)
                     if proc.poll() is not None:
                         fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
