@@ -89,6 +89,10 @@ def up(
             f"a taskpulse worker already answers at {settings.effective_api_url}: stop it first, or give this "
             "stack another port (TASKPULSE_API_PORT=6067 for `up` and the commands you run beside it)"
         )
+    if not settings.clickhouse_url:
+        from pipeline.query import refuse_if_held
+
+        refuse_if_held((settings.data_dir / "clickhouse").resolve(), settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
     with embedded(settings) as (kafka_url, broker_pid):

@@ -11,7 +11,8 @@ Every run carries its run id in its task and group ids (``task-<run>-0000003``,
 ``batch-<run>-00000``) and draws its event ids from (run id, seed), so several demo runs
 beside each other never merge tasks or collide on event ids.  Task times fit the shipped
 alert rules (``deploy/alerts/rules.yml``): about 2 s of execution, p95 of the completed
-tasks' duration about 3 s (the ``slow_responses`` threshold is 5 s), 9 % failures.
+tasks' duration about 3.5 s in any 5-minute window (the ``slow_responses`` threshold is
+5 s), about 9 % of the attempts fail (most are retried).
 """
 
 from __future__ import annotations
