@@ -28,7 +28,7 @@ from pipeline.output import (
     print_schema_status,
 )
 from pipeline.query import Querier, auth_headers, get_status, worker_answers, worker_call
-from pipeline.settings import Settings, install_log_redaction, secret_values
+from pipeline.settings import Settings, install_log_redaction, load_settings, secret_values
 
 cli = typer.Typer(
     name="taskpulse",
@@ -47,7 +47,10 @@ cli.add_typer(token_app, name="token")
 
 
 def _settings() -> Settings:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except TaskpulseError as exc:
+        fail(str(exc))
     install_log_redaction(secret_values(settings))
     return settings
 
@@ -92,6 +95,15 @@ def up(
 ) -> None:
     """Start the embedded stack (broker, ClickHouse, worker), demo traffic and a live status view."""
     settings = _settings()
+    if _answers(settings):
+        fail(
+            f"a taskpulse worker already answers at {settings.effective_api_url}: stop it first, or give this "
+            "stack another port (TASKPULSE_API_PORT=6067 for `up` and the commands you run beside it)"
+        )
+    if not settings.clickhouse_url:
+        from pipeline.query import refuse_if_held
+
+        refuse_if_held((settings.data_dir / "clickhouse").resolve(), settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
     with embedded(settings) as (kafka_url, broker_pid):
@@ -108,6 +120,19 @@ def up(
     console.print("stopped.")
 
 
+def _answers(settings: Settings) -> bool:
+    """Whether anything listens on the API port already (another `up` or worker)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.effective_api_url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 # --------------------------------------------------------------------------- producers
 
 
@@ -118,27 +143,66 @@ def emit(
     state: Annotated[str, typer.Option("--state", "-s", help="current_state as JSON")] = "{}",
     metrics: Annotated[str, typer.Option(help="metrics as JSON, e.g. '{\"duration_ms\": 150}'")] = "{}",
     metadata: Annotated[str, typer.Option(help="metadata as JSON")] = "{}",
-    timestamp: Annotated[str, typer.Option(help="event time; default now")] = "",
+    timestamp: Annotated[str, typer.Option(help="event time: ISO 8601 or epoch s/ms; default now")] = "",
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Check the event with the "
+                                           "pipeline's decoder first (exit 1 when it would be rejected).")] = True,
 ) -> None:
-    """Publish one event."""
-    from pipeline.sdk import TaskpulseProducer
+    """Publish one event (checked first: exit 1 and the reason when the pipeline would reject it)."""
+    from pipeline.publish import decoder_for, describe, rejects
+    from pipeline.sdk import TaskpulseProducer, make_event
+    from pipeline.topics import RAW_TOPICS
 
     settings = _settings()
     url = _require_kafka(settings)
-    try:
-        parsed = {k: orjson.loads(v) for k, v in (("state", state), ("metrics", metrics), ("metadata", metadata))}
-    except orjson.JSONDecodeError as exc:
-        fail(f"--state/--metrics/--metadata must be JSON objects: {exc}")
-        return
+    parsed: dict[str, Any] = {}
+    for name, text in (("state", state), ("metrics", metrics), ("metadata", metadata)):
+        try:
+            parsed[name] = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            fail(f"--{name} is not valid JSON ({exc}); give an object, e.g. '{{\"task_type\": \"research\"}}'")
+        if not isinstance(parsed[name], dict):
+            fail(f"--{name} must be a JSON object ({{...}}), got {type(parsed[name]).__name__}: {text[:60]}")
+    event = make_event(
+        event_type, entity_id, parsed["state"], metrics=parsed["metrics"], metadata=parsed["metadata"],
+        timestamp=_timestamp_arg(timestamp) if timestamp else None,
+    )  # fmt: skip
+    if validate:
+        topic = RAW_TOPICS.get(str(event["entity_type"]), RAW_TOPICS["system"])
+        bad = rejects(decoder_for(settings), topic, orjson.dumps(event))
+        if bad:
+            err.print(f"[bold red]rejected, not published:[/] {describe(bad[0])}", soft_wrap=True, highlight=False)
+            err.print("(the pipeline would dead-letter it; --no-validate sends it anyway)", style="dim")
+            raise typer.Exit(1)
 
-    async def go() -> str:
+    async def go() -> None:
         async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
-            return await p.emit(
-                event_type, entity_id, parsed["state"], metrics=parsed["metrics"],
-                metadata=parsed["metadata"], timestamp=timestamp or None,
-            )  # fmt: skip
+            await p.send(event)
 
-    console.print(f"published {event_type} {entity_id} id={asyncio.run(go())}")
+    _publish(url, go)
+    console.print(f"published {event_type} {entity_id} id={event['id']}")
+
+
+def _timestamp_arg(value: str) -> str | int | float:
+    """``--timestamp``: an epoch number stays a number (the decoder reads s/ms/µs/ns)."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def _publish(url: str, work: Any) -> Any:
+    """Run a producer coroutine; an unreachable broker is one line and exit 2."""
+    from pipeline.output import quiet_client_logs
+    from pipeline.publish import run_publisher
+
+    quiet_client_logs()
+    try:
+        return run_publisher(url, work)
+    except TaskpulseError as exc:
+        fail(str(exc))
 
 
 def _kafka_security(settings: Settings) -> Any:
@@ -164,56 +228,87 @@ def _require_kafka(settings: Settings) -> str:
 
 @cli.command("demo")
 def demo_cmd(
-    events: Annotated[int, typer.Option(help="How many events to publish.")] = 10_000,
+    events: Annotated[int, typer.Option(help="Publish this many events, then finish the tasks begun.")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Tasks started per second.  0 (default): backfill — the "
+                                        "events end at about now, published at full speed; >0: "
+                                        "real time from now at this load.")] = 0.0,
+    run_id: Annotated[str, typer.Option(help="In every task and group id (task-<run>-…); default: random")] = "",
     batch_size: Annotated[int, typer.Option(help="Events per Kafka message (1: one each).")] = 100,
-    seed: int = 7,
+    seed: Annotated[int | None, typer.Option(help="Random seed (the same run id and seed re-send the "
+                                             "same events, counted once); default: random")] = None,
 ) -> None:
-    """Publish realistic synthetic traffic (a fleet taking tasks through the lifecycle)."""
+    """Publish realistic synthetic traffic (a fleet taking tasks through the lifecycle).
+    Never stamps an event in the future; runs beside others without mixing their tasks."""
+    import random
+
     from rich.progress import Progress
 
     from pipeline.demo import DemoFleet
-    from pipeline.sdk import TaskpulseProducer
+    from pipeline.publish import DemoRun, backfill_start, demo_producer, new_run_id, publish_demo
 
     settings = _settings()
     url = _require_kafka(settings)
-    start = int(time.time() * 1000) - 3_600_000
+    run = DemoRun(run_id or new_run_id())
+    fleet = DemoFleet(seed=random.randrange(2**31) if seed is None else seed, run_id=run.run_id,
+                      tasks_per_s=rate or 20.0)  # fmt: skip
+    now_ms = int(time.time() * 1000)
+    start = now_ms if rate else backfill_start(fleet, events, now_ms)
 
     async def go() -> None:
-        fleet = DemoFleet(seed=seed)
-        async with TaskpulseProducer(url, batch_size=batch_size, security=_kafka_security(settings)) as p:
-            with Progress(console=console) as bar:
-                task = bar.add_task("publishing", total=events)
-                for i, ev in enumerate(fleet.stream(start)):
-                    if i >= events:
-                        break
-                    await p.send(ev)
-                    if i % 1000 == 0:
-                        bar.update(task, completed=i)
-                await p.flush()
-                bar.update(task, completed=events)
+        async with demo_producer(url, _kafka_security(settings), batch_size) as p:
+            with Progress(console=err, transient=True) as bar:
+                task = bar.add_task(f"demo run {run.run_id}", total=events)
+                await publish_demo(p, fleet, start, run, events, lambda r: bar.update(task, completed=r.published))
 
-    asyncio.run(go())
-    console.print(f"published {events:,} events")
+    try:
+        _publish(url, go)
+    except KeyboardInterrupt:
+        pass
+    span = ""
+    if run.first_ms is not None and run.last_ms is not None:
+        span = f", event times {_utc(run.first_ms)} .. {_utc(run.last_ms)} UTC"
+    console.print(
+        f"published {run.published:,} events of demo run {run.run_id}: {len(run.per_task):,} tasks "
+        f"(task-{run.run_id}-…, groups batch-{run.run_id}-…){span}", soft_wrap=True,
+    )  # fmt: skip
+
+
+def _utc(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @cli.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="NDJSON file: one event per line")],
+    file: Annotated[Path, typer.Argument(help="NDJSON file: one event (or JSON array of events) per line")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines.")] = False,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Check each line with the "
+                                           "pipeline's decoder; rejected lines are not sent.")] = True,
 ) -> None:
-    """Publish the events of an NDJSON file (each line as it is; the pipeline validates)."""
+    """Publish the events of an NDJSON file.  Each line is checked with the pipeline's decoder
+    first: rejected lines are printed (line number, reason, field) and not sent; the exit code
+    is 1 when any line was rejected."""
+    from pipeline.publish import decoder_for, describe, rejects
     from pipeline.sdk import TaskpulseProducer
     from pipeline.topics import RAW_TOPICS
 
     settings = _settings()
     url = _require_kafka(settings)
-    if not file.exists():
-        fail(f"{file} does not exist")
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    decoder = decoder_for(settings) if validate else None
+    counts = {"sent": 0, "rejected": 0}
 
-    async def go() -> int:
-        n = 0
+    def reject(lineno: int, why: str) -> None:
+        counts["rejected"] += 1
+        if counts["rejected"] <= 50:
+            err.print(f"{file}:{lineno}: rejected: {why}", soft_wrap=True, highlight=False, markup=False)
+
+    async def go() -> None:
         async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
             with file.open("rb") as fh:
+                lineno = 0
                 while True:
                     line = fh.readline()
                     if not line:
@@ -222,22 +317,32 @@ def ingest(
                         await p.flush()
                         await asyncio.sleep(0.5)
                         continue
+                    lineno += 1
                     line = line.strip()
                     if not line:
                         continue
                     topic, key = RAW_TOPICS["system"], None
                     with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
                         doc = orjson.loads(line)
-                        topic = RAW_TOPICS.get(str(doc.get("entity_type")), topic)
-                        key = str(doc.get("entity_id", "")).encode() or None
+                        first = doc[0] if isinstance(doc, list) and doc else doc
+                        topic = RAW_TOPICS.get(str(first.get("entity_type")), topic)
+                        key = str(first.get("entity_id", "")).encode() or None
+                    if decoder is not None:
+                        bad = rejects(decoder, topic, line)
+                        if bad:
+                            reject(lineno, "; ".join(describe(r) for r in bad[:3]))
+                            continue
                     await p.send_raw(topic, line, key=key)
-                    n += 1
-        return n
+                    counts["sent"] += 1
 
-    try:
-        console.print(f"published {asyncio.run(go()):,} lines from {file}")
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        _publish(url, go)
+    summary = f"published {counts['sent']:,} lines from {file}"
+    if counts["rejected"]:
+        err.print(f"{summary}; {counts['rejected']:,} rejected lines not sent (--no-validate sends them)",
+                  soft_wrap=True, highlight=False)  # fmt: skip
+        raise typer.Exit(1)
+    console.print(summary, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- analysts
@@ -275,6 +380,10 @@ def migrate(
         return
     from pipeline.sinks.clickhouse import ClickHouseStore
 
+    if not settings.clickhouse_url:
+        from pipeline.query import refuse_if_held
+
+        refuse_if_held((settings.data_dir / "clickhouse").resolve(), settings, for_migrate=True)
     try:
         store = ClickHouseStore.from_settings(settings)
         before = store.schema_status()
@@ -362,8 +471,10 @@ def status(
             if st is None:
                 fail(f"no worker answers at {api} (start one with `taskpulse up`)")
                 return
-            if not watch:
-                console.print(render(st, rates))
+            if not watch:  # rates need two samples: take the second a second later
+                render(st, rates)
+                await asyncio.sleep(1)
+                console.print(render(await get_status(s, api, headers) or st, rates))
                 return
             with Live(render(st, rates), console=console) as live:
                 while True:
@@ -379,11 +490,15 @@ def status(
 def schemas(
     out: Annotated[Path, typer.Option(help="Where to write them")] = Path("schemas"),
 ) -> None:
-    """Write the JSON Schemas of the event models and the ClickHouse DDL to schemas/."""
+    """Write the JSON Schemas of the event models and the ClickHouse DDL to schemas/, and
+    .env.example and docker-compose.yml's settings block (from pipeline/settings.py) next to it."""
+    from pipeline.envfile import write_env_files
     from pipeline.schema_export import write_schemas
 
     files = write_schemas(out)
     console.print(f"wrote {len(files)} files under {out}/")
+    for path in write_env_files(out.resolve().parent):
+        console.print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------- export (correlation)
@@ -445,10 +560,11 @@ def export_csv(
 
 @cli.command()
 def report(
-    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The period: the last full "
-                                               "UTC day, 7 days or 30 days")] = "daily",
+    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The last 24 hours, the "
+                                               "last 7 days, or the calendar month to date")] = "daily",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the markdown here")] = None,
-    end: Annotated[str, typer.Option(help="End of the period (ISO 8601, now, 2h…); default: last UTC midnight")] = "",
+    end: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    tz: Annotated[str, typer.Option(help="Time zone of month boundaries and shown times (IANA name)")] = "UTC",
 ) -> None:
     """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
     from rich.markdown import Markdown
@@ -459,7 +575,7 @@ def report(
     settings = _settings()
     now_ms = int(time.time() * 1000)
     try:
-        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None)
+        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None, tz)
     except ValueError as exc:
         fail(str(exc))
         return
@@ -468,7 +584,7 @@ def report(
     text = rep.render(p, answers)
     if output:
         output.write_text(text, encoding="utf-8")
-        err.print(f"wrote the {p.name} report to {output}")
+        err.print(f"wrote the {p.name} report ({p.describe()}) to {output}", soft_wrap=True)
     elif console.is_terminal:
         console.print(Markdown(text))
     else:

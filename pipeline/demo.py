@@ -1,11 +1,18 @@
 """Realistic synthetic traffic: a fleet of agents taking tasks through the whole lifecycle.
 
-Deterministic for a seed.  ``DemoFleet.stream(start_ms)`` yields event envelopes in event
-time order, forever: users make requests, tasks are created, queued, evaluated by every
+Deterministic for a (run id, seed).  ``DemoFleet.stream(start_ms)`` yields event envelopes in
+event time order, forever: users make requests, tasks are created, queued, evaluated by every
 agent (confidences), assigned to the most confident one, started, report progress, are
 reviewed, and complete or fail (and are retried); some are paused and resumed, a few are
 cancelled.  Agents send heartbeats and self-reports, the system reports metrics and
 errors, users give feedback.
+
+Every run carries its run id in its task and group ids (``task-<run>-0000003``,
+``batch-<run>-00000``) and draws its event ids from (run id, seed), so several demo runs
+beside each other never merge tasks or collide on event ids.  Task times fit the shipped
+alert rules (``deploy/alerts/rules.yml``): about 2 s of execution, p95 of the completed
+tasks' duration about 3.5 s in any 5-minute window (the ``slow_responses`` threshold is
+5 s), about 9 % of the attempts fail (most are retried).
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 AGENTS = ["researcher", "writer", "coder", "reviewer", "planner", "analyst", "tester", "ops"]
-#: task type → (mean execution seconds, failure probability, agents that are good at it)
+#: task type → (median execution seconds, failure probability, agents that are good at it)
 TASK_TYPES: dict[str, tuple[float, float, tuple[str, ...]]] = {
-    "research": (40.0, 0.08, ("researcher", "analyst")),
-    "content": (60.0, 0.06, ("writer", "planner")),
-    "code": (30.0, 0.15, ("coder", "tester")),
-    "review": (12.0, 0.04, ("reviewer",)),
-    "maintenance": (8.0, 0.10, ("ops",)),
+    "research": (1.5, 0.08, ("researcher", "analyst")),
+    "content": (1.8, 0.06, ("writer", "planner")),
+    "code": (1.2, 0.15, ("coder", "tester")),
+    "review": (0.8, 0.04, ("reviewer",)),
+    "maintenance": (0.5, 0.10, ("ops",)),
 }
+#: spread of execution times (lognormal sigma): p95 is about 1.9 × the median
+EXEC_SIGMA = 0.4
 USERS = [f"user-{i}" for i in range(25)]
 REQUESTS = [
     "Summarise the latest CNCF landscape changes",
@@ -46,12 +55,18 @@ def _iso(ms: int) -> str:
 class DemoFleet:
     """A simulated fleet.  ``tasks_per_s`` sets the load; events/task is about 14."""
 
-    def __init__(self, seed: int = 7, tasks_per_s: float = 20.0, agents: list[str] | None = None):
-        self.rng = random.Random(seed)
+    def __init__(
+        self, seed: int = 7, tasks_per_s: float = 20.0, agents: list[str] | None = None, run_id: str = ""
+    ) -> None:
+        #: in every task and group id; by default derived from the seed (deterministic)
+        self.run_id = run_id or f"s{seed}"
+        self.rng = random.Random(f"{self.run_id}:{seed}")
         self.tasks_per_s = tasks_per_s
         self.agents = agents or AGENTS
         self._seq = itertools.count()
-        self._uuid_rng = random.Random(seed + 1)
+        self._uuid_rng = random.Random(f"{self.run_id}:{seed}:ids")
+        #: tasks started so far (each is finished by the events the fleet yields)
+        self.tasks = 0
 
     def _id(self) -> str:
         return str(uuid.UUID(int=self._uuid_rng.getrandbits(128), version=4))
@@ -74,9 +89,9 @@ class DemoFleet:
         rng = self.rng
         task_type = rng.choice(list(TASK_TYPES))
         mean_s, p_fail, experts = TASK_TYPES[task_type]
-        task_id = f"task-{n:07d}"
+        task_id = f"task-{self.run_id}-{n:07d}"
         user = rng.choice(USERS)
-        corr = f"batch-{n // 50:05d}"
+        corr = f"batch-{self.run_id}-{n // 50:05d}"
         md = {"triggered_by": user, "correlation_id": corr, "session_id": f"s-{user}", "tags": [task_type]}
         request = rng.choice(REQUESTS).format(n=n % 97)
         out: list[tuple[int, dict[str, Any]]] = []
@@ -105,11 +120,11 @@ class DemoFleet:
             wait_ms = t - queued_at
             add(t, "task.started", {"agent_id": agent}, metrics={"duration_ms": wait_ms})
             started = t
-            exec_ms = int(rng.lognormvariate(0, 0.5) * mean_s * 1000)
+            exec_ms = int(rng.lognormvariate(0, EXEC_SIGMA) * mean_s * 1000)
             paused_ms = 0
             if rng.random() < 0.05:
                 tp = started + exec_ms // 3
-                paused_ms = rng.randint(2000, 20000)
+                paused_ms = rng.randint(500, 3000)
                 add(tp, "task.paused", {"agent_id": agent, "reason": "waiting for input"})
                 add(tp + paused_ms, "task.resumed", {"agent_id": agent})
             for i, pct in enumerate((25, 50, 75), start=1):
@@ -134,7 +149,7 @@ class DemoFleet:
                 continue
             if rng.random() < 0.6:
                 reviewer = "reviewer" if agent != "reviewer" else "planner"
-                t += int(rng.expovariate(1 / 4000)) + 200
+                t += int(rng.expovariate(1 / 400)) + 100
                 add(t, "task.review", {"agent_id": agent, "reviewer": reviewer, "passed": True,
                                         "quality_score": round(rng.uniform(60, 100), 1)})  # fmt: skip
             add(t, "task.completed", {"agent_id": agent, "success": True, "result": {"artifacts": rng.randint(0, 5)}},
@@ -151,27 +166,46 @@ class DemoFleet:
         for _, event in self.timed(start_ms):
             yield event
 
-    def timed(self, start_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(event time ms, event) in event-time order from ``start_ms`` on, forever."""
+    def timed(self, start_ms: int, events: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(event time ms, event) in event-time order from ``start_ms`` on: forever, or (with
+        ``events``) until that many were yielded and then the rest of the tasks already
+        started, so every task of the run is complete."""
         heap: list[tuple[int, int, dict[str, Any]]] = []
         rng = self.rng
         next_task = start_ms
         next_tick = start_ms
-        n = 0
+        yielded = 0
         while True:
             horizon = min(next_task, next_tick)
             while heap and heap[0][0] <= horizon:
                 ms, _, event = heapq.heappop(heap)
                 yield ms, event
+                yielded += 1
+                if events is not None and yielded >= events:
+                    yield from self._finish(heap)
+                    return
             if next_task <= next_tick:
-                for ms, ev in self._task(next_task, n):
+                for ms, ev in self._task(next_task, self.tasks):
                     heapq.heappush(heap, (ms, next(self._seq), ev))
-                n += 1
+                self.tasks += 1
                 next_task += max(1, int(rng.expovariate(self.tasks_per_s / 1000)))
             else:
                 for ms, ev in self._tick(next_tick):
                     heapq.heappush(heap, (ms, next(self._seq), ev))
                 next_tick += 1000
+
+    @staticmethod
+    def _finish(heap: list[tuple[int, int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The events still due of the tasks already started (no new tasks, no new ticks)."""
+        while heap:
+            ms, _, event = heapq.heappop(heap)
+            yield ms, event
+
+    def events_per_s(self, sample_s: int = 120) -> float:
+        """Events per simulated second at this load (measured on a copy of the fleet)."""
+        probe = DemoFleet(seed=0, tasks_per_s=self.tasks_per_s, agents=self.agents, run_id="probe")
+        n = sum(1 for _ in itertools.takewhile(lambda te: te[0] < sample_s * 1000, probe.timed(0)))
+        return max(1.0, n / sample_s)
 
     def _tick(self, ms: int) -> list[tuple[int, dict[str, Any]]]:
         """Once a simulated second: heartbeats (every 10 s per agent), self-reports, metrics."""

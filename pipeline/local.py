@@ -71,6 +71,10 @@ async def up_loop(
             return int(psutil.Process(broker_pid).memory_info().rss / 2**20)
         return None
 
+    import signal
+
+    stopping = asyncio.Event()  # SIGTERM (`timeout`, a service manager) stops like Ctrl-C
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     api = settings.effective_api_url
     headers = auth_headers(settings)
     published = [0]
@@ -78,17 +82,24 @@ async def up_loop(
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
         with console.status("starting the worker (opening ClickHouse, joining the consumer group)…"):
-            while (status := await get_status(session, api, headers)) is None:
+            while (status := await get_status(session, api, headers)) is None and not stopping.is_set():
                 if proc.poll() is not None:
                     fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
                 await asyncio.sleep(0.5)
+        if status is None:  # stopped while starting
+            return
         if demo:
-            demo_task = asyncio.create_task(demo_traffic(settings, kafka_url, rate, published))
+            from pipeline.publish import new_run_id
+
+            run_id = new_run_id()
+            console.print(f"demo traffic: run {run_id} (tasks task-{run_id}-…, groups batch-{run_id}-…), "
+                          f"{rate:g} tasks/s in real time", soft_wrap=True)  # fmt: skip
+            demo_task = asyncio.create_task(demo_traffic(settings, kafka_url, rate, published, run_id))
         rates = RateTracker()
         hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
         try:
             with Live(render(status, rates), console=console, refresh_per_second=2) as live:
-                while not duration or time.monotonic() - started < duration:
+                while (not duration or time.monotonic() - started < duration) and not stopping.is_set():
                     await asyncio.sleep(1.0)
                     if proc.poll() is not None:
                         fail(f"the worker exited with code {proc.returncode}; see {settings.data_dir / 'worker.log'}")
@@ -102,25 +113,24 @@ async def up_loop(
                     await demo_task
 
 
-async def demo_traffic(settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int]) -> None:
-    """Publish the demo fleet's events in real time (event time = now)."""
+async def demo_traffic(
+    settings: Settings, kafka_url: str, tasks_per_s: float, published: list[int], run_id: str = ""
+) -> None:
+    """Publish the demo fleet's events in real time (event time = now), under a run id of
+    its own so a `taskpulse demo` beside it never mixes with its tasks."""
+    import random
+
     from pipeline.demo import DemoFleet
     from pipeline.kafka_security import KafkaSecurity
-    from pipeline.sdk import TaskpulseProducer
+    from pipeline.publish import DemoRun, demo_producer, new_run_id, publish_demo
 
-    fleet = DemoFleet(seed=int(time.time()), tasks_per_s=tasks_per_s)
-    start = int(time.time() * 1000)
-    security = KafkaSecurity.from_settings(settings)
-    async with TaskpulseProducer(kafka_url, batch_size=50, linger_ms=50, security=security) as producer:
-        last_flush = time.monotonic()
-        for ts, event in fleet.timed(start):
-            ahead = ts / 1000 - time.time()
-            if ahead > 0:
-                await producer.flush()
-                await asyncio.sleep(min(ahead, 1.0))
-            await producer.send(event)
-            published[0] += 1
-            if time.monotonic() - last_flush > 0.2:
-                await producer.flush()
-                last_flush = time.monotonic()
+    run = DemoRun(run_id or new_run_id())
+    fleet = DemoFleet(seed=random.randrange(2**31), tasks_per_s=tasks_per_s, run_id=run.run_id)
+    security = None if settings.embedded_kafka else KafkaSecurity.from_settings(settings)
 
+    def progress(r: DemoRun) -> None:
+        published[0] = r.published
+        r.per_task.clear()  # runs forever: keep no per-task counts
+
+    async with demo_producer(kafka_url, security, batch_size=50) as producer:
+        await publish_demo(producer, fleet, int(time.time() * 1000), run, on_progress=progress)

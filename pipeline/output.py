@@ -16,9 +16,19 @@ console = Console()
 err = Console(stderr=True)
 
 
+def quiet_client_logs() -> None:
+    """The CLI reports connection failures itself, in one line: keep the client libraries'
+    own warnings about them (aiokafka's "Unable connect", clickhouse-connect's driver
+    exception) off the terminal."""
+    import logging
+
+    for name in ("aiokafka", "clickhouse_connect"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def fail(message: str) -> NoReturn:
     """Print ``message`` as an error and exit with code 2."""
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -34,7 +44,7 @@ def print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
     else:
         table = Table(*columns)
         for r in rows:
-            table.add_row(*(null if v is None else str(v) for v in r))
+            table.add_row(*(null if v is None else _cell(v) for v in r))
         console.print(table)
 
 
@@ -80,3 +90,13 @@ def print_findings(findings: Sequence[Any]) -> None:
     console.print(table)
     problems = sum(1 for f in findings if f.level == "fail")
     console.print(f"{problems} problem(s)" if problems else "no problems found")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: floats with at most 6 significant digits (``4182``, not
+    ``4182.000000000001``); tsv and json keep the exact value."""
+    if isinstance(value, float) and value == value and abs(value) < 1e15:
+        if value.is_integer() or abs(value) >= 1e5:
+            return str(round(value))
+        return f"{value:.6g}"
+    return str(value)

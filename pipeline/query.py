@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.errors import TaskpulseError
-from pipeline.output import fail
+from pipeline.output import fail, quiet_client_logs
 from pipeline.settings import Settings
 
 
@@ -100,6 +100,7 @@ class Querier:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        quiet_client_logs()
         self.via_worker: bool | None = None
         self.store: Any = None
 
@@ -120,6 +121,7 @@ class Querier:
             self.via_worker = False
         from pipeline.sinks.clickhouse import ClickHouseStore
 
+        self._require_database()
         try:
             if self.store is None:
                 s = self.settings
@@ -132,3 +134,35 @@ class Querier:
             raise
         return list(res.column_names), [list(r) for r in res.result_rows]
 
+
+    def _require_database(self) -> None:
+        """A reader never creates a data directory: with no worker answering and no embedded
+        database where TASKPULSE_DATA_DIR points, say where it looked."""
+        s = self.settings
+        if s.clickhouse_url:
+            return
+        path = (s.data_dir / "clickhouse").resolve()
+        refuse_if_held(path, s)
+        if not path.is_dir():
+            fail(
+                f"nothing to read: no worker answers at {s.effective_api_url} and there is no database "
+                f"at {path}. Start one with `taskpulse up`, run this from the directory you started it "
+                "in, or set TASKPULSE_DATA_DIR (TASKPULSE_API_URL / _API_PORT for a worker elsewhere)"
+            )
+
+
+def refuse_if_held(path: Any, settings: Settings, for_migrate: bool = False) -> None:
+    """Fail in one line when a running worker holds the embedded database at ``path``."""
+    from pipeline.sinks.clickhouse import chdb_lock_holder
+
+    holder = chdb_lock_holder(path)
+    if not holder:
+        return
+    who = f"process {holder.removeprefix('PID:').strip()} (a running `taskpulse up` or worker)"
+    if for_migrate:
+        fail(f"the embedded database {path} is in use by {who}: that worker applied the schema at its start; "
+             "stop it first to migrate by hand")  # fmt: skip
+    fail(
+        f"the embedded database {path} is in use by {who} and no worker answers at "
+        f"{settings.effective_api_url}: point TASKPULSE_API_URL / _API_PORT at that worker, or stop it"
+    )

@@ -112,7 +112,11 @@ class TaskpulseProducer:
         await self.close()
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # no "Unclosed AIOKafkaProducer" after a failed start
+            raise
         self._flusher = asyncio.create_task(self._linger_loop())
 
     async def close(self) -> None:

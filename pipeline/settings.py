@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from pipeline.errors import ConfigError
 
 
 class Settings(BaseSettings):
     """Every knob of taskpulse, with defaults that work without configuration."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKPULSE_", frozen=True, extra="ignore")
+    # env_ignore_empty: `TASKPULSE_X=` (as compose passes an unset .env variable) means the default
+    model_config = SettingsConfigDict(env_prefix="TASKPULSE_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path(".taskpulse"), description="Where the embedded stack keeps its data.")
     kafka_url: str = Field(
@@ -34,7 +37,7 @@ class Settings(BaseSettings):
         description="http(s)://user:pass@host:8123 or chdb:///path; empty uses chDB in data_dir.",
     )
     clickhouse_password: SecretStr = Field(SecretStr(""), description="Overrides the URL password.")
-    clickhouse_database: str = "taskpulse"
+    clickhouse_database: str = Field("taskpulse", description="The ClickHouse database taskpulse writes and reads.")
     clickhouse_read_url: str = Field(
         "",
         description="Server mode: the URL (with the read-only user) that analyst queries use "
@@ -91,7 +94,9 @@ class Settings(BaseSettings):
     )
     batch_within_s: float = Field(0.25, gt=0, description="Max wait to fill a batch.")
     commit_interval_s: float = Field(1.0, gt=0, description="How often acked offsets are committed.")
-    session_timeout_s: float = Field(10.0, gt=0)
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Kafka consumer-group session timeout: a worker silent this long loses its partitions."
+    )
 
     insert_max_rows: int = Field(
         200_000,
@@ -143,7 +148,9 @@ class Settings(BaseSettings):
     dedup_capacity: int = Field(
         1_000_000, ge=1000, description="Event ids remembered for duplicate detection."
     )
-    sketch_relative_accuracy: float = Field(0.005, ge=0.001, lt=0.05)
+    sketch_relative_accuracy: float = Field(
+        0.005, ge=0.001, lt=0.05, description="Relative accuracy of the duration sketches (tpQuantile): 0.005 is 0.5 %."
+    )
 
     api_host: str = Field(
         "127.0.0.1", description="Address the HTTP API binds; a non-loopback one needs an API token."
@@ -182,7 +189,7 @@ class Settings(BaseSettings):
         "ingest,correlate,alerts,metrics",
         description="Comma-separated roles this worker runs: ingest, correlate, alerts, metrics.",
     )
-    log_level: str = "WARNING"
+    log_level: str = Field("WARNING", description="Worker log level: DEBUG, INFO, WARNING or ERROR.")
 
     # --- correlation (task lifecycle, agent availability) --------------------------------
     reorder_window_s: float = Field(
@@ -346,6 +353,30 @@ class Settings(BaseSettings):
         if self.clickhouse_url:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment; an invalid value is a ``ConfigError`` of one line
+    per bad variable (its name, the value and what is expected), never a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc)) from None
+    except SettingsError as exc:  # a JSON-valued setting that is not JSON
+        field = re.search(r'field "([a-z_]+)"', str(exc))
+        name = f"TASKPULSE_{field.group(1).upper()}" if field else "a TASKPULSE_* variable"
+        raise ConfigError(f"invalid setting: {name} is not valid JSON (e.g. '{{\"research\": 7200}}')") from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """``TASKPULSE_NAME='value': what is wrong`` for each invalid setting."""
+    lines = []
+    for e in exc.errors(include_url=False):
+        name = "TASKPULSE_" + str(e["loc"][0]).upper() if e["loc"] else "TASKPULSE_*"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f"={str(value)[:60]!r}"
+        lines.append(f"{name}{shown}: {e['msg']}")
+    return "invalid setting" + ("s" if len(lines) > 1 else "") + ": " + "; ".join(lines)
 
 
 def kafka_bootstrap(kafka_url: str) -> str:

@@ -45,6 +45,9 @@ def build(settings: Settings, level: str) -> Pipeline:
     gc.set_threshold(100_000, 50, 100)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = build_pipeline(settings, settings.kafka_url, settings.effective_clickhouse_url)
+    # faust's App logs through the logger of its (sub)class's module
+    for name in ("faust.app.base", type(pipeline.app).__module__):
+        logging.getLogger(name).addFilter(_drop_sensor_noise)
     register_roles(pipeline, settings.role_list)
     return pipeline
 
@@ -61,6 +64,12 @@ class _Worker(faust.Worker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+
+def _drop_sensor_noise(record: logging.LogRecord) -> bool:
+    """Faust warns "Missing sensor state for rebalance" on every rebalance of an app without
+    sensors' rebalance hooks (ours: metrics come from our own registry): noise, not a fault."""
+    return "Missing sensor state for rebalance" not in str(record.msg)
 
 
 def _use_uvloop() -> None:

@@ -74,9 +74,13 @@ _CODE_RE = re.compile(r"\bCode:\s*(\d+)")
 _COLUMN_RE = re.compile(r"column [`'\"]?([A-Za-z_][A-Za-z0-9_]*)")
 
 
+_WIRE_FORMAT = re.compile(r"\s*\bFORMAT (?:Native|Arrow|JSON\w*|TabSeparated\w*)\b")
+
+
 def _message(exc: BaseException) -> str:
-    """The error text, with its cause (the serializer's own words) when it has one."""
-    text = str(exc) or type(exc).__name__
+    """The error text, with its cause (the serializer's own words) when it has one, without
+    the client's ``FORMAT Native`` (added to every query on the wire, never written by the user)."""
+    text = _WIRE_FORMAT.sub("", str(exc)) or type(exc).__name__
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text} ({type(cause).__name__}: {cause})"
@@ -103,6 +107,42 @@ def _classify(exc: Exception, what: str) -> Exception:
         match = _COLUMN_RE.search(text)
         return SinkRejected(f"ClickHouse refused {what}: {text[:500]}", column=match.group(1) if match else None)
     return SinkStructural(f"ClickHouse cannot take {what}: {text[:500]}")
+
+
+_ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^\"')(]+)")
+
+
+def connection_cause(exc: BaseException) -> str:
+    """The short reason of a connection failure (``Connection refused``, ``Name or service
+    not known``…) instead of the HTTP client's nested retry message."""
+    text = redact(_message(exc))
+    found = _ERRNO_RE.search(text)
+    if found:
+        return found.group(1).strip().rstrip(".")
+    for hint in ("timed out", "certificate verify failed", "refused"):
+        if hint in text.lower():
+            return hint
+    return text[:160]
+
+
+def chdb_lock_holder(path: Path) -> str | None:
+    """Who holds the embedded database at ``path`` (chDB ``flock``s its ``status`` file,
+    which names the holder's pid), or None when it is free.  For a process that has not
+    opened chDB itself (the CLI): its own engine would hold the lock too."""
+    import fcntl
+
+    status = path / "status"
+    try:
+        with status.open("rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                first = fh.read(200).decode(errors="replace").splitlines()
+                return first[0].strip() if first else "another process"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
 
 
 def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
@@ -254,7 +294,9 @@ class ClickHouseStore:
                 if "certificate" in str(exc).lower()
                 else "TASKPULSE_CLICKHOUSE_URL, or leave it empty for the embedded chDB engine"
             )
-            raise SinkUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}; check {hint}") from exc
+            raise SinkUnavailable(
+                f"cannot reach ClickHouse at {redact(url)}: {connection_cause(exc)}; check {hint}"
+            ) from exc
         except (ClickHouseError, ValueError) as exc:
             raise ConfigError(
                 f"cannot open ClickHouse at {redact(url)}: {exc}; check TASKPULSE_CLICKHOUSE_URL"

@@ -434,3 +434,21 @@ def test_the_api_binds_every_interface_only_with_tokens_and_prometheus_sends_one
     entrypoint = " ".join(services["prometheus"]["entrypoint"])
     assert f"> {token_file}" in entrypoint and "TASKPULSE_METRICS_TOKEN" in entrypoint
     assert services["prometheus"]["environment"]["TASKPULSE_METRICS_TOKEN"]
+
+
+@pytest.mark.parametrize("service", ["migrate", "worker", "alerting", "metrics"])
+def test_every_setting_reaches_the_taskpulse_services_and_parses(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose passes each TASKPULSE_* of .env (pipeline/envfile.py) and Settings reads
+    what it resolves to; the webhook URL only reaches the alerting service."""
+    from pipeline.envfile import COMPOSE_SETS, NOT_PASSED, env_name
+    from pipeline.settings import Settings
+
+    env = {k: str(v) for k, v in (_resolved()["services"][service].get("environment") or {}).items()}
+    expected = {env_name(f) for f in Settings.model_fields if f not in NOT_PASSED and f not in COMPOSE_SETS}
+    assert not expected - set(env), f"{service} lacks {sorted(expected - set(env))}: run `taskpulse schemas`"
+    assert ("TASKPULSE_ALERT_WEBHOOK_URL" in env) == (service == "alerting")
+    for key in [k for k in os.environ if k.startswith("TASKPULSE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    Settings()

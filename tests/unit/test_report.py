@@ -11,16 +11,41 @@ DAY = 86_400_000
 MIDNIGHT = NOW - NOW % DAY
 
 
-@pytest.mark.parametrize(("name", "days"), [("daily", 1), ("weekly", 7), ("monthly", 30)])
-def test_periods_are_whole_utc_days_ending_at_midnight(name: str, days: int) -> None:
+@pytest.mark.parametrize(("name", "days"), [("daily", 1), ("weekly", 7)])
+def test_daily_and_weekly_end_now_so_a_fresh_install_has_data(name: str, days: int) -> None:
     p = period(name, NOW)
-    assert (p.start_ms, p.end_ms) == (MIDNIGHT - days * DAY, MIDNIGHT)
-    assert (p.prev.start_ms, p.prev.end_ms) == (MIDNIGHT - 2 * days * DAY, MIDNIGHT - days * DAY)
+    assert (p.start_ms, p.end_ms) == (NOW - days * DAY, NOW)
+    assert (p.prev.start_ms, p.prev.end_ms) == (NOW - 2 * days * DAY, NOW - days * DAY)
 
 
-def test_an_unknown_period_says_what_to_use() -> None:
-    with pytest.raises(ValueError, match="daily, weekly or monthly"):
+def test_monthly_is_the_calendar_month_to_date_in_the_given_zone() -> None:
+    p = period("monthly", NOW)
+    assert p.start_ms == 1_761_955_200_000  # 2025-11-01T00:00:00Z
+    assert p.end_ms == NOW
+    berlin = period("monthly", NOW, tz="Europe/Berlin")
+    assert berlin.start_ms == 1_761_955_200_000 - 3_600_000  # 2025-11-01T00:00+01:00
+    assert berlin.describe() == "2025-11-01 00:00 → 2025-11-03 11:00 Europe/Berlin (calendar month to date)"
+    # ending exactly on a month boundary: the whole month before
+    assert period("monthly", NOW, end_ms=1_761_955_200_000).start_ms == 1_759_276_800_000  # 2025-10-01
+
+
+def test_a_period_says_what_it_covers() -> None:
+    assert period("daily", NOW).describe() == "2025-11-02 10:00 → 2025-11-03 10:00 UTC (last 24 hours)"
+    assert period("weekly", NOW, end_ms=MIDNIGHT).describe().startswith("2025-10-27 00:00 → 2025-11-03 00:00 UTC")
+
+
+def test_an_unknown_period_or_zone_says_what_to_use() -> None:
+    with pytest.raises(ValueError, match="daily, weekly, monthly"):
         period("hourly", NOW)
+    with pytest.raises(ValueError, match="IANA"):
+        period("daily", NOW, tz="Mars/Olympus")
+
+
+def test_advice_for_an_empty_period_fits_what_the_data_holds() -> None:
+    empty = [0, 0, 0, 0, 0]
+    assert "range from 2025-10-01" in findings(empty, [], 0, [40, "2025-10-01 10:00:00", "2025-10-02 11:00:00"])[0]
+    assert "120 events arrived" in findings(empty, [], 120, [0, None, None])[0]
+    assert "no event arrived" in findings(empty, [], 0, [0, None, None])[0]
 
 
 def test_findings_flag_abandonment_failures_and_poor_agents() -> None:

@@ -456,8 +456,16 @@ def render(template: str, values: dict[str, Any]) -> str:
 
 
 def format_value(value: float | None) -> str:
+    """A measured value for people: whole numbers from 100 up (``72050``, never
+    ``7.205e+04``), two decimals from 1, three significant digits below (``0.234``)."""
     if value is None:
         return "n/a"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1e15:
+        return f"{value:.4g}"
+    if value == int(value) or abs(value) >= 100:
+        return str(round(value))
+    if abs(value) >= 1:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"

@@ -7,32 +7,11 @@ health (DLQ, system errors, alerts), top errors, and findings with recommendatio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-PERIODS_S = {"daily": 86_400, "weekly": 7 * 86_400, "monthly": 30 * 86_400}
+from pipeline.core.periods import PERIOD_NAMES, Period, period
 
-
-@dataclass(frozen=True)
-class Period:
-    name: str
-    start_ms: int
-    end_ms: int
-
-    @property
-    def prev(self) -> Period:
-        span = self.end_ms - self.start_ms
-        return Period(self.name, self.start_ms - span, self.start_ms)
-
-
-def period(name: str, now_ms: int, end_ms: int | None = None) -> Period:
-    """The last full UTC day (daily), the last 7 full days (weekly) or 30 (monthly); or the
-    span of that length that ends at ``end_ms``."""
-    if name not in PERIODS_S:
-        raise ValueError(f"unknown report period {name!r}: choose daily, weekly or monthly")
-    day = 86_400_000
-    end = now_ms - now_ms % day if end_ms is None else end_ms
-    return Period(name, end - PERIODS_S[name] * 1000, end)
+__all__ = ["PERIOD_NAMES", "Period", "findings", "period", "queries", "render"]
 
 
 def _between(col: str, p: Period) -> str:
@@ -72,6 +51,8 @@ def queries(db: str, p: Period) -> dict[str, str]:
             f"SELECT severity, count() FROM {db}.alerts WHERE change = 'firing' AND {_between('at', p)} "
             "GROUP BY severity ORDER BY 2 DESC"
         ),
+        "events": f"SELECT count() FROM {db}.events WHERE {_between('event_time', p)}",
+        "finished_span": f"SELECT count(), min(finished_at), max(finished_at) FROM {te}",
         "top_errors": (
             f"SELECT error, count() FROM {te} WHERE {fin} AND error != '' GROUP BY error ORDER BY 2 DESC LIMIT 5"
         ),
@@ -92,12 +73,23 @@ def _delta(now: float, before: float) -> str:
     return f" ({(now - before) / before * 100:+.0f}% vs previous)"
 
 
-def findings(summary: list[Any], agents: list[list[Any]]) -> list[str]:
-    """Seed 004's issue detection: high abandonment, poor agents, failure and queue problems."""
+def findings(
+    summary: list[Any], agents: list[list[Any]], events: int | None = None, span: list[Any] | None = None
+) -> list[str]:
+    """Seed 004's issue detection: high abandonment, poor agents, failure and queue problems.
+    With no finished task, what the data does hold (``events`` in the period, ``span``: count,
+    first and last finish time of every task) decides the advice."""
     out: list[str] = []
     total, ok, failed, abandoned = (int(summary[i] or 0) for i in range(4))
     if total == 0:
-        return ["No task finished in this period: check that services emit task events."]
+        if span and int(span[0] or 0):
+            return [f"No task finished in this period; the {int(span[0]):,} finished tasks on record range from "
+                    f"{span[1]} to {span[2]} (UTC): choose that period (--end, or another period name)."]
+        if events:
+            return [f"No task finished in this period, but {events:,} events arrived: tasks are still open, "
+                    "or the events carry no task lifecycle (task.created … task.completed)."]
+        return ["No task finished in this period and no event arrived: check that services emit "
+                "events to this pipeline's Kafka (TASKPULSE_KAFKA_URL)."]
     if abandoned / total > 0.10:
         out.append(f"High abandonment: {_pct(abandoned / total)} of tasks went silent and were abandoned "
                    "(> 10%). Check agent crashes and TASKPULSE_ABANDON_AFTER_S per task type.")  # fmt: skip
@@ -113,15 +105,10 @@ def findings(summary: list[Any], agents: list[list[Any]]) -> list[str]:
 
 def render(p: Period, answers: dict[str, list[list[Any]]]) -> str:
     """The report as markdown."""
-    from pipeline.core.timestamps import ms_to_datetime
-
-    def day(ms: int) -> str:
-        return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
-
     s = answers["summary"][0] if answers["summary"] else [0] * 10
     prev = answers["summary_prev"][0] if answers["summary_prev"] else [0] * 10
     total, ok, failed, abandoned, cancelled = (int(s[i] or 0) for i in range(5))
-    lines = [f"# taskpulse {p.name} report", "", f"{day(p.start_ms)} → {day(p.end_ms)}", "", "## Summary", ""]
+    lines = [f"# taskpulse {p.name} report", "", f"Period: {p.describe()}", "", "## Summary", ""]
     lines += [
         f"- Tasks finished: {total:,}{_delta(total, float(prev[0] or 0))}",
         f"- Succeeded: {ok:,} ({_pct(ok / total if total else None)}); failed: {failed:,}; "
@@ -143,5 +130,7 @@ def render(p: Period, answers: dict[str, list[list[Any]]]) -> str:
     lines += ["", "## System health", "", f"- Rejected input (DLQ): {dlq}", f"- system.error events: {errors:,}",
               f"- Alerts fired: {alerts}", "", "## Top errors", ""]  # fmt: skip
     lines += [f"- {int(n):,} × {e}" for e, n in answers["top_errors"]] or ["- none"]
-    lines += ["", "## Findings", ""] + [f"- {f}" for f in findings(list(s), answers["agents"])]
+    events = int(answers["events"][0][0]) if answers.get("events") else None
+    span = answers["finished_span"][0] if answers.get("finished_span") else None
+    lines += ["", "## Findings", ""] + [f"- {f}" for f in findings(list(s), answers["agents"], events, span)]
     return "\n".join(lines) + "\n"
