@@ -517,7 +517,8 @@ def export_csv(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from pipeline.core.tasks.export import CSV_HEADER, count_sql, csv_row, page_sql, parse_time
+    from pipeline.core.tasks.export import CSV_HEADER, csv_row, parse_time
+    from pipeline.core.tasks.queries import export_count, export_page
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
@@ -529,7 +530,7 @@ def export_csv(
         return
     db = settings.clickhouse_database
     query = Querier(settings)
-    total = int(query(count_sql(db, since_ms, until_ms, agent or None))[1][0][0])
+    total = int(query(*export_count(db, since_ms, until_ms, agent or None))[1][0][0])
     fh = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
     show = output is not None and err.is_terminal
     written = 0
@@ -543,7 +544,7 @@ def export_csv(
             job = bar.add_task("exporting tasks", total=total)
             after: tuple[str, str] | None = None
             while True:
-                _, rows = query(page_sql(db, since_ms, until_ms, agent or None, after, page_rows))
+                _, rows = query(*export_page(db, since_ms, until_ms, agent or None, after, page_rows))
                 for row in rows:
                     fields, after = csv_row(row)
                     writer.writerow(fields)
@@ -571,6 +572,7 @@ def report(
 
     from pipeline.core.tasks import report as rep
     from pipeline.core.tasks.export import parse_time
+    from pipeline.core.tasks.queries import report_queries
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
@@ -580,7 +582,7 @@ def report(
         fail(str(exc))
         return
     query = Querier(settings)
-    answers = {name: query(sql)[1] for name, sql in rep.queries(settings.clickhouse_database, p).items()}
+    answers = {name: query(*q)[1] for name, q in report_queries(settings.clickhouse_database, p).items()}
     text = rep.render(p, answers)
     if output:
         output.write_text(text, encoding="utf-8")

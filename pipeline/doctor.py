@@ -20,17 +20,13 @@ from urllib.parse import urlsplit
 from pipeline.core import doctor as judge
 from pipeline.core.alerts.rules import RulesError, parse_rules
 from pipeline.core.doctor import Finding
+from pipeline.core.ingest import queries as ingest_queries
 from pipeline.errors import TaskpulseError
 from pipeline.kafka_security import KafkaSecurity, client_kwargs
 from pipeline.query import worker_call
 from pipeline.settings import Settings, kafka_bootstrap, redact, url_for_display
 from pipeline.sinks.kafka import group_offsets
 from pipeline.topics import ALL_TOPICS, RAW_TOPICS, role_consumers
-
-_CLOCK_SQL = (
-    "SELECT toUnixTimestamp64Milli(max(event_time)), count(), toUnixTimestamp64Milli(now64(3)) FROM {db}.events "
-    "WHERE event_time > now64(3) - INTERVAL 1 DAY"
-)
 
 
 def run(settings: Settings) -> list[Finding]:
@@ -82,13 +78,13 @@ def _clickhouse(settings: Settings) -> list[Finding]:
     try:
         if answer is not None and answer[0] == 200:
             status: dict[str, Any] = answer[1]
-            sql = worker_call(settings, "POST", "/api/sql", {"query": _CLOCK_SQL.format(db=db)}, timeout_s=30)
+            sql = worker_call(settings, "POST", "/api/sql", {"query": ingest_queries.clock(db)}, timeout_s=30)
             if sql is None or sql[0] != 200:
                 raise TaskpulseError(f"the worker's /api/sql answered {sql}")
             row = sql[1]["rows"][0]
             where = f"through the worker at {settings.effective_api_url}"
         else:
-            status, row = _direct(settings, _CLOCK_SQL.format(db=db))
+            status, row = _direct(settings, ingest_queries.clock(db))
             where = f"directly ({redact(settings.effective_clickhouse_url)}; no worker answers)"
     except TaskpulseError as exc:
         return [Finding("clickhouse", "fail", redact(str(exc))[:400],

@@ -57,6 +57,23 @@ class QueryRefused(ValueError):
     """The query is not allowed; the message says why and what is allowed."""
 
 
+#: The table functions this server knows (anything not allowed is refused by name, as a
+#: table function or elsewhere).
+TABLE_FUNCTIONS_QUERY = "SELECT lower(name) FROM system.table_functions"
+
+
+def ast_json_query(sql: str) -> tuple[str, dict[str, Any]]:
+    """The query that parses ``sql`` into the JSON tree ``check_json_ast`` reads."""
+    return "SELECT parseQueryToJSON({q:String})", {"q": sql}
+
+
+def explain_ast_query(sql: str) -> str:
+    """The ``EXPLAIN AST`` text of ``sql`` for ``check_ast_text`` (statements the JSON form
+    cannot serialise); the statement is the analyst's query itself, so it cannot be a
+    parameter: it is parsed, never run."""
+    return f"EXPLAIN AST {sql}"
+
+
 def _refuse(reason: str) -> QueryRefused:
     return QueryRefused(f"query refused: {reason}")
 

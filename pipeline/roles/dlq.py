@@ -16,18 +16,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from pipeline.core.ingest.queries import entries_query, outcome_query, replays_query
 from pipeline.core.ingest.replay import (
     REPLAY_COLUMNS,
     Entry,
     Filters,
     Report,
-    entries_query,
     entry_hex,
     judge_outcome,
     message_key,
-    outcome_query,
     refusal,
-    replays_query,
 )
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseStore

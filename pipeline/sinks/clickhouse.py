@@ -31,13 +31,22 @@ from clickhouse_connect.driver.exceptions import (
     ProgrammingError,
 )
 
+from pipeline.core import schema_queries
+from pipeline.core.ingest import queries as ingest_queries
 from pipeline.core.ingest.dedup import Origin
 from pipeline.core.ingest.logs import StoredMarks, TPLog, parse_src_key
 from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
 from pipeline.core.isolate import isolate
 from pipeline.core.migrations import MIGRATIONS_TABLE, Retention, TableTTL, plan, status_json, ttl_of
 from pipeline.core.schema import bootstrap_statements, migration_steps, probe_ddl, ttl_targets
-from pipeline.core.sql_guard import QueryRefused, check_ast_text, check_json_ast
+from pipeline.core.sql_guard import (
+    TABLE_FUNCTIONS_QUERY,
+    QueryRefused,
+    ast_json_query,
+    check_ast_text,
+    check_json_ast,
+    explain_ast_query,
+)
 from pipeline.errors import (
     ConfigError,
     SchemaMismatch,
@@ -305,8 +314,7 @@ class ClickHouseStore:
     # ------------------------------------------------------------------ schema
     def _tables(self) -> dict[str, tuple[str, str]]:
         """Table → (engine, engine_full) of every table in the database."""
-        sql = "SELECT name, engine, engine_full FROM system.tables WHERE database = {db:String}"
-        return {str(n): (str(e), str(f)) for n, e, f in self.rows(sql, {"db": self.database})}
+        return {str(n): (str(e), str(f)) for n, e, f in self.rows(*schema_queries.tables(self.database))}
 
     def _engine(self, table: str) -> str:
         return self._tables().get(table, ("", ""))[0]
@@ -317,11 +325,8 @@ class ClickHouseStore:
         idempotent)."""
         if MIGRATIONS_TABLE not in (self._tables() if tables is None else tables):
             return {}
-        sql = (
-            f"SELECT version, argMax(name, applied_at), toString(max(applied_at)) FROM {self.database}."
-            f"{MIGRATIONS_TABLE} GROUP BY version ORDER BY version"
-        )
-        return {int(v): (str(n), str(at)) for v, n, at in self.rows(sql)}
+        rows = self.rows(*schema_queries.applied_steps(self.database))
+        return {int(v): (str(n), str(at)) for v, n, at in rows}
 
     def table_ttls(self, tables: Mapping[str, tuple[str, str]] | None = None) -> list[TableTTL]:
         """Each table's TTL against what the settings (``self.retention``) ask."""
@@ -372,7 +377,7 @@ class ClickHouseStore:
         ran = []
         for t in self.table_ttls():
             if t.differs:
-                stmt = f"ALTER TABLE {self.database}.{t.table} MODIFY TTL {t.wanted}"
+                stmt = schema_queries.modify_ttl(self.database, t.table, t.wanted)
                 self.command(stmt)
                 ran.append(stmt)
                 log.warning("retention of %s changed: TTL %s (was %s)", t.table, t.wanted, t.actual or "none")
@@ -498,16 +503,16 @@ class ClickHouseStore:
 
     def _check(self, client: Any, sql: str) -> None:
         if self._table_functions is None:
-            names = client.query("SELECT lower(name) FROM system.table_functions").result_rows
+            names = client.query(TABLE_FUNCTIONS_QUERY).result_rows
             self._table_functions = frozenset(str(n) for (n,) in names)
         try:
-            ast = client.query("SELECT parseQueryToJSON({q:String})", parameters={"q": sql}).result_rows[0][0]
+            ast = client.query(*ast_json_query(sql)).result_rows[0][0]
         except DatabaseError as exc:
             if "SYNTAX_ERROR" in str(exc) or "Code: 62." in str(exc):
                 raise
             # a statement parseQueryToJSON cannot serialise (DESCRIBE, INSERT … VALUES, SYSTEM, …)
             try:
-                lines = [str(r[0]) for r in client.query(f"EXPLAIN AST {sql}").result_rows]
+                lines = [str(r[0]) for r in client.query(explain_ast_query(sql)).result_rows]
             except DatabaseError as explain_exc:
                 raise QueryRefused(f"query refused: it could not be checked ({explain_exc})") from explain_exc
             check_ast_text(lines, self._table_functions)
@@ -522,13 +527,10 @@ class ClickHouseStore:
         db = self.database
         out: StoredMarks = {}
         for table in ("events", "dlq"):
-            sql = (
-                f"SELECT src_topic, src_partition, src_log, max(src_offset) FROM {db}.{table} "
-                "GROUP BY src_topic, src_partition, src_log"
-            )
-            out[table] = {(t, int(p), str(lg)): int(o) for t, p, lg, o in self.rows(sql)}
+            rows = self.rows(*ingest_queries.sink_watermarks(db, table))
+            out[table] = {(t, int(p), str(lg)): int(o) for t, p, lg, o in rows}
         marks: dict[TPLog, int] = {}
-        for (offsets,) in self.rows(f"SELECT maxMap(src_offsets) FROM {db}.rollups"):
+        for (offsets,) in self.rows(*ingest_queries.rollup_watermarks(db)):
             for key, off in (offsets or {}).items():
                 marks[parse_src_key(key)] = int(off)
         out["rollups"] = marks
@@ -536,21 +538,13 @@ class ClickHouseStore:
 
     def recent_ids(self, limit: int) -> list[tuple[str, Origin]]:
         """The ``limit`` most recently ingested event ids with their origins, oldest first."""
-        sql = (
-            f"SELECT id, src_topic, src_partition, src_offset, src_index, src_log FROM {self.database}.events "
-            "ORDER BY ingested_at DESC, src_offset DESC LIMIT {limit:UInt64}"
-        )
-        rows = self.rows(sql, {"limit": limit})
+        rows = self.rows(*ingest_queries.recent_ids(self.database, limit))
         rows.reverse()
         return [(r[0], (r[1], int(r[2]), int(r[3]), int(r[4]), str(r[5]))) for r in rows]
 
     def table_counts(self) -> dict[str, int]:
         """Rows per taskpulse table (from system.parts: cheap, approximate for merging engines)."""
-        sql = (
-            "SELECT table, sum(rows) FROM system.parts WHERE database = {db:String} AND active "
-            "GROUP BY table"
-        )
-        return {t: int(n) for t, n in self.rows(sql, {"db": self.database})}
+        return {t: int(n) for t, n in self.rows(*schema_queries.table_counts(self.database))}
 
     def close(self) -> None:
         for client in (*self._all_analysts, self.client):

@@ -6,8 +6,10 @@ import csv
 import io
 
 import pytest
+from clickhouse_connect.driver.binding import finalize_query
 
-from pipeline.core.tasks.export import CSV_HEADER, csv_row, page_sql, parse_time, read_text_cell, text_cell
+from pipeline.core.tasks.export import CSV_HEADER, csv_row, parse_time, read_text_cell, text_cell
+from pipeline.core.tasks.queries import export_count, export_page
 
 NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
 
@@ -48,11 +50,18 @@ def test_an_unreadable_time_names_the_accepted_forms() -> None:
         parse_time("yesterday", NOW)
 
 
-def test_pages_continue_after_the_keyset_and_quote_filters() -> None:
-    sql = page_sql("taskpulse", NOW, None, "o'brien", ("2025-11-03 10:00:00.000000", "t-9"), 100)
-    assert "agent = 'o\\'brien'" in sql
-    assert "> (toDateTime64('2025-11-03 10:00:00.000000', 3, 'UTC'), 't-9')" in sql
-    assert sql.endswith("LIMIT 100")
+def test_pages_continue_after_the_keyset_and_bind_filters_as_parameters() -> None:
+    sql, params = export_page("taskpulse", NOW, None, "o'brien", ("2025-11-03 10:00:00.000000", "t-9"), 100)
+    assert "agent = %(agent)s" in sql and "o'brien" not in sql
+    assert "> (toDateTime64(%(after_ts)s, 3, 'UTC'), %(after_id)s)" in sql
+    assert sql.endswith("LIMIT %(limit)s")
+    assert params == {"since": NOW, "agent": "o'brien", "after_ts": "2025-11-03 10:00:00.000000", "after_id": "t-9",
+                      "limit": 100}  # fmt: skip
+    # bound by the client library: quotes escaped, the date format's % kept
+    bound = finalize_query(sql, params)
+    assert "agent = 'o\\'brien'" in bound and "'%Y-%m-%d %H:%i:%S.%f'" in bound
+    count_sql, count_params = export_count("taskpulse", None, NOW, None)
+    assert "< fromUnixTimestamp64Milli(%(until)s, 'UTC')" in count_sql and count_params == {"until": NOW}
 
 
 @pytest.mark.parametrize("lead", ["=", "+", "-", "@", "\t", "\r"])

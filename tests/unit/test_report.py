@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.tasks.report import Period, findings, period, queries, render
+from pipeline.core.tasks.queries import report_queries as queries
+from pipeline.core.tasks.report import Period, findings, period, render
 
 NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
 DAY = 86_400_000

@@ -1,6 +1,6 @@
 """DLQ replay, the pure part: what a DLQ entry is, which entries can go back to their source
-topic (``refusal``), the key a replayed message gets, the queries (text plus parameters), and
-the report of a replay.
+topic (``refusal``), the key a replayed message gets, and the report of a replay (its queries:
+``pipeline.core.ingest.queries``).
 
 An entry is one rejected message (or one element of an array message), identified by
 ``entry_id``: a hash of where it came from (log, topic, partition, offset, index) and its
@@ -19,11 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
-Query = tuple[str, dict[str, Any]]
-
-#: The SQL expression of an entry's id (over the ``dlq`` table's columns).
-ENTRY_ID = "cityHash64(src_log, src_topic, src_partition, src_offset, src_index, original)"
 
 _COLUMNS = (
     "entry_id", "received_at", "reason", "detail", "event_id", "original", "original_cut",
@@ -119,59 +114,10 @@ class Filters:
                 "id": entry_hex(self.entry_id) if self.entry_id is not None else None, "limit": self.limit}  # fmt: skip
 
 
-def entries_query(db: str, f: Filters) -> Query:
-    """The entries that match ``f``, oldest first (copies of one entry collapsed)."""
-    where = ["1"]
-    params: dict[str, Any] = {"limit": f.limit}
-    if f.reason:
-        where.append("reason = %(reason)s")
-        params["reason"] = f.reason
-    if f.topic:
-        where.append("src_topic = %(topic)s")
-        params["topic"] = f.topic
-    if f.since_ms is not None:
-        where.append("received_at >= fromUnixTimestamp64Milli(%(since)s, 'UTC')")
-        params["since"] = int(f.since_ms)
-    if f.entry_id is not None:
-        where.append(f"{ENTRY_ID} = %(entry)s")
-        params["entry"] = f.entry_id
-    sql = (
-        f"SELECT {ENTRY_ID} AS entry_id, toString(min(received_at)) AS first_received, any(reason), any(detail), "
-        "any(event_id), any(original), max(original_cut), any(src_topic), any(src_partition), any(src_offset), "
-        f"any(src_index), any(src_log) FROM {db}.dlq WHERE {' AND '.join(where)} "
-        "GROUP BY entry_id ORDER BY first_received, entry_id LIMIT %(limit)s"
-    )
-    return sql, params
-
-
-def replays_query(db: str, entry_ids: Iterable[int]) -> Query:
-    """(entry_id, topic, partition, offset, replayed_at) of the entries already replayed."""
-    return (
-        f"SELECT entry_id, topic, partition, offset, toString(replayed_at) FROM {db}.dlq_replays FINAL "
-        "WHERE entry_id IN %(ids)s",
-        {"ids": list(entry_ids) or [0]},
-    )
-
-
 REPLAY_COLUMNS = [
     "entry_id", "replayed_at", "reason", "event_id", "src_topic", "src_partition", "src_offset", "src_index",
     "src_log", "topic", "partition", "offset", "replayed_by",
 ]  # fmt: skip
-
-
-def outcome_query(db: str, published: Iterable[tuple[str, int, int]], since_ms: int) -> Query:
-    """What the pipeline made of the replayed messages (topic, partition, offset): rows of
-    ``events`` (accepted) and of ``dlq`` (rejected again, with the reason), written since the
-    replay began."""
-    keys = [f"{t}:{p}:{o}" for t, p, o in published] or [""]
-    key = "concat(src_topic, ':', toString(src_partition), ':', toString(src_offset))"
-    return (
-        f"SELECT {key} AS k, '' AS reason, count() FROM {db}.events WHERE k IN %(keys)s "
-        "AND ingested_at >= fromUnixTimestamp64Milli(%(since)s, 'UTC') GROUP BY k "
-        f"UNION ALL SELECT {key} AS k, any(reason), count() FROM {db}.dlq WHERE k IN %(keys)s "
-        "AND received_at >= fromUnixTimestamp64Milli(%(since)s, 'UTC') GROUP BY k",
-        {"keys": keys, "since": int(since_ms)},
-    )
 
 
 def refusal(e: Entry, raw_topics: Iterable[str]) -> str:

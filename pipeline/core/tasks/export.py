@@ -1,4 +1,5 @@
-"""The per-task CSV of the task log (seed 001): query pages and rows.  Pure.
+"""The per-task CSV of the task log (seed 001): rows, the keyset, time arguments (the page
+queries: ``pipeline.core.tasks.queries``).  Pure.
 
 Columns: ``timestamp,user_id,request,assigned_agent,confidence,other_agents_confidence,
 success,execution_time,error_message`` — the request time (ISO 8601, UTC), the requester,
@@ -42,48 +43,6 @@ def parse_time(text: str, now_ms: int) -> int:
         raise ValueError(f"cannot read {text!r} as a time: use ISO 8601 (2025-11-03T10:00:00Z) or 24h / 7d") from exc
 
 
-_TS = "ifNull(created_at, finished_at)"  # the CSV's timestamp: when the task was requested
-
-
-def _where(since_ms: int | None, until_ms: int | None, agent: str | None) -> str:
-    where = ["1"]
-    if since_ms is not None:
-        where.append(f"{_TS} >= fromUnixTimestamp64Milli({int(since_ms)}, 'UTC')")
-    if until_ms is not None:
-        where.append(f"{_TS} < fromUnixTimestamp64Milli({int(until_ms)}, 'UTC')")
-    if agent:
-        where.append(f"agent = {_quote(agent)}")
-    return " AND ".join(where)
-
-
-def page_sql(
-    database: str,
-    since_ms: int | None,
-    until_ms: int | None,
-    agent: str | None,
-    after: tuple[str, str] | None,
-    limit: int,
-) -> str:
-    """One page of the export, after the keyset ``(timestamp text, task id)``."""
-    where = _where(since_ms, until_ms, agent)
-    if after is not None:
-        where += f" AND ({_TS}, task_id) > (toDateTime64({_quote(after[0])}, 3, 'UTC'), {_quote(after[1])})"
-    return (
-        f"SELECT formatDateTime({_TS}, '%Y-%m-%d %H:%i:%S.%f', 'UTC') AS ts, task_id, requester_id, request, "
-        "agent, confidence, other_agents AS others, success, execution_ms, error "
-        f"FROM {database}.task_executions FINAL WHERE {where} "
-        f"ORDER BY {_TS}, task_id LIMIT {int(limit)}"
-    )
-
-
-def count_sql(database: str, since_ms: int | None, until_ms: int | None, agent: str | None) -> str:
-    return f"SELECT count() FROM {database}.task_executions FINAL WHERE {_where(since_ms, until_ms, agent)}"
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -123,5 +82,4 @@ def _num(x: float) -> str:
     return f"{float(x):.3f}".rstrip("0").rstrip(".") if x == x else ""
 
 
-__all__ = ["CSV_HEADER", "FORMULA_LEADS", "count_sql", "csv_row", "page_sql", "parse_time", "read_text_cell",
-           "text_cell"]
+__all__ = ["CSV_HEADER", "FORMULA_LEADS", "csv_row", "parse_time", "read_text_cell", "text_cell"]

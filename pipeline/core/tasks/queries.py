@@ -1,11 +1,17 @@
 """The tasks domain's queries, as text plus parameters (``%(name)s`` placeholders, bound by
-the ClickHouse client): what the correlation role reads back after a recovery, what the
-metrics role seeds its gauges from, and a task group's progress for ``taskpulse status
---group``.  Pure."""
+the ClickHouse client; the database name is an identifier and is formatted in): what the
+correlation role reads back after a recovery, what the metrics role seeds its gauges from, a
+task group's progress for ``taskpulse status --group``, the pages of ``taskpulse export
+csv`` and the answers of ``taskpulse report``.  Pure.
+
+A literal ``%`` in a query's text is written ``%%`` (the client binds with ``%``); such a
+query always has parameters."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from pipeline.core.periods import Period
 
 Query = tuple[str, dict[str, Any]]
 
@@ -74,3 +80,98 @@ def group_states(db: str, group_key: str) -> Query:
         f"SELECT state, count() FROM {db}.tasks FINAL WHERE group_key = %(key)s GROUP BY state ORDER BY 2 DESC",
         {"key": group_key},
     )
+
+
+_TS = "ifNull(created_at, finished_at)"  # the export's timestamp: when the task was requested
+
+
+def _export_where(since_ms: int | None, until_ms: int | None, agent: str | None, params: dict[str, Any]) -> str:
+    where = ["1"]
+    if since_ms is not None:
+        where.append(f"{_TS} >= fromUnixTimestamp64Milli(%(since)s, 'UTC')")
+        params["since"] = int(since_ms)
+    if until_ms is not None:
+        where.append(f"{_TS} < fromUnixTimestamp64Milli(%(until)s, 'UTC')")
+        params["until"] = int(until_ms)
+    if agent:
+        where.append("agent = %(agent)s")
+        params["agent"] = agent
+    return " AND ".join(where)
+
+
+def export_page(
+    db: str,
+    since_ms: int | None,
+    until_ms: int | None,
+    agent: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> Query:
+    """One page of the task-log export (``core.tasks.export.csv_row`` reads its rows), after
+    the keyset ``(timestamp text, task id)``, in that order."""
+    params: dict[str, Any] = {"limit": int(limit)}
+    where = _export_where(since_ms, until_ms, agent, params)
+    if after is not None:
+        where += f" AND ({_TS}, task_id) > (toDateTime64(%(after_ts)s, 3, 'UTC'), %(after_id)s)"
+        params["after_ts"], params["after_id"] = after
+    sql = (
+        f"SELECT formatDateTime({_TS}, '%%Y-%%m-%%d %%H:%%i:%%S.%%f', 'UTC') AS ts, task_id, requester_id, "
+        "request, agent, confidence, other_agents AS others, success, execution_ms, error "
+        f"FROM {db}.task_executions FINAL WHERE {where} "
+        f"ORDER BY {_TS}, task_id LIMIT %(limit)s"
+    )
+    return sql, params
+
+
+def export_count(db: str, since_ms: int | None, until_ms: int | None, agent: str | None) -> Query:
+    """The number of tasks the export with these filters writes."""
+    params: dict[str, Any] = {}
+    where = _export_where(since_ms, until_ms, agent, params)
+    return f"SELECT count() FROM {db}.task_executions FINAL WHERE {where}", params
+
+
+def _between(col: str) -> str:
+    return f"{col} >= fromUnixTimestamp64Milli(%(start)s, 'UTC') AND {col} < fromUnixTimestamp64Milli(%(end)s, 'UTC')"
+
+
+def report_queries(db: str, p: Period) -> dict[str, Query]:
+    """Name → query of ``taskpulse report`` for period ``p``; each answer is a list of rows
+    (``core.tasks.report.render`` reads them)."""
+    te = f"{db}.task_executions FINAL"
+    fin = _between("finished_at")
+    span = {"start": p.start_ms, "end": p.end_ms}
+    summary = (
+        "SELECT count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), "
+        "countIf(outcome = 'abandoned'), countIf(outcome = 'cancelled'), avg(cycle_ms), "
+        "quantileExact(0.95)(cycle_ms), avg(queue_wait_ms), sum(retry_count), sum(invalid_transitions) "
+        f"FROM {te} WHERE {fin}"
+    )
+    sql = {
+        "by_type": (
+            "SELECT task_type, count(), countIf(outcome = 'success') / count(), avg(execution_ms), "
+            f"quantileExact(0.95)(execution_ms) FROM {te} WHERE {fin} GROUP BY task_type ORDER BY 2 DESC"
+        ),
+        "agents": (
+            "SELECT agent, count(), countIf(outcome = 'success'), countIf(outcome = 'success') / count(), "
+            "avg(execution_ms), countIf(outcome = 'abandoned') "
+            f"FROM {te} WHERE {fin} AND agent != '' GROUP BY agent ORDER BY 3 DESC, 4 DESC"
+        ),
+        "dlq": f"SELECT reason, count() FROM {db}.dlq WHERE {_between('received_at')} GROUP BY reason ORDER BY 2 DESC",
+        "system_errors": (
+            f"SELECT count() FROM {db}.events WHERE event_type = 'system.error' AND {_between('event_time')}"
+        ),
+        "alerts": (
+            f"SELECT severity, count() FROM {db}.alerts WHERE change = 'firing' AND {_between('at')} "
+            "GROUP BY severity ORDER BY 2 DESC"
+        ),
+        "events": f"SELECT count() FROM {db}.events WHERE {_between('event_time')}",
+        "top_errors": (
+            f"SELECT error, count() FROM {te} WHERE {fin} AND error != '' GROUP BY error ORDER BY 2 DESC LIMIT 5"
+        ),
+    }
+    return {
+        "summary": (summary, dict(span)),
+        "summary_prev": (summary, {"start": p.prev.start_ms, "end": p.prev.end_ms}),
+        **{name: (text, dict(span)) for name, text in sql.items()},
+        "finished_span": (f"SELECT count(), min(finished_at), max(finished_at) FROM {te}", {}),
+    }

@@ -1,5 +1,6 @@
 """Periodic reports (seed 000: daily / weekly / monthly; seed 004: issue detection).  Pure:
-the SQL for a period and the markdown made from the answers; the CLI runs the queries.
+the markdown made from the answers to ``pipeline.core.tasks.queries.report_queries``; the
+CLI runs the queries.
 
 Sections: summary (against the previous period), tasks by type, agent rankings, system
 health (DLQ, system errors, alerts), top errors, and findings with recommendations.
@@ -11,52 +12,7 @@ from typing import Any
 
 from pipeline.core.periods import PERIOD_NAMES, Period, period
 
-__all__ = ["PERIOD_NAMES", "Period", "findings", "period", "queries", "render"]
-
-
-def _between(col: str, p: Period) -> str:
-    return (f"{col} >= fromUnixTimestamp64Milli({p.start_ms}, 'UTC') AND "
-            f"{col} < fromUnixTimestamp64Milli({p.end_ms}, 'UTC')")  # fmt: skip
-
-
-def queries(db: str, p: Period) -> dict[str, str]:
-    """Name → SQL; each answer is a list of rows."""
-    te = f"{db}.task_executions FINAL"
-    fin = _between("finished_at", p)
-    summary = (
-        "SELECT count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), "
-        "countIf(outcome = 'abandoned'), countIf(outcome = 'cancelled'), avg(cycle_ms), "
-        "quantileExact(0.95)(cycle_ms), avg(queue_wait_ms), sum(retry_count), sum(invalid_transitions) "
-        f"FROM {te} WHERE "
-    )
-    return {
-        "summary": summary + fin,
-        "summary_prev": summary + _between("finished_at", p.prev),
-        "by_type": (
-            "SELECT task_type, count(), countIf(outcome = 'success') / count(), avg(execution_ms), "
-            f"quantileExact(0.95)(execution_ms) FROM {te} WHERE {fin} GROUP BY task_type ORDER BY 2 DESC"
-        ),
-        "agents": (
-            "SELECT agent, count(), countIf(outcome = 'success'), countIf(outcome = 'success') / count(), "
-            "avg(execution_ms), countIf(outcome = 'abandoned') "
-            f"FROM {te} WHERE {fin} AND agent != '' GROUP BY agent ORDER BY 3 DESC, 4 DESC"
-        ),
-        "dlq": (
-            f"SELECT reason, count() FROM {db}.dlq WHERE {_between('received_at', p)} GROUP BY reason ORDER BY 2 DESC"
-        ),
-        "system_errors": (
-            f"SELECT count() FROM {db}.events WHERE event_type = 'system.error' AND {_between('event_time', p)}"
-        ),
-        "alerts": (
-            f"SELECT severity, count() FROM {db}.alerts WHERE change = 'firing' AND {_between('at', p)} "
-            "GROUP BY severity ORDER BY 2 DESC"
-        ),
-        "events": f"SELECT count() FROM {db}.events WHERE {_between('event_time', p)}",
-        "finished_span": f"SELECT count(), min(finished_at), max(finished_at) FROM {te}",
-        "top_errors": (
-            f"SELECT error, count() FROM {te} WHERE {fin} AND error != '' GROUP BY error ORDER BY 2 DESC LIMIT 5"
-        ),
-    }
+__all__ = ["PERIOD_NAMES", "Period", "findings", "period", "render"]
 
 
 def _pct(x: Any) -> str:
