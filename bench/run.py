@@ -678,7 +678,8 @@ def main() -> None:
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']:,}",
         )
-    console.print(table)
+    if table.row_count:  # a run of other parts only (--only correlation-memory…) has no ingest table
+        console.print(table)
     for lat in results.values():
         if isinstance(lat, dict) and "p99_s" in lat:
             console.print(
