@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -106,18 +107,33 @@ def up(
         refuse_if_held((settings.data_dir / "clickhouse").resolve(), settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
-    with embedded(settings) as (kafka_url, broker_pid):
-        console.print(f"[bold]taskpulse[/] broker {kafka_url}, ClickHouse {settings.effective_clickhouse_url}")
-        console.print(f"worker log: {log_path}; API: {settings.effective_api_url}")
-        proc = spawn_worker(settings, kafka_url, log_path)
-        try:
-            asyncio.run(up_loop(settings, kafka_url, proc, demo, rate, duration, broker_pid))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            console.print("stopping worker…")
-            stop(proc)
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP)  # until the live view takes them over
+    proc = None
+    try:
+        with embedded(settings) as (kafka_url, broker_pid):
+            console.print(f"[bold]taskpulse[/] broker {kafka_url}, ClickHouse {settings.effective_clickhouse_url}")
+            console.print(f"worker log: {log_path}; API: {settings.effective_api_url}")
+            try:
+                proc = spawn_worker(settings, kafka_url, log_path)
+                asyncio.run(up_loop(settings, kafka_url, proc, demo, rate, duration, broker_pid))
+            finally:
+                if proc is not None:
+                    console.print("stopping worker…")
+                    stop(proc)
+    except KeyboardInterrupt:
+        pass
     console.print("stopped.")
+
+
+def _interrupt_on(*signals: signal.Signals) -> None:
+    """Make these signals stop `up` like Ctrl-C (a KeyboardInterrupt), so the worker and the
+    embedded broker are stopped too, also while the stack is still starting."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in signals:
+        signal.signal(sig, interrupt)
 
 
 def _answers(settings: Settings) -> bool:

@@ -73,8 +73,11 @@ async def up_loop(
 
     import signal
 
-    stopping = asyncio.Event()  # SIGTERM (`timeout`, a service manager) stops like Ctrl-C
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    # SIGTERM (`timeout`, a service manager) and SIGHUP (the terminal closed) stop like
+    # Ctrl-C: the worker and the embedded broker with it, never left behind
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     api = settings.effective_api_url
     headers = auth_headers(settings)
     published = [0]

@@ -257,3 +257,25 @@ def test_agents_go_on_after_a_fresh_broker(make_worker, broker, tmp_path):
             assert (status, busy_s) == ("online", 30.0), rows[a]  # 10 s in run 1 + 20 s in run 2
     finally:
         fresh.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_taskpulse_up_stopped_by_a_signal_leaves_no_broker_behind(tmp_path, sig):
+    """`timeout` or a service manager (SIGTERM) and a closed terminal (SIGHUP) stop the whole
+    stack like Ctrl-C: the embedded broker's port is closed afterwards."""
+    import socket
+
+    env = {**os.environ, "TASKPULSE_DATA_DIR": str(tmp_path / "data"), "TASKPULSE_API_PORT": str(free_port())}
+    env.pop("TASKPULSE_KAFKA_URL", None)
+    env.pop("TASKPULSE_CLICKHOUSE_URL", None)
+    proc, url = _up(env, tmp_path / "up.log")
+    host, port = url.removeprefix("kafka://").rsplit(":", 1)
+    proc.send_signal(sig)
+    proc.wait(60)
+
+    def broker_gone() -> bool:
+        with socket.socket() as s:
+            s.settimeout(1)
+            return s.connect_ex((host, int(port))) != 0
+
+    wait_for(broker_gone, 20, f"the embedded broker at {url} to stop")
