@@ -32,9 +32,9 @@ def unfinished_tasks(db: str, keep_s: float) -> Query:
 
 
 def task_events(db: str, task_ids: list[str]) -> Query:
-    """(task_id, id, event_type, event time ms, current_state, metadata) of the given tasks' events."""
+    """(task_id, id, event_type, event time ms, current_state, metadata, metrics) of the given tasks' events."""
     return (
-        "SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata "
+        "SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata, metrics "
         f"FROM {db}.events WHERE entity_type = 'task' AND entity_id IN %(ids)s",
         {"ids": task_ids},
     )
