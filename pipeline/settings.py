@@ -308,8 +308,8 @@ class Settings(BaseSettings):
         'table inline (JSON/YAML: {"currency": "USD", "models": {"gpt-4o": {"input_per_1m": 2.5, '
         '"output_per_1m": 10}}}); empty: only metrics.cost counts.',
     )
-    report_dir: Path = Field(
-        Path(""), description="Where scheduled reports are written (HTML + markdown); empty: <data dir>/reports."
+    report_dir: str = Field(
+        "", description="Where scheduled reports are written (HTML + markdown); empty: <data dir>/reports."
     )
     report_daily_cron: str = Field("0 6 * * *", description="When the daily report runs (cron, in report_tz); "
                                    "empty: never.")
@@ -350,6 +350,11 @@ class Settings(BaseSettings):
         for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url", "api_url"):
             out[key] = redact(out[key])
         return out
+
+    @property
+    def effective_report_dir(self) -> Path:
+        """Where scheduled reports go: ``report_dir``, else ``<data dir>/reports``."""
+        return Path(self.report_dir) if self.report_dir else self.data_dir / "reports"
 
     @property
     def role_list(self) -> list[str]:
