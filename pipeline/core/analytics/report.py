@@ -298,13 +298,20 @@ def _capacity(r: ReportInput) -> list[Block]:
             [f.task_type or "(none)", secs(f.expected_ms), f"{f.tasks:,}", secs(f.mae_ms), pct(f.relative_mae)]
             for f in r.completion
         ]))  # fmt: skip
+    return blocks + _group_lines(r)
+
+
+def _group_lines(r: ReportInput) -> list[Block]:
+    """Each requested group's ETA (``--group``)."""
+    out: list[Block] = []
     for g in r.groups:
         if not g.open_tasks:
-            blocks.append(f"Group {g.group}: no open task.")
+            out.append(f"Group {g.group}: no open task.")
             continue
         eta = _when(g.eta_ms) if g.eta_ms else "unknown (no completion history)"
-        blocks.append(f"Group {g.group}: {g.open_tasks} open tasks ({g.executing} executing), ETA {eta}.")
-    return blocks
+        out.append(f"Group {g.group}: {g.open_tasks} open tasks ({g.executing} executing), ETA {eta} "
+                   "(remaining work by task type / tasks executing).")  # fmt: skip
+    return out
 
 
 def _cost(r: ReportInput) -> list[Block]:
@@ -391,7 +398,7 @@ def _section_blocks(key: str, r: ReportInput) -> list[Block]:
         return [_headline(r)]
     if key in ("task_completion_statistics", "task_analysis"):
         return [Chart("throughput", "Tasks finished, succeeded and failed."), Chart("by_type", "Success rate by "
-                "task type."), _by_type_table(r)]  # fmt: skip
+                "task type."), _by_type_table(r), *_group_lines(r)]  # fmt: skip
     if key in ("agent_performance_rankings", "agent_performance"):
         if not r.agents:
             return [NotTracked("agent rankings", "task.assigned (agent_id) on finished tasks")]
