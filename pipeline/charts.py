@@ -73,7 +73,7 @@ def time_series(
         ax.set_title(title, loc="left", fontweight="bold")
         ax.set_ylabel(ylabel)
         if len(series) > 1:
-            ax.legend(frameon=False, ncols=min(4, n), loc="upper left")
+            ax.legend(ncols=min(4, n), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         return _svg(fig)
 
 
@@ -121,7 +121,7 @@ def reliability_diagram(curves: dict[str, list[tuple[float, float, int]]]) -> st
         ax.set_xlabel("predicted success (mean confidence in bucket)")
         ax.set_ylabel("observed success rate")
         ax.set_title("Reliability diagram", loc="left", fontweight="bold")
-        ax.legend(frameon=False, fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="lower right", framealpha=0.85, edgecolor="none")
         return _svg(fig)
 
 
@@ -140,5 +140,5 @@ def forecast_chart(title: str, history: Sequence[tuple[int, float]], forecast: S
         ax.xaxis_date(tz=UTC)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator(tz=UTC), tz=UTC))
         ax.set_title(title, loc="left", fontweight="bold")
-        ax.legend(frameon=False, loc="upper left")
+        ax.legend(ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         return _svg(fig)

@@ -8,11 +8,14 @@ and chart, and their numbers are the views' numbers.
 
 from __future__ import annotations
 
+import http.server
+import json
 import math
 import random
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,3 +195,47 @@ def _reports_render_and_match(worker: Any, world: aw.World, got: dict[str, Any],
     assert "Group none-such: no open task." in custom_md
     assert re.search(rf"Group {aw.OPEN_GROUP}: 3 open tasks \(1 executing\), ETA \d{{4}}-\d\d-\d\d \d\d:\d\d UTC",
                      custom_md), custom_md  # fmt: skip
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_leading_worker_writes_scheduled_reports_and_posts_the_webhook(make_worker, broker, tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hook.received = []
+    reports = tmp_path / "scheduled"
+    try:
+        worker = make_worker(
+            TASKPULSE_ROLES="ingest,correlate,alerts", TASKPULSE_REPORT_DAILY_CRON="* * * * *",
+            TASKPULSE_REPORT_WEEKLY_CRON="", TASKPULSE_REPORT_MONTHLY_CRON="", TASKPULSE_REPORT_DIR=str(reports),
+            TASKPULSE_REPORT_WEBHOOK_URL=f"http://127.0.0.1:{server.server_port}/hooks/reports-secret-path",
+        ).start()  # fmt: skip
+        world = aw.build((int(time.time() * 1000) // aw.HOUR) * aw.HOUR - 2 * aw.DAY, n_tasks=20)
+        publish(broker, world.events, batch_size=50)
+        # the schedule fires at the next minute; the leader writes the report, then posts
+        wait_for(lambda: _Hook.received, 150, f"the report webhook\n{worker.log()}")
+        hook = _Hook.received[0]
+        assert (hook["kind"], hook["report"]) == ("taskpulse.report", "daily")
+        html_path = Path(hook["html_path"])
+        assert html_path.parent == reports and html_path.name.startswith("daily-")
+        page = html_path.read_text(encoding="utf-8")
+        assert _section_ids(page) == list(rep.SECTIONS["daily"])
+        assert Path(hook["markdown_path"]).is_file()
+        assert not list(reports.glob("weekly-*")) and not list(reports.glob("monthly-*"))  # empty cron: never
+        section = (worker.status() or {}).get("reports") or {}
+        assert section.get("leader") is True and section["written"][0]["html"] == str(html_path)
+        assert "reports-secret-path" not in json.dumps(worker.status())  # the webhook URL is a secret
+    finally:
+        server.shutdown()
+        server.server_close()
