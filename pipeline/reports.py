@@ -83,6 +83,7 @@ def gather(
         completion=completion,
         groups=etas,
         filters=dict(filters),
+        finished_span=extra["finished_span"][0] if extra["finished_span"] else [],
     )
 
 

@@ -33,7 +33,7 @@ def summarize(p: Period, answers: dict[str, list[list[Any]]]) -> dict[str, Any]:
     rev_n, rev_ok = _row(answers, "review", 2)
     sat_n, sat_avg = _row(answers, "satisfaction", 2)
     del_n, defects = _row(answers, "defects", 2)
-    dec_n, errors = _row(answers, "errors", 2)
+    dec_n, errors, abandoned = _row(answers, "errors", 3)
     c_tasks, c_ok, c_costed, c_sum, c_cur, c_tok, c_unpriced = _row(answers, "cost", 7)
     up_ms, seen_ms, agents_seen = _row(answers, "uptime", 3)
     rec_n, mttr = _row(answers, "mttr", 2)
@@ -56,6 +56,7 @@ def summarize(p: Period, answers: dict[str, list[list[Any]]]) -> dict[str, Any]:
         "defect_rate": _ratio(defects, del_n),
         "defects": int(defects or 0),
         "error_rate": _ratio(errors, dec_n),
+        "abandoned_rate": _ratio(abandoned, dec_n),
         "agent_uptime_rate": _ratio(up_ms, seen_ms),
         "agents_seen": int(agents_seen or 0),
         "mttr_ms": _f(mttr) if rec_n else None,

@@ -93,7 +93,8 @@ def kpi_queries(db: str, p: Period, filters: Mapping[str, str] | None = None) ->
         "satisfaction": tq(f"SELECT count(), avg(score) FROM {db}.kpi_satisfaction WHERE {_in('event_time')}"),
         "defects": q(f"SELECT count(), countIf(reopened OR failed_review) FROM {db}.kpi_defects "
                      f"WHERE {_in('finished_at')}"),
-        "errors": q(f"SELECT count(), countIf(failed) FROM {db}.kpi_errors WHERE {_in('finished_at')}"),
+        "errors": q(f"SELECT count(), countIf(failed), countIf(outcome = 'abandoned') FROM {db}.kpi_errors "
+                    f"WHERE {_in('finished_at')}"),
         "cost": q(f"SELECT count(), countIf(success), countIf(cost IS NOT NULL), sum(cost), "
                   f"anyIf(currency, currency != ''), sum(tokens), sum(unpriced_tokens) "
                   f"FROM {db}.kpi_cost WHERE {_in('finished_at')}"),
@@ -239,5 +240,11 @@ def report_extra_queries(db: str, p: Period, filters: Mapping[str, str] | None =
         "progress": (
             f"SELECT count() FROM {db}.events WHERE event_type = 'task.progress' AND {_in('event_time')}",
             _span(p),
+        ),
+        # where finished tasks are, for the advice of a period that holds none
+        "finished_span": (
+            "SELECT count(), toString(toStartOfMinute(min(finished_at))), toString(toStartOfMinute(max(finished_at))) "
+            f"FROM {db}.task_executions FINAL",
+            {},
         ),
     }

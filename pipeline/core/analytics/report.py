@@ -73,6 +73,8 @@ class ReportInput:
     completion: list[CompletionForecast] = field(default_factory=list)
     groups: list[GroupEta] = field(default_factory=list)
     filters: dict[str, str] = field(default_factory=dict)
+    #: (count, first, last finish time) of every finished task on record
+    finished_span: list[Any] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -224,8 +226,18 @@ def recommendations(r: ReportInput) -> list[str]:
     k = r.kpis
     out: list[str] = []
     if k["tasks_finished"] == 0:
-        return ["No task finished in this period: check that services emit task events (task.created … "
-                "task.completed) to this pipeline."]  # fmt: skip
+        span, events = r.finished_span, int((r.health or [0, 0, 0, 0])[3] or 0)
+        if span and int(span[0] or 0):
+            return [f"No task finished in this period; the {int(span[0]):,} finished tasks on record range from "
+                    f"{span[1]} to {span[2]} (UTC): choose that period (--until, --since, or another report type)."]
+        if events:
+            return [f"No task finished in this period, but {events:,} events arrived: tasks are still open, "
+                    "or the events carry no task lifecycle (task.created … task.completed)."]
+        return ["No task finished in this period and no event arrived: check that services emit "
+                "events to this pipeline's Kafka (TASKPULSE_KAFKA_URL)."]
+    if k["abandoned_rate"] is not None and k["abandoned_rate"] > 0.1:
+        out.append(f"High abandonment: {pct(k['abandoned_rate'])} of tasks went silent and were abandoned "
+                   "(> 10%). Check agent crashes and TASKPULSE_ABANDON_AFTER_S per task type.")  # fmt: skip
     if k["error_rate"] is not None and k["error_rate"] > 0.2:
         out.append(f"Error rate {pct(k['error_rate'])} is above 20%: see the top errors in Notable events.")
     for a in r.agents:
