@@ -276,10 +276,7 @@ SELECT
     quantilesExactIf(0.5, 0.95, 0.99)(cycle_ms, cycle_ms IS NOT NULL) AS cycle_p50_p95_p99,
     avg(queue_wait_ms) AS queue_wait_avg_ms,
     avg(execution_ms) AS execution_avg_ms,
-    avg(cycle_ms) AS cycle_avg_ms,
-    sum(cost) AS cost,
-    any(currency) AS currency,
-    sum(tokens) AS tokens
+    avg(cycle_ms) AS cycle_avg_ms
 FROM taskpulse.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
 GROUP BY granularity, window_start, agent, task_type, outcome;

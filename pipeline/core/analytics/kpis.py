@@ -44,6 +44,9 @@ def summarize(p: Period, answers: dict[str, list[list[Any]]]) -> dict[str, Any]:
     return {
         "tasks_finished": int(finished or 0),
         "tasks_completed": int(completed or 0),
+        "tasks_failed": int(errors or 0) - int(abandoned or 0),
+        "tasks_abandoned": int(abandoned or 0),
+        "tasks_cancelled": int(finished or 0) - int(dec_n or 0),
         "throughput_per_hour": (int(completed or 0) / hours) if hours > 0 else None,
         "cycle_ms": {"avg": _f(t[1]), "p50": _f(t[2]) if t[0] else None, "p95": _f(t[3]) if t[0] else None},
         "wait_ms": {"avg": _f(t[4]), "p50": _f(t[5]) if t[0] else None, "p95": _f(t[6]) if t[0] else None},

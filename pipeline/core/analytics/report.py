@@ -140,6 +140,10 @@ def _delta(now: Any, before: Any, points: bool = False) -> str:
     return f" ({(float(now) - float(before)) / float(before) * 100:+.0f}% vs previous)"
 
 
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
 def _when(ms: int, tz: str = "UTC") -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -154,6 +158,8 @@ def _headline(r: ReportInput) -> list[str]:
     cur = k["currency"]
     return [
         f"Tasks finished: {k['tasks_finished']:,}{_delta(k['tasks_finished'], p['tasks_finished'])}",
+        f"Succeeded: {k['tasks_completed']:,} ({pct(_ratio(k['tasks_completed'], k['tasks_finished']))}); "
+        f"failed: {k['tasks_failed']:,}; abandoned: {k['tasks_abandoned']:,}; cancelled: {k['tasks_cancelled']:,}",
         f"Success rate: {pct(dec_rate)}{_delta(dec_rate, prev_rate, True)}; first-time success: "
         f"{pct(k['first_time_success_rate'])}",
         f"Throughput: {num(k['throughput_per_hour'])} completed tasks / hour",

@@ -48,7 +48,7 @@ def tasks_steps(db: str, retention: Retention) -> list[Step]:
         ]),
         Step.of(COST_STEP, "task_executions: cost, currency, tokens, unpriced_tokens; task_rollups with cost", [
             *(f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS {col}" for col in COST_COLUMNS),
-            f"CREATE OR REPLACE VIEW {db}.task_rollups AS {_task_rollups_select(db)}",
+            f"CREATE OR REPLACE VIEW {db}.task_rollups AS {_task_rollups_select(db, with_cost=True)}",
         ]),
     ]  # fmt: skip
 
@@ -187,14 +187,16 @@ WHERE group_key != ''
 GROUP BY group_key""",
         # Lifecycle window aggregates, computed from the latest version of every finished
         # task (so a corrected record, abandoned then completed, counts once, as completed).
-        f"CREATE VIEW IF NOT EXISTS {db}.task_rollups AS {_task_rollups_select(db)}",
+        # (with cost from step COST_STEP on: this statement may run on an older task_executions)
+        f"CREATE VIEW IF NOT EXISTS {db}.task_rollups AS {_task_rollups_select(db, with_cost=False)}",
     ]
 
 
-def _task_rollups_select(db: str) -> str:
+def _task_rollups_select(db: str, with_cost: bool) -> str:
     """Lifecycle window aggregates, computed from the latest version of every finished task
     (so a corrected record, abandoned then completed, counts once, as completed), with what
     the tasks cost (``cost``: the sum over tasks that reported usage)."""
+    cost = ",\n    sum(cost) AS cost,\n    any(currency) AS currency,\n    sum(tokens) AS tokens" if with_cost else ""
     return f"""
 SELECT
     multiIf(secs = 60, '1m', secs = 300, '5m', secs = 3600, '1h', '1d') AS granularity,
@@ -207,10 +209,7 @@ SELECT
     quantilesExactIf(0.5, 0.95, 0.99)(cycle_ms, cycle_ms IS NOT NULL) AS cycle_p50_p95_p99,
     avg(queue_wait_ms) AS queue_wait_avg_ms,
     avg(execution_ms) AS execution_avg_ms,
-    avg(cycle_ms) AS cycle_avg_ms,
-    sum(cost) AS cost,
-    any(currency) AS currency,
-    sum(tokens) AS tokens
+    avg(cycle_ms) AS cycle_avg_ms{cost}
 FROM {db}.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
 GROUP BY granularity, window_start, agent, task_type, outcome"""
