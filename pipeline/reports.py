@@ -15,7 +15,6 @@ from typing import Any
 
 from croniter import croniter
 
-from pipeline import charts
 from pipeline.core.analytics import forecast as fc
 from pipeline.core.analytics import kpis, queries
 from pipeline.core.analytics import report as rep
@@ -30,6 +29,11 @@ FORECAST_DAYS = 28
 
 def _run(query: QueryFn, qs: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, list[list[Any]]]:
     return {name: [list(r) for r in query(sql, params)] for name, (sql, params) in qs.items()}
+
+
+def kpi_values(query: QueryFn, db: str, p: Period, filters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The KPIs of period ``p`` as named values (what an API ``kpis`` resource answers)."""
+    return kpis.summarize(p, _run(query, queries.kpi_queries(db, p, filters)))
 
 
 def report_period(kind: str, now_ms: int, since_ms: int | None, until_ms: int | None, tz: str) -> Period:
@@ -89,6 +93,8 @@ def gather(
 
 def render_charts(r: rep.ReportInput, wanted: set[str]) -> dict[str, str]:
     """The SVG of each wanted chart ('' when it has no data)."""
+    from pipeline import charts  # matplotlib loads only when a report is drawn
+
     out: dict[str, str] = {}
     times = [int(row[0]) for row in r.series]
     unit = "hour" if r.period.end_ms - r.period.start_ms <= 3 * 86_400_000 else "day"
