@@ -461,13 +461,13 @@ FROM (
 WHERE ok AND NOT prev_ok;
 
 CREATE OR REPLACE VIEW taskpulse.calibration AS
-SELECT task_id, finished_at, agent, task_type, p AS confidence, toUInt8(least(floor(p * 10), 9)) AS bucket,
-    ok AS success, pow(p - ok, 2) AS squared_error
-FROM (SELECT task_id, finished_at, agent, task_type, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS p, outcome = 'success' AS ok FROM taskpulse.task_executions FINAL
+SELECT task_id, finished_at, agent, task_type, group_key, p AS confidence,
+    toUInt8(least(floor(p * 10), 9)) AS bucket, ok AS success, pow(p - ok, 2) AS squared_error
+FROM (SELECT task_id, finished_at, agent, task_type, group_key, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS p, outcome = 'success' AS ok FROM taskpulse.task_executions FINAL
       WHERE confidence IS NOT NULL AND agent != '' AND outcome IN ('success', 'failure', 'abandoned'));
 
 CREATE OR REPLACE VIEW taskpulse.calibration_choice AS
-SELECT task_id, finished_at, agent, task_type, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS confidence,
+SELECT task_id, finished_at, agent, task_type, group_key, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS confidence,
     best.1 AS best_alternative, best.2 AS best_alternative_confidence,
     least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) >= best.2 AS chosen_top_rated, outcome = 'success' AS success
 FROM (SELECT *, arrayReduce('argMax', arrayMap((a, c) -> (a, least(greatest(if(c > 1, c / 100, c), 0), 1)), mapKeys(other_agents),

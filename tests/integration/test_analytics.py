@@ -125,6 +125,17 @@ def test_every_kpi_and_the_calibration_equal_an_independent_computation(week, tm
     per_agent = {a["agent"]: a for a in kpis.summarize_agents(_answers(worker, queries.agent_queries("taskpulse", p)))}
     assert per_agent[agent]["error_rate"] == pytest.approx(only["error_rate"])
 
+    # every query takes every filter (a group no task belongs to: nothing, and no error)
+    for f in ({"task_type": "code"}, {"group": "no-such-group"}, {"agent": agent, "task_type": "research"}):
+        for qs in (queries.kpi_queries("taskpulse", p, f), queries.agent_queries("taskpulse", p, f),
+                   queries.calibration_queries("taskpulse", p, f), queries.report_extra_queries("taskpulse", p, f),
+                   queries.history_queries("taskpulse", world.end, 28, f)):  # fmt: skip
+            _answers(worker, qs)
+    coded = kpis.summarize(p, _answers(worker, queries.kpi_queries("taskpulse", p, {"task_type": "code"})))
+    assert coded["tasks_finished"] == sum(t.task_type == "code" for t in world.tasks)
+    nothing = kpis.summarize(p, _answers(worker, queries.kpi_queries("taskpulse", p, {"group": "no-such-group"})))
+    assert nothing["tasks_finished"] == 0 and nothing["brier_score"] is None
+
     # cost lands on task_executions and in the task rollups
     assert worker.scalar("SELECT round(sum(cost), 9) FROM taskpulse.task_rollups WHERE granularity = '1d'") == \
         pytest.approx(round(want["cost_total"], 9))  # fmt: skip

@@ -135,12 +135,12 @@ FROM (
         FROM {te} WHERE agent != '' AND {DECIDED}))
 WHERE ok AND NOT prev_ok""",
         "calibration": f"""
-SELECT task_id, finished_at, agent, task_type, p AS confidence, toUInt8(least(floor(p * 10), 9)) AS bucket,
-    ok AS success, pow(p - ok, 2) AS squared_error
-FROM (SELECT task_id, finished_at, agent, task_type, {PROB} AS p, outcome = 'success' AS ok FROM {te}
+SELECT task_id, finished_at, agent, task_type, group_key, p AS confidence,
+    toUInt8(least(floor(p * 10), 9)) AS bucket, ok AS success, pow(p - ok, 2) AS squared_error
+FROM (SELECT task_id, finished_at, agent, task_type, group_key, {PROB} AS p, outcome = 'success' AS ok FROM {te}
       WHERE confidence IS NOT NULL AND agent != '' AND {DECIDED})""",
         "calibration_choice": f"""
-SELECT task_id, finished_at, agent, task_type, {PROB} AS confidence,
+SELECT task_id, finished_at, agent, task_type, group_key, {PROB} AS confidence,
     best.1 AS best_alternative, best.2 AS best_alternative_confidence,
     {PROB} >= best.2 AS chosen_top_rated, outcome = 'success' AS success
 FROM (SELECT *, arrayReduce('argMax', arrayMap((a, c) -> (a, {ALT_PROB}), mapKeys(other_agents),
