@@ -165,7 +165,7 @@ def _headline(r: ReportInput) -> list[str]:
         f"Throughput: {num(k['throughput_per_hour'])} completed tasks / hour",
         f"Cycle time: p50 {secs(k['cycle_ms']['p50'])}, p95 {secs(k['cycle_ms']['p95'])}"
         f"{_delta(k['cycle_ms']['p50'], p['cycle_ms']['p50'])}",
-        f"Error rate: {pct(k['error_rate'])}; MTTR: {secs(k['mttr_ms'])} over {k['recoveries']} recoveries",
+        f"Error rate: {pct(k['error_rate'])}; MTTR: {secs(k['mttr_ms'])} (recoveries: {k['recoveries']})",
         f"Cost: {money(k['cost_total'], cur)} ({money(k['cost_per_task'], cur)} per task)"
         if k["cost_total"] is not None else "Cost: not tracked (no event reported metrics.cost or priced tokens)",
     ]  # fmt: skip
@@ -425,7 +425,7 @@ def _section_blocks(key: str, r: ReportInput) -> list[Block]:
         return [_health(r)]
     if key == "notable_events":
         items = [f"{int(n):,} × {e}" for e, n in r.top_errors] or ["no task errors"]
-        items.append(f"{k['recoveries']} recoveries after failures; {k['defects']} defects")
+        items.append(f"Recoveries after failures: {k['recoveries']}; defects: {k['defects']}")
         return [items]
     if key == "recommendations":
         return [recommendations(r)]
