@@ -577,36 +577,105 @@ def export_csv(
 
 @cli.command()
 def report(
-    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The last 24 hours, the "
-                                               "last 7 days, or the calendar month to date")] = "daily",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the markdown here")] = None,
-    end: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    kind: Annotated[str, typer.Argument(metavar="daily|weekly|monthly|custom", help="The last 24 hours, the last "
+                                        "7 days, the calendar month to date, or --since … --until")] = "daily",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here: FILE.html (self-"
+                                                "contained, with charts) or FILE.md (markdown)")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Write both <type>-<end>.html and .md into this "
+                                                   "directory")] = None,
+    since: Annotated[str, typer.Option(help="custom: start (ISO 8601, or 2h / 3d back)")] = "",
+    until: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    end: Annotated[str, typer.Option(help="Same as --until (kept for older scripts)", hidden=True)] = "",
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="Only these tasks: agent=NAME, "
+                                                      "task_type=TYPE or group=KEY (repeatable)")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Add this group's forecast ETA (repeatable)")]
+    = None,
     tz: Annotated[str, typer.Option(help="Time zone of month boundaries and shown times (IANA name)")] = "UTC",
 ) -> None:
-    """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
+    """A report with seed 000's sections for its type: KPIs, rankings, trends, quality, cost,
+    calibration, forecasts; HTML with charts and markdown."""
     from rich.markdown import Markdown
 
-    from pipeline.core.tasks import report as rep
+    from pipeline.core.analytics.queries import parse_filters
     from pipeline.core.tasks.export import parse_time
-    from pipeline.core.tasks.queries import report_queries
+    from pipeline.reports import build_report, report_period, write_report
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
     try:
-        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None, tz)
+        since_ms = parse_time(since, now_ms) if since else None
+        until_ms = parse_time(until or end, now_ms) if (until or end) else None
+        p = report_period(kind, now_ms, since_ms, until_ms, tz)
+        wanted = parse_filters(filters or [])
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if output is not None and output.suffix not in (".html", ".htm", ".md"):
+        fail(f"--output {output}: name a .html or .md file (or use --dir for both)")
+    query = Querier(settings)
+    rendered = build_report(lambda q, prm: query(q, prm)[1], settings.clickhouse_database, kind, p, wanted, now_ms,
+                            tuple(group or ()))  # fmt: skip
+    if directory is not None:
+        html_path, md_path = write_report(directory, rendered)
+        err.print(f"wrote the {kind} report ({p.describe()}) to {html_path} and {md_path}", soft_wrap=True)
+    if output is not None:
+        output.write_text(rendered.html if output.suffix in (".html", ".htm") else rendered.markdown, encoding="utf-8")
+        err.print(f"wrote the {kind} report ({p.describe()}) to {output}", soft_wrap=True)
+    if output is None and directory is None:
+        if console.is_terminal:
+            console.print(Markdown(rendered.markdown))
+        else:
+            sys.stdout.write(rendered.markdown)
+
+
+@cli.command()
+def forecast(
+    group: Annotated[list[str] | None, typer.Option("--group", help="Also the ETA of this group (repeatable)")] = None,
+    hours: Annotated[int, typer.Option(help="Hours of task volume to forecast")] = 12,
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="agent=NAME, task_type=TYPE or group=KEY")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Forecasts from history: next hours' task volume, expected completion time per task type
+    (each with its error on held-out history), and a group's ETA."""
+    import dataclasses
+
+    from pipeline.core.analytics import forecast as fc
+    from pipeline.core.analytics import queries as aq
+    from pipeline.reports import FORECAST_DAYS
+
+    settings = _settings()
+    now_ms = int(time.time() * 1000)
+    try:
+        wanted = aq.parse_filters(filters or [])
     except ValueError as exc:
         fail(str(exc))
         return
     query = Querier(settings)
-    answers = {name: query(*q)[1] for name, q in report_queries(settings.clickhouse_database, p).items()}
-    text = rep.render(p, answers)
-    if output:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote the {p.name} report ({p.describe()}) to {output}", soft_wrap=True)
-    elif console.is_terminal:
-        console.print(Markdown(text))
-    else:
-        sys.stdout.write(text)
+    db = settings.clickhouse_database
+    hist = {n: query(*q)[1] for n, q in aq.history_queries(db, now_ms, FORECAST_DAYS, wanted).items()}
+    volume = fc.volume_forecast(fc.hourly_series(hist["hourly_volume"], now_ms - FORECAST_DAYS * 86_400_000, now_ms),
+                                hours_ahead=hours)  # fmt: skip
+    completion = fc.ewma_forecasts(hist["cycle_times"])
+    etas = [fc.group_eta(g, query(*aq.group_open_tasks(db, g))[1], completion, now_ms) for g in group or []]
+    if as_json:
+        doc = {"volume": {k: v for k, v in dataclasses.asdict(volume).items() if k != "history"},
+               "completion": [dataclasses.asdict(c) for c in completion],
+               "groups": [dataclasses.asdict(e) for e in etas]}
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    total = sum(v for _, v in volume.points)
+    console.print(f"Task volume, next {hours} h: {total:,.1f} tasks ({volume.method})")
+    if volume.mae is not None:
+        console.print(f"  error on the held-out last {volume.holdout_hours} h: MAE {volume.mae:.2f} tasks/h "
+                      f"(naive 'same as last hour': {volume.baseline_mae:.2f})")  # fmt: skip
+    for c in completion:
+        err_txt = f", held-out MAE {c.mae_ms / 1000:.1f} s over {c.holdout} tasks" if c.mae_ms is not None else ""
+        console.print(f"Expected completion of {c.task_type or '(none)'}: {c.expected_ms / 1000:.1f} s "
+                      f"(EWMA of {c.tasks} tasks{err_txt})")  # fmt: skip
+    for e in etas:
+        when = "unknown" if e.eta_ms is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(e.eta_ms / 1000))
+        console.print(f"Group {e.group}: {e.open_tasks} open ({e.executing} executing), ETA {when}")
 
 
 # --------------------------------------------------------------------------- tokens
