@@ -337,7 +337,7 @@ _CLUSTER_CHECK = textwrap.dedent(
     try:
         import chdb  # noqa: F401
     except ImportError:
-        sys.exit("chdb is not installed: pip install -e '.[embedded]'")
+        sys.exit("chdb is not installed: pip install -e '.[worker,embedded]'")
     import clickhouse_connect
 
     _real = clickhouse_connect.get_client
