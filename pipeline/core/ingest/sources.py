@@ -236,16 +236,27 @@ class TaskCsv:
             # read such a row right-aligned (the surplus fields are all empty)
             fields = fields[:3] + fields[3 + len(fields) - n :]
         if len(fields) != n:
-            return _csv_reject(text, f"the row has {len(fields)} fields, the header {n}")
+            return _csv_reject(text, f"the row has {len(fields)} fields, the header {n}")  # no envelope: no place
         row = dict(zip(self.header, fields, strict=True))
         return csv_row(row, text)
 
 
-def _csv_reject(text: str, problem: str) -> Mapped:
+def _csv_reject(text: str, problem: str, *, timestamp: Any = None, state: dict[str, Any] | None = None,
+                metrics: dict[str, Any] | None = None) -> Mapped:  # fmt: skip
+    """A row that cannot become a task, as one event that carries the row (``csv_row``) and
+    the wrong value where the decoder looks, so the DLQ entry names the field and reason
+    (a row with the wrong number of fields has no such place: it lacks the envelope)."""
     import orjson
 
-    doc = {"source": "task-csv", "problem": problem, "row": text.rstrip("\n")}
-    return Mapped(dead_letter=orjson.dumps(doc), problem=f"schema_violation: {problem}")
+    row = text.rstrip("\n")
+    if timestamp is None and state is None and metrics is None:
+        return Mapped(dead_letter=orjson.dumps({"source": "task-csv", "problem": problem, "row": row}),
+                      problem=f"schema_violation: {problem}")  # fmt: skip
+    key = "csv-" + uuid.uuid5(ID_NAMESPACE, row).hex[:20]
+    doc = {"id": derived_id("task.completed", key, row), "timestamp": timestamp, "event_type": "task.completed",
+           "entity_type": "task", "entity_id": key, "current_state": {**(state or {}), "csv_row": row},
+           "metrics": metrics or {}}  # fmt: skip
+    return Mapped(dead_letter=orjson.dumps(doc), problem=problem)
 
 
 def csv_row(row: dict[str, str], text: str = "") -> Mapped:
@@ -255,16 +266,19 @@ def csv_row(row: dict[str, str], text: str = "") -> Mapped:
     ts_text = (row.get("timestamp") or "").strip()
     start = _parse_time(ts_text)
     if start is None:
-        return _csv_reject(text, f"timestamp {ts_text!r} is not ISO 8601")
+        return _csv_reject(text, f"bad_timestamp: {ts_text!r} is not ISO 8601", timestamp=ts_text)
     success_text = (row.get("success") or "").strip().lower()
     if success_text not in ("true", "false", "1", "0", "yes", "no"):
-        return _csv_reject(text, f"success {row.get('success')!r} is not true or false")
+        return _csv_reject(text, f"schema_violation: success {row.get('success')!r} is not true or false",
+                           timestamp=ts_text, state={"success": row.get("success")})  # fmt: skip
+    exec_text = (row.get("execution_time") or "0").strip() or "0"
     try:
-        seconds = float((row.get("execution_time") or "0").strip() or 0)
+        seconds = float(exec_text)
     except ValueError:
-        return _csv_reject(text, f"execution_time {row.get('execution_time')!r} is not a number of seconds")
+        seconds = float("nan")
     if not 0 <= seconds < 10 * 365 * 86400:
-        return _csv_reject(text, f"execution_time {seconds} s is out of range")
+        return _csv_reject(text, f"schema_violation: execution_time {exec_text!r} is not a number of seconds "
+                           "(0 up to 10 years)", timestamp=ts_text, metrics={"duration_ms": exec_text})  # fmt: skip
     key = csv_task_id(row)
     agent = (row.get("assigned_agent") or "").strip() or None
     finish = start + timedelta(seconds=seconds)
