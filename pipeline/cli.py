@@ -370,7 +370,7 @@ def ingest(
     summary = (f"published {c.events:,} events from {c.lines:,} lines of {path} ({kind})"
                + (f"; skipped: {skipped}" if skipped else ""))  # fmt: skip
     if c.dead_lettered or c.rejected_events:
-        err.print(f"{summary}; to the DLQ with their reason: {c.dead_lettered:,} lines of unknown shape, "
+        err.print(f"{summary}; to the DLQ with their reason: {c.dead_lettered:,} lines that map to no event, "
                   f"{c.rejected_events:,} events the decoder rejects", soft_wrap=True, highlight=False)  # fmt: skip
         raise typer.Exit(1)
     console.print(summary, soft_wrap=True)
