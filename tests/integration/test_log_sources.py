@@ -16,7 +16,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -129,14 +128,15 @@ def test_agent_logs_followed_rotated_killed_and_restarted(make_worker, tmp_path)
 
     # what the files say, computed from them
     docs = [orjson.loads(ln) for ln in events]
+
     def at(kind: str, key: str) -> str:
         return next(d["timestamp"] for d in docs if d["event_type"] == kind and
                     (d.get("execution_id") or f"{d['run_id']}/{d['task_id']}") == key)  # fmt: skip
 
     t11, t12, t13, t21 = "exec-1759940514-1.1", "exec-1759940523-1.2", "exec-1759940561-1.3", "r-20251008-1730/1.1"
     assert set(got) == {t11, t12, t13, t21}
-    assert tuple(got[t11][1:7]) == ("success", "setup-comprehensive-testing", "Test infrastructure setup", "r-20251008-1621",
-                             2, "")  # fmt: skip
+    assert tuple(got[t11][1:7]) == ("success", "setup-comprehensive-testing", "Test infrastructure setup",
+                                    "r-20251008-1621", 2, "")  # fmt: skip
     assert got[t11][7] == ms(at("task.execution.completed", t11)) - ms(at("task.execution.started", t11))
     assert got[t11][8] == 6  # created, assigned, started, 2 × progress, completed: each once
     assert tuple(got[t12][1:3]) == ("failure", "api-builder")
