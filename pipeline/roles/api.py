@@ -263,14 +263,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     install_errors(app, guard)
     app.mount("/api/v1/docs/static", StaticFiles(directory=_swagger_static()), name="docs-static")
-    app.include_router(_docs_router(app))
-    app.include_router(session_router(guard, ctx.settings.api_session_ttl_s))
-    app.include_router(operations_router(ctx))
-    app.include_router(api_v1.router(ctx))
     ctx.ingest = api_ingest.Ingest(ctx)
-    app.include_router(api_ingest.router(ctx.ingest))
+    routers = [
+        _docs_router(app), session_router(guard, ctx.settings.api_session_ttl_s), operations_router(ctx),
+        api_v1.router(ctx), api_ingest.router(ctx.ingest),
+    ]  # fmt: skip
     if importlib.util.find_spec("pipeline.roles.ui") is not None:
-        app.include_router(importlib.import_module("pipeline.roles.ui").router(ctx))
+        # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``
+        routers.append(importlib.import_module("pipeline.roles.ui").router(ctx))
+    for router in routers:
+        app.include_router(router)
+    #: every route of the app, for the test that the OpenAPI document covers them all
+    app.state.api_routers = routers
     _document_envelope(app)
     return app
 
