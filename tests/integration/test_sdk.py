@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from taskpulse import Tracker
-from taskpulse.transport import KafkaTransport
+from taskpulse.transport import HttpTransport, KafkaTransport
 from tests.integration.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
@@ -182,3 +182,31 @@ def test_broker_frozen_mid_stream_and_agent_restarted_every_event_once_in_order(
     assert {r[2] for r in got} == {got[0][2]}  # one entity: one partition
     values = [r[1] for r in got]
     assert values == sorted(values) == [float(v) for v in range(900)]  # re-sent in emit order
+
+
+def test_http_transport_to_the_ingest_endpoint_and_a_wrong_token_keeps_events_spooled(make_worker, tmp_path):
+    worker = make_worker(TASKPULSE_API_TOKEN="s3cret-token", **CORRELATE)
+    worker.token = "s3cret-token"
+    worker.start()
+    spool = tmp_path / "spool"
+    wrong = Tracker(HttpTransport(worker.api, "not-the-token"), spool_dir=spool, agent="writer", retry_max_s=0.5)
+    with wrong.task("draft", "h-1", request="Write a poem"):
+        pass
+    assert not wrong.flush(3)  # 401: nothing delivered, nothing dropped
+    assert "TASKPULSE_API_TOKEN" in wrong.stats().last_error
+    wrong.close(timeout_s=1)
+    assert "s3cret-token" not in (worker.log() + wrong.stats().last_error)
+
+    tp = Tracker(HttpTransport(worker.api, "s3cret-token"), spool_dir=spool, agent="writer")
+    assert tp.stats().pending == 4  # the first tracker's events, from its spool
+    with pytest.raises(ZeroDivisionError), tp.task("draft", "h-2", request="Divide"):
+        _ = 1 / 0
+    assert tp.flush(60)
+    stats = tp.stats()
+    tp.close()
+    assert stats.sent == 8 and stats.rejected == {} and stats.pending == 0
+    sql = "SELECT task_id, outcome, error, request FROM taskpulse.task_executions FINAL ORDER BY task_id"
+    wait_for(lambda: len(worker.sql(sql)) >= 2, 90, "two task rows")
+    assert worker.sql(sql) == [["h-1", "success", "", "Write a poem"],
+                               ["h-2", "failure", "ZeroDivisionError: division by zero", "Divide"]]  # fmt: skip
+    assert worker.sql("SELECT count(), uniqExact(id) FROM taskpulse.events WHERE entity_type = 'task'") == [[8, 8]]
