@@ -262,8 +262,16 @@ class Spool:
                     out.append(line)
                     off += len(line) + 1
                     budget -= len(line) + 1
-            self._reader = (seg, off)
-            return out, (seg, off)
+            self._reader = self._norm((seg, off))
+            return out, self._reader
+
+    def _norm(self, pos: Position) -> Position:
+        """The end of a finished segment is the start of the next one (one name per position,
+        so that ``acknowledged`` compares like with like)."""
+        seg, off = pos
+        while seg < self._wseg and off >= self._sizes.get(seg, 0):
+            seg, off = seg + 1, 0
+        return seg, off
 
     def _read_fd(self, seg: int) -> int:
         fd = self._read_fds.get(seg)
@@ -307,7 +315,7 @@ class Spool:
     def acknowledged(self, pos: Position) -> bool:
         """True when every record before ``pos`` was delivered (or dropped)."""
         with self._lock:
-            return self._cursor >= pos or (self.pending == 0 and self._reader == self._cursor)
+            return self._norm(self._cursor) >= self._norm(pos)
 
     def sync(self) -> None:
         """Make what was appended and acknowledged durable (the ``interval`` policy's tick)."""

@@ -4,6 +4,7 @@ with the agent process killed and restarted in between: every event exactly once
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from taskpulse import Tracker
+from taskpulse import AsyncTracker, Tracker
 from taskpulse.transport import HttpTransport, KafkaTransport
 from tests.integration.conftest import ROOT, wait_for
 
@@ -51,13 +52,38 @@ def test_tracked_tasks_with_progress_assignment_and_an_exception(make_worker, br
     assert tp.flush(60)
     tp.close()
 
+    async def async_agent() -> None:
+        async with AsyncTracker(KafkaTransport(broker.url), spool_dir=tmp_path / "aspool", agent="async-agent") as a:
+            async with a.task("async", "a-1") as t:
+                t.progress(10)
+            with contextlib.suppress(KeyError):
+                async with a.task("async", "a-2"):
+                    raise KeyError("missing")
+
+    asyncio.run(async_agent())
+    # seed 004's functions in a script that never closes its tracker: delivered at exit
+    script = ("from taskpulse import report_task_completion, report_task_progress, report_task_start\n"
+              "report_task_start('1.1', 'Implement user authentication')\n"
+              "report_task_progress('1.1', 0.5, 'Setting up database models')\n"
+              "report_task_completion('1.1', {'files_created': ['auth.py']}, success=True)\n")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TASKPULSE_KAFKA_URL": broker.url, "DROID_ID": "droid-1",
+           "TASKPULSE_RUN_ID": "r-7", "TASKPULSE_SPOOL_DIR": str(tmp_path / "sspool")}  # fmt: skip
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True, timeout=60)
+
     names = ["task_id", "outcome", "agent", "confidence", "other_agents", "progress_checkpoints", "error",
              "request", "requester_id", "group_key", "task_type", "execution_ms", "started_ms", "finished_ms"]
     sql = ("SELECT task_id, outcome, agent, confidence, other_agents, progress_checkpoints, error, request, "
            "requester_id, group_key, task_type, execution_ms, toUnixTimestamp64Milli(started_at), "
            "toUnixTimestamp64Milli(finished_at) FROM taskpulse.task_executions FINAL")  # fmt: skip
-    wait_for(lambda: len(worker.sql(sql)) >= 2, 90, "two task rows")
+    wait_for(lambda: len(worker.sql(sql)) >= 5, 90, "five task rows")
     got = rows(worker, sql, names)
+    assert (got["a-1"]["outcome"], got["a-1"]["agent"], got["a-1"]["progress_checkpoints"]) == (
+        "success", "async-agent", 1)
+    assert (got["a-2"]["outcome"], got["a-2"]["error"]) == ("failure", "KeyError: 'missing'")
+    seed = got.pop("r-7/1.1")
+    assert (seed["outcome"], seed["agent"], seed["request"], seed["group_key"], seed["progress_checkpoints"]) == (
+        "success", "droid-1", "Implement user authentication", "r-7", 1)
+    del got["a-1"], got["a-2"]
     ok = got["week-12/t-ok"]
     assert (ok["outcome"], ok["agent"], ok["confidence"], ok["other_agents"]) == (
         "success", "researcher", 92.0, {"writer": 30.0, "builder": 15.0})

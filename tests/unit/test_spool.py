@@ -91,3 +91,17 @@ def test_one_process_per_spool_and_the_pool_gives_the_next_free_one(tmp_path):
     held.close()
     other.close()
     assert Spool.open_pool(tmp_path / "pool", "tracker").directory.name == "tracker"
+
+
+def test_acknowledged_at_a_segment_boundary(tmp_path):
+    """A batch that ends exactly where a segment ends acknowledges everything before a roll."""
+    sp = Spool(tmp_path / "s", segment_bytes=64, fsync="never")
+    sp.append(recs(0, 10))  # > 64 bytes: the segment rolls right after this write
+    target = sp.end()
+    got, pos = sp.read(10)
+    assert got == recs(0, 10)
+    assert not sp.acknowledged(target)
+    sp.commit(pos, 10)
+    assert sp.acknowledged(target)
+    assert sp.read(10) == ([], sp.end())
+    sp.close()
