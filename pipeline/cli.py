@@ -371,7 +371,8 @@ def ingest(
         # ndjson lines go as they are (a line may be an array): one message each
         batch = 1 if kind == "ndjson" else 100
         async with TaskpulseProducer(url, batch_size=batch, security=_kafka_security(settings)) as p:
-            result["counts"] = await ingest(p, follower, kind, decoder, follow=follow, on_problem=problem)
+            result["counts"] = await ingest(p, follower, kind, decoder, follow=follow, on_problem=problem,
+                                            discover=(lambda: files_of(path, kind)) if path.is_dir() else None)
 
     with contextlib.suppress(KeyboardInterrupt):
         _publish(url, go)

@@ -119,6 +119,12 @@ class Follower:
         #: files met (rotated copies finished, truncations seen): for the summary
         self.notes: list[str] = []
 
+    def add(self, path: Path) -> None:
+        """Follow one more path (a file that appeared in a followed directory)."""
+        resolved = path.resolve()
+        if resolved not in self.paths:
+            self.paths.append(resolved)
+
     # ------------------------------------------------------------------ state
 
     def _load(self) -> dict[str, FileState]:

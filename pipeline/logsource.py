@@ -90,7 +90,7 @@ class LogSource:
         parser = self._csv.get(path)
         if parser is None:
             ctx = self.follower.context(path)
-            parser = self._csv[path] = TaskCsv(ctx.get("header"))
+            parser = self._csv[path] = TaskCsv(ctx.get("header"), ctx.get("pending", ""))
         return parser
 
     def map(self, line: Line) -> Mapped | None:
@@ -99,8 +99,11 @@ class LogSource:
         parser = self._csv_for(line.path)
         had = parser.header_seen
         out = parser.feed(line.data.decode("utf-8", errors="replace") + "\n")
+        ctx = self.follower.context(line.path)
         if not had and parser.header_seen:
-            self.follower.context(line.path)["header"] = parser.header
+            ctx["header"] = parser.header
+        # a record cut by the position (its quoted field goes on): kept with the position
+        ctx["pending"] = parser.pending
         return out
 
 
@@ -124,12 +127,16 @@ async def ingest(
     on_problem: Callable[[Problem], None],
     poll_s: float = 0.5,
     stop: asyncio.Event | None = None,
+    discover: Callable[[], list[Path]] | None = None,
 ) -> Counts:
     """Read, map, publish, wait for the broker's acknowledgement, store the positions; once
-    (``follow=False``) or until ``stop`` is set."""
+    (``follow=False``) or until ``stop`` is set.  ``discover``: the files to read now (a
+    followed directory: files that appear later are read too)."""
     counts = Counts()
     source = LogSource(fmt, follower, decoder) if fmt != "ndjson" else None
     while True:
+        for path in discover() if discover is not None else []:
+            follower.add(path)
         lines = follower.poll(final=not follow)
         events: list[dict[str, Any]] = []
         for line in lines:

@@ -82,13 +82,13 @@ def test_agent_logs_followed_rotated_killed_and_restarted(make_worker, tmp_path)
     (logs / "results.ndjson").write_text(delta_text["results.ndjson"])
     (logs / "performance.ndjson").write_text(delta_text["performance.ndjson"])
     (logs / "events.ndjson").write_text("".join(ln + "\n" for ln in events[:3]))
-    (logs / "droid_status.ndjson").write_text("".join(ln + "\n" for ln in status[:3]))
     state, out = tmp_path / "follow-state.json", tmp_path / "follower.log"
 
     proc = follower(worker.env, logs, state, out)
     try:
         count = "SELECT count() FROM taskpulse.events WHERE entity_type = 'task'"
         wait_for(lambda: worker.scalar(count) >= 7, 60, "the first lines")  # 2 started × 3 + 1 progress
+        append(logs / "droid_status.ndjson", status[:3])  # a file that appears later is followed too
         # a half-written line waits for its end
         with open(logs / "events.ndjson", "a") as fh:
             fh.write(events[3][:40])

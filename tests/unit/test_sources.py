@@ -112,3 +112,11 @@ def test_a_quoted_field_over_two_lines_is_one_row_and_bad_rows_name_their_field(
     assert isinstance(rejected, Rejected) and rejected.reason.value == "bad_timestamp"
     again = rows_of((DATA / "task_logs.csv").read_text())
     assert [e["id"] for m in rows for e in m.events] == [e["id"] for m in again for e in m.events]
+
+
+def test_a_record_cut_inside_a_quoted_field_goes_on_from_the_kept_pending_text():
+    first = TaskCsv()
+    assert first.feed('2024-01-15T10:35:12Z,U1,"Summarise, then\n') is None
+    resumed = TaskCsv(first.header, first.pending)  # what a restarted follower gets back
+    done = resumed.feed('list papers",Grok,88,"Writer:41",true,61.75,\n')
+    assert done is not None and done.events[0]["current_state"]["request"] == "Summarise, then\nlist papers"

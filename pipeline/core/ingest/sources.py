@@ -207,18 +207,19 @@ class TaskCsv:
     nothing until the record is complete).  The first record is the header when it names the
     columns; without one the seed's column order is assumed."""
 
-    def __init__(self, header: list[str] | None = None) -> None:
+    def __init__(self, header: list[str] | None = None, pending: str = "") -> None:
         self.header: list[str] = list(header or CSV_COLUMNS)
         self.header_seen = header is not None
-        self._pending = ""
+        #: the start of a record whose quoted field goes on in the next line
+        self.pending = pending
 
     def feed(self, line: str) -> Mapped | None:
         """One physical line; a Mapped once a record is complete (None while inside quotes)."""
-        text = self._pending + line
+        text = self.pending + line
         if text.count('"') % 2:
-            self._pending = text if text.endswith("\n") else text + "\n"
+            self.pending = text if text.endswith("\n") else text + "\n"
             return None
-        self._pending = ""
+        self.pending = ""
         if not text.strip():
             return Mapped(skipped="empty line")
         fields = next(csv.reader(io.StringIO(text)), [])
