@@ -76,10 +76,18 @@ class _Open:
         """True when the bytes already read changed (truncated and written again)."""
         return _head(self.fd, self.head_n) != self.head
 
-    def read_lines(self, final: bool) -> list[Line]:
-        """The complete lines after ``offset`` (``final``: an unfinished last one too)."""
+    def read_all(self) -> list[Line]:
+        """Every line to the end (a file that is finished: renamed away, or a copy)."""
         out: list[Line] = []
-        while True:
+        while chunk := self.read_lines(final=True):
+            out.extend(chunk)
+        return out
+
+    def read_lines(self, final: bool) -> list[Line]:
+        """The complete lines of the next chunk (at most READ_CHUNK bytes, or one longer line)
+        after ``offset``; ``final``: an unfinished last line too.  Empty at the end."""
+        out: list[Line] = []
+        while not out:
             left = os.fstat(self.fd).st_size - self.offset
             if left <= 0:
                 break
@@ -170,14 +178,14 @@ class Follower:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            if cur is not None:  # renamed away, no new file yet: finish what it has
+            if cur is not None:  # renamed away, no new file yet: what it has (a next poll, the rest)
                 out.extend(cur.read_lines(final))
             return out
         if cur is None:
             return self._first_open(path, st)
         if (st.st_dev, st.st_ino) != (cur.dev, cur.ino):
             # rotated by rename: the rest of the old file, then the new one from its start
-            out.extend(cur.read_lines(final=True))
+            out.extend(cur.read_all())
             cur.close()
             self.notes.append(f"{path}: rotated (renamed); finished the old file at line {cur.lineno}")
             self._open[path] = _Open(path, os.open(path, os.O_RDONLY), 0, 0)
@@ -203,7 +211,7 @@ class Follower:
             old = self._find_sibling(path, saved)
             if old is not None:
                 prev = _Open(old, os.open(old, os.O_RDONLY), saved.offset, saved.lineno)
-                out.extend(prev.read_lines(final=True))
+                out.extend(prev.read_all())
                 prev.close()
                 self.notes.append(f"{path}: rotated while stopped; finished {old.name} from line {saved.lineno}")
             else:
@@ -237,7 +245,7 @@ class Follower:
                 break
         if copy is not None:
             prev = _Open(copy, os.open(copy, os.O_RDONLY), saved.offset, saved.lineno)
-            out.extend(prev.read_lines(final=True))
+            out.extend(prev.read_all())
             prev.close()
         self.notes.append(f"{path}: truncated at line {cur.lineno}" + (f"; finished from {copy.name}" if copy else ""))
         cur.close()

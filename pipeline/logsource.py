@@ -179,7 +179,7 @@ async def ingest(
             counts.events += 1
         await producer.flush()  # acknowledged by the broker …
         follower.commit()  # … before the position moves on
-        if not follow or (stop is not None and stop.is_set()):
+        if (not follow and not lines) or (stop is not None and stop.is_set()):
             return counts
         if not lines:
             await asyncio.sleep(poll_s)

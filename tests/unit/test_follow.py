@@ -92,3 +92,16 @@ def test_a_restart_resumes_from_the_committed_position(tmp_path):
     fourth = Follower([log], state)
     assert texts(fourth.poll()) == ["new-1"]
     assert any("reading it from the start" in n for n in fourth.notes)
+
+
+def test_a_large_file_is_read_a_chunk_per_poll_every_line_once(tmp_path):
+    log = tmp_path / "big.ndjson"
+    lines = [f'{{"n": {i}, "pad": "{"x" * 100}"}}' for i in range(60_000)]  # ~6.5 MB: two chunks at least
+    log.write_text("\n".join(lines))  # the last line without its newline
+    f = Follower([log])
+    got: list[str] = []
+    polls = 0
+    while chunk := f.poll(final=True):
+        got += texts(chunk)
+        polls += 1
+    assert got == lines and polls >= 2

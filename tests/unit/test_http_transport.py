@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -89,3 +90,26 @@ def test_unavailable_then_back_in_order_split_when_too_large_and_rejections_coun
     assert [e["current_state"]["value"] for e in ep.events] == list(range(50))  # in emit order, once each
     assert 413 in ep.statuses
     assert stats.sent == 50 and stats.rejected == {"schema_violation": 1} and stats.pending == 0
+
+
+def test_background_heartbeat_samples_the_process_and_counts_open_tasks(tmp_path):
+    ep = Endpoint()
+    try:
+        tp = Tracker(HttpTransport(ep.url, "tok"), spool_dir=tmp_path / "spool", agent="hb-agent")
+        task = tp.task("long", "t-open").start()  # an open tracked task of hb-agent
+        tp.start_heartbeat(interval_s=0.2)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len([e for e in ep.events if e["event_type"] == "agent.heartbeat"]) < 2:
+            tp.flush(1)
+            time.sleep(0.05)
+        tp.stop_heartbeat()
+        task.complete()
+        assert tp.flush(10)
+        tp.close()
+    finally:
+        ep.close()
+    beats = [e for e in ep.events if e["event_type"] == "agent.heartbeat"]
+    assert len(beats) >= 2
+    state = beats[0]["current_state"]
+    assert beats[0]["entity_id"] == "hb-agent" and state["active_tasks"] == 1
+    assert state["cpu_percent"] >= 0 and state["memory_mb"] > 1

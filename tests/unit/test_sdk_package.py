@@ -41,3 +41,13 @@ def test_the_base_install_is_the_sdk_and_the_worker_is_an_extra():
 
 def test_the_sdk_publishes_to_the_pipelines_raw_topics():
     assert SDK_TOPICS == RAW_TOPICS
+
+
+def test_the_command_without_the_worker_extra_says_what_to_install():
+    # a light install: the worker's packages cannot be found (None in sys.modules: find_spec says so)
+    code = "import sys\nsys.modules['typer'] = sys.modules['faust'] = None\nfrom pipeline.entry import main\nmain()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 1
+    assert "pip install 'taskpulse[worker]'" in proc.stderr and "typer, faust" in proc.stderr
+    assert "Traceback" not in proc.stderr
