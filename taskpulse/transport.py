@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import json
 import logging
+import re
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -61,6 +62,23 @@ def _entity(record: bytes) -> tuple[str, bytes]:
     return RAW_TOPICS.get(str(doc.get("entity_type")), RAW_TOPICS["system"]), str(doc.get("entity_id", "")).encode()
 
 
+def _messages(records: list[bytes], max_events: int, max_bytes: int) -> list[list[bytes]]:
+    """Records cut into messages of at most ``max_events`` and about ``max_bytes`` (the pipeline
+    dead-letters a message over TASKPULSE_MAX_MESSAGE_BYTES, 1 MiB by default, as a whole)."""
+    out: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = 0
+    for rec in records:
+        if cur and (len(cur) >= max_events or size + len(rec) + 1 > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(rec)
+        size += len(rec) + 1
+    if cur:
+        out.append(cur)
+    return out
+
+
 class KafkaTransport:
     """Events batched per partition into one Kafka message (a JSON array), as the pipeline's
     SDK producer does: one entity's events stay in order on one partition."""
@@ -68,10 +86,11 @@ class KafkaTransport:
     name = "kafka"
 
     def __init__(self, kafka_url: str, *, request_timeout_s: float = 10.0, max_events_per_message: int = 100,
-                 **client_options: Any) -> None:  # fmt: skip
+                 max_message_bytes: int = 512 * 1024, **client_options: Any) -> None:  # fmt: skip
         self.bootstrap = ",".join(p.removeprefix("kafka://") for p in kafka_url.split(",") if p)
         self.request_timeout_s = request_timeout_s
         self.max_events_per_message = max_events_per_message
+        self.max_message_bytes = max_message_bytes
         self.client_options = client_options
         self._producer: Any = None
         self._partitions: dict[str, list[int]] = {}
@@ -114,8 +133,8 @@ class KafkaTransport:
                 groups[(topic, int(partitioner(key, parts, parts)))].append(rec)
             futures = []
             for (topic, part), recs in groups.items():
-                for i in range(0, len(recs), self.max_events_per_message):
-                    value = b"[" + b",".join(recs[i : i + self.max_events_per_message]) + b"]"
+                for chunk in _messages(recs, self.max_events_per_message, self.max_message_bytes):
+                    value = b"[" + b",".join(chunk) + b"]"
                     futures.append(await producer.send(topic, value, partition=part))
             await asyncio.wait_for(asyncio.gather(*futures), self.request_timeout_s * 1.5)
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -150,6 +169,8 @@ class HttpTransport:
         if not base.startswith(("http://", "https://")):
             raise ValueError(f"TASKPULSE_HTTP_URL must be an http:// or https:// URL, not {url!r}")
         self.url = base if base.endswith("/api/v1/events") else f"{base}/api/v1/events"
+        #: the URL as messages show it (credentials in it masked)
+        self.shown = re.sub(r"//[^/@]*@", "//***@", self.url)
         self.token = token
         self.timeout_s = timeout_s
 
@@ -161,7 +182,7 @@ class HttpTransport:
             return self._post(records)
         except _TooLarge:
             if len(records) == 1:
-                log.error("the endpoint %s refused an event as too large (413); dropped: %s", self.url,
+                log.error("the endpoint %s refused an event as too large (413); dropped: %s", self.shown,
                           records[0][:200])  # fmt: skip
                 return Delivery(rejected={"oversized": 1})
             half = len(records) // 2
@@ -189,19 +210,19 @@ class HttpTransport:
                 raise _TooLarge() from None
             retry = exc.headers.get("Retry-After") if exc.headers else None
             if exc.code in (401, 403):
-                raise TransportUnavailable(f"{self.url} answered {exc.code} ({detail}): set TASKPULSE_API_TOKEN "
+                raise TransportUnavailable(f"{self.shown} answered {exc.code} ({detail}): set TASKPULSE_API_TOKEN "
                                            "to a token with the writer role; the events wait in the spool",
                                            retry_after=30.0) from None  # fmt: skip
-            raise TransportUnavailable(f"{self.url} answered {exc.code} ({detail})",
+            raise TransportUnavailable(f"{self.shown} answered {exc.code} ({detail})",
                                        retry_after=_seconds(retry)) from None  # fmt: skip
         except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-            raise TransportUnavailable(f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
+            raise TransportUnavailable(f"cannot reach {self.shown}: {getattr(exc, 'reason', exc)}") from None
         out = Delivery(accepted=int(answer.get("accepted", 0)), duplicates=int(answer.get("duplicates", 0)))
         for r in answer.get("results") or []:
             if isinstance(r, dict) and r.get("status") == "rejected":
                 reason = str(r.get("reason") or "rejected")
                 out.rejected[reason] = out.rejected.get(reason, 0) + 1
-                log.warning("event %s rejected by %s: %s: %s", r.get("id"), self.url, reason, r.get("detail"))
+                log.warning("event %s rejected by %s: %s: %s", r.get("id"), self.shown, reason, r.get("detail"))
         return out
 
     async def close(self) -> None:

@@ -51,3 +51,13 @@ def test_the_command_without_the_worker_extra_says_what_to_install():
     assert proc.returncode == 1
     assert "pip install 'taskpulse[worker]'" in proc.stderr and "typer, faust" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_kafka_messages_stay_under_the_pipelines_message_limit():
+    from taskpulse.transport import _messages
+
+    big = [b"x" * 20_000] * 100 + [b"y" * 10] * 250  # failures with long stack traces, then small events
+    chunks = _messages(big, 100, 512 * 1024)
+    assert [r for c in chunks for r in c] == big  # all of them, in order
+    assert all(len(c) <= 100 and sum(len(r) + 1 for r in c) <= 512 * 1024 for c in chunks)
+    assert _messages([b"z" * 600_000], 100, 512 * 1024) == [[b"z" * 600_000]]  # one alone may be larger
