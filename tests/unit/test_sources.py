@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.ingest.decode import Decoder
 from pipeline.core.ingest.sources import TaskCsv, agent_log_line, task_key
@@ -120,3 +122,34 @@ def test_a_record_cut_inside_a_quoted_field_goes_on_from_the_kept_pending_text()
     resumed = TaskCsv(first.header, first.pending)  # what a restarted follower gets back
     done = resumed.feed('list papers",Grok,88,"Writer:41",true,61.75,\n')
     assert done is not None and done.events[0]["current_state"]["request"] == "Summarise, then\nlist papers"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+seed_keys = st.sampled_from(["timestamp", "event_type", "run_id", "task_id", "droid_id", "execution_id", "status",
+                             "details", "progress", "result", "success", "error", "description"])  # fmt: skip
+seed_types = st.sampled_from(["task.execution.started", "task.execution.completed", "task.execution.failed",
+                              "task.execution.abandoned", "droid.self_report", "task.result", "x.y"])  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(seed_keys, json_values, max_size=8), seed_types)
+def test_hostile_seed_004_lines_map_or_dead_letter_never_raise(doc, kind):
+    doc["event_type"] = kind
+    mapped = agent_log_line(orjson.dumps(doc))
+    assert mapped.events or mapped.dead_letter is not None or mapped.skipped
+    for event in mapped.events:  # every mapped event is judged by the decoder: accepted or a reason
+        decode(event)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(max_size=40), max_size=6))
+def test_hostile_csv_lines_never_raise(lines):
+    parser = TaskCsv()
+    for line in lines + ['"' * 3, "a\x00b,c\n", "x" * 200_000 + "\n"] + ['"' + "y" * 100_000] * 12:
+        parser.feed(line if line.endswith("\n") else line + "\n")
+    assert len(parser.pending) <= 1024 * 1024 + 100_002  # a quote never closed does not grow forever

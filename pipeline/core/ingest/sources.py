@@ -27,6 +27,9 @@ ID_NAMESPACE = uuid.UUID("6f1c2a52-9d0e-4c57-8d6b-5a6b7c1e0f17")
 CSV_COLUMNS = ("timestamp", "user_id", "request", "assigned_agent", "confidence", "other_agents_confidence",
                "success", "execution_time", "error_message")  # fmt: skip
 
+#: the longest CSV record (a quoted field may span lines; one never closed must not grow forever)
+MAX_RECORD_CHARS = 1024 * 1024
+
 #: seed 004 event types that carry no taskpulse event (skipped and counted, not dead-lettered)
 INFORMATIONAL = {
     "task.result": "the result is on task.execution.completed",
@@ -217,12 +220,18 @@ class TaskCsv:
         """One physical line; a Mapped once a record is complete (None while inside quotes)."""
         text = self.pending + line
         if text.count('"') % 2:
+            if len(text) > MAX_RECORD_CHARS:  # a quote never closed: give up on this record
+                self.pending = ""
+                return _csv_reject(text[:4096], f"a quoted field still open after {len(text):,} characters")
             self.pending = text if text.endswith("\n") else text + "\n"
             return None
         self.pending = ""
         if not text.strip():
             return Mapped(skipped="empty line")
-        fields = next(csv.reader(io.StringIO(text)), [])
+        try:
+            fields = next(csv.reader(io.StringIO(text)), [])
+        except csv.Error as exc:
+            return _csv_reject(text[:4096], f"not a CSV row: {exc}")
         if not self.header_seen and [f.strip().lower() for f in fields[:2]] == ["timestamp", "user_id"]:
             self.header = [f.strip() for f in fields]
             self.header_seen = True
