@@ -37,6 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the longest stack trace kept on a task.failed event (its end: where it was raised)
 MAX_TRACE_CHARS = 16_000
+#: open tracked tasks remembered for durations and active counts (beyond: the oldest forgotten)
+MAX_OPEN_TASKS = 100_000
 
 
 class ConfigError(Exception):
@@ -146,6 +148,10 @@ class _Core:
 
     def _task_started(self, key: str, agent: str) -> None:
         with self._lock:
+            if len(self._started_at) >= MAX_OPEN_TASKS:  # started, never finished: forget the oldest
+                old_key = next(iter(self._started_at))
+                _, old_agent = self._started_at.pop(old_key)
+                self._active[old_agent] = max(0, self._active.get(old_agent, 1) - 1)
             self._started_at[key] = (time.monotonic(), agent)
             self._active[agent] = self._active.get(agent, 0) + 1
 
