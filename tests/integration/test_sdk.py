@@ -164,8 +164,9 @@ class Agent:
         self.proc.wait(10)
 
 
-def test_broker_frozen_mid_stream_and_agent_restarted_every_event_once_in_order(make_worker, broker, tmp_path):
-    worker = make_worker().start()
+def test_broker_frozen_mid_stream_and_agent_restarted_every_event_once_in_order(make_worker, broker, tmp_path,
+                                                                                engine):  # fmt: skip
+    worker = make_worker(engine=engine).start()
     spool = str(tmp_path / "spool")
     assert broker.proc is not None
     agents: list[Agent] = []
