@@ -136,7 +136,8 @@ class _Core:
         """Spool ready-made envelopes (``id`` and the rest as the envelope schema says)."""
         if self._closed:
             raise RuntimeError("the tracker is closed; events emitted now would be lost")
-        lines = [orjson.dumps(e) for e in events]
+        # values JSON has no form for (a custom result object, bytes, a set) are sent as their text
+        lines = [orjson.dumps(e, default=str) for e in events]
         self.spool.append(lines)
         with self._lock:
             self.stats_.emitted += len(lines)

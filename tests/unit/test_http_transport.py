@@ -113,3 +113,21 @@ def test_background_heartbeat_samples_the_process_and_counts_open_tasks(tmp_path
     state = beats[0]["current_state"]
     assert beats[0]["entity_id"] == "hb-agent" and state["active_tasks"] == 1
     assert state["cpu_percent"] >= 0 and state["memory_mb"] > 1
+
+
+def test_a_result_json_cannot_hold_is_sent_as_text_not_raised(tmp_path):
+    class Report:
+        def __str__(self) -> str:
+            return "Report(3 files)"
+
+    ep = Endpoint()
+    try:
+        tp = Tracker(HttpTransport(ep.url, "tok"), spool_dir=tmp_path / "spool", agent="a")
+        with tp.task("write", "t-1") as t:
+            t.result = {"report": Report(), "raw": b"bytes"}
+        assert tp.flush(10)
+        tp.close()
+    finally:
+        ep.close()
+    done = [e for e in ep.events if e["event_type"] == "task.completed"][0]
+    assert done["current_state"]["result"] == {"report": "Report(3 files)", "raw": "b'bytes'"}
