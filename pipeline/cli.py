@@ -85,6 +85,29 @@ def worker(
     process.run(pipeline, level)
 
 
+@cli.command("api")
+def api_command(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "",
+) -> None:
+    """Serve the HTTP API alone (no pipeline): queries through the read-only ClickHouse user
+    (TASKPULSE_CLICKHOUSE_READ_URL), HTTP ingest to Kafka (TASKPULSE_KAFKA_URL); scale it freely."""
+    settings = _settings()
+    import logging
+
+    import uvicorn
+
+    from pipeline.roles import api
+
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskpulse.api").warning("starting API with settings %s", json.dumps(settings.masked()))
+    try:
+        app, _ = api.standalone(settings)
+    except TaskpulseError as exc:
+        fail(str(exc))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, **api.uvicorn_options(settings))
+
+
 # --------------------------------------------------------------------------- up
 
 
@@ -297,66 +320,82 @@ def _utc(ms: int) -> str:
 
 @cli.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="NDJSON file: one event (or JSON array of events) per line")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines.")] = False,
+    path: Annotated[Path, typer.Argument(help="A file, or a directory of seed 004 logs (agent-log) or CSVs")],
+    fmt: Annotated[str, typer.Option("--format", help="ndjson (taskpulse events), agent-log (seed 004 NDJSON "
+                                     "logs), task-csv (seed 001 CSV); default: from the path")] = "auto",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines (rotation and "
+                                         "truncation handled; the position survives a restart).")] = False,
+    state: Annotated[Path | None, typer.Option(help="Where --follow keeps its position (default: under "
+                                               "TASKPULSE_DATA_DIR/follow/)")] = None,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Check each line with the "
-                                           "pipeline's decoder; rejected lines are not sent.")] = True,
+                                           "pipeline's decoder; rejected ndjson lines are not sent.")] = True,
 ) -> None:
-    """Publish the events of an NDJSON file.  Each line is checked with the pipeline's decoder
-    first: rejected lines are printed (line number, reason, field) and not sent; the exit code
-    is 1 when any line was rejected."""
-    from pipeline.publish import decoder_for, describe, rejects
+    """Publish the events of a file (or a directory).  ndjson: each line is checked with the
+    pipeline's decoder first, rejected lines are printed (line number, reason, field) and not
+    sent.  agent-log / task-csv: each line is mapped to taskpulse events with ids derived from
+    its fields (reading again never counts twice); lines of unknown shape go to the DLQ with
+    their reason.  The exit code is 1 when any line was rejected."""
+    from pipeline.follow import Follower
+    from pipeline.logsource import FORMATS, Problem, detect_format, files_of, ingest, state_file
+    from pipeline.publish import decoder_for
     from pipeline.sdk import TaskpulseProducer
-    from pipeline.topics import RAW_TOPICS
 
     settings = _settings()
     url = _require_kafka(settings)
-    if not file.is_file():
-        fail(f"{file}: no such file")
+    if not path.exists():
+        fail(f"{path}: no such file or directory")
+    kind = detect_format(path) if fmt == "auto" else fmt
+    if kind not in FORMATS:
+        fail(f"--format {fmt}: use one of {', '.join(FORMATS)} (or leave it out: chosen from the path)")
+    files = files_of(path, kind)
+    if not files:
+        fail(f"{path}: no {'*.csv' if kind == 'task-csv' else '*.ndjson'} files in it")
+    store = (state or state_file(settings.data_dir, path, kind)) if follow else None
+    try:
+        follower = Follower(files, store)
+    except ValueError as exc:
+        fail(str(exc))
     decoder = decoder_for(settings) if validate else None
-    counts = {"sent": 0, "rejected": 0}
+    shown = {"n": 0}
 
-    def reject(lineno: int, why: str) -> None:
-        counts["rejected"] += 1
-        if counts["rejected"] <= 50:
-            err.print(f"{file}:{lineno}: rejected: {why}", soft_wrap=True, highlight=False, markup=False)
+    def problem(p: Problem) -> None:
+        shown["n"] += 1
+        if shown["n"] <= 50:
+            where = f"{p.path}:{p.lineno}" if p.lineno else f"task {p.path}"
+            verb = "rejected: " if kind == "ndjson" else ""
+            err.print(f"{where}: {verb}{p.text}", soft_wrap=True, highlight=False, markup=False)
+
+    result: dict[str, Any] = {}
 
     async def go() -> None:
-        async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
-            with file.open("rb") as fh:
-                lineno = 0
-                while True:
-                    line = fh.readline()
-                    if not line:
-                        if not follow:
-                            break
-                        await p.flush()
-                        await asyncio.sleep(0.5)
-                        continue
-                    lineno += 1
-                    line = line.strip()
-                    if not line:
-                        continue
-                    topic, key = RAW_TOPICS["system"], None
-                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-                        doc = orjson.loads(line)
-                        first = doc[0] if isinstance(doc, list) and doc else doc
-                        topic = RAW_TOPICS.get(str(first.get("entity_type")), topic)
-                        key = str(first.get("entity_id", "")).encode() or None
-                    if decoder is not None:
-                        bad = rejects(decoder, topic, line)
-                        if bad:
-                            reject(lineno, "; ".join(describe(r) for r in bad[:3]))
-                            continue
-                    await p.send_raw(topic, line, key=key)
-                    counts["sent"] += 1
+        # ndjson lines go as they are (a line may be an array): one message each
+        batch = 1 if kind == "ndjson" else 100
+        async with TaskpulseProducer(url, batch_size=batch, security=_kafka_security(settings)) as p:
+            result["counts"] = await ingest(p, follower, kind, decoder, follow=follow, on_problem=problem,
+                                            discover=(lambda: files_of(path, kind)) if path.is_dir() else None)
 
     with contextlib.suppress(KeyboardInterrupt):
         _publish(url, go)
-    summary = f"published {counts['sent']:,} lines from {file}"
-    if counts["rejected"]:
-        err.print(f"{summary}; {counts['rejected']:,} rejected lines not sent (--no-validate sends them)",
-                  soft_wrap=True, highlight=False)  # fmt: skip
+    follower.close()
+    for note in follower.notes:
+        err.print(note, soft_wrap=True, highlight=False, markup=False)
+    c = result.get("counts")
+    if c is None:
+        return
+    if kind == "ndjson":
+        summary = f"published {c.events:,} lines from {path}"
+        if c.not_sent:
+            err.print(f"{summary}; {c.not_sent:,} rejected lines not sent (--no-validate sends them)",
+                      soft_wrap=True, highlight=False)  # fmt: skip
+            raise typer.Exit(1)
+        console.print(summary, soft_wrap=True)
+        return
+    skipped = ", ".join(f"{n} {k}" for k, n in sorted(c.skipped.items()))
+    summary = (f"published {c.events:,} events from {c.lines:,} lines of {path} ({kind})"
+               + (f"; skipped: {skipped}" if skipped else ""))  # fmt: skip
+    if c.dead_lettered or c.rejected_events:
+        err.print(f"{summary}; to the DLQ with their reason: {c.dead_lettered:,} lines that map to no event, "
+                  f"{c.rejected_events:,} events the decoder rejects", soft_wrap=True, highlight=False)  # fmt: skip
         raise typer.Exit(1)
     console.print(summary, soft_wrap=True)
 

@@ -353,7 +353,25 @@ ENGINE = ReplacingMergeTree(replayed_at)
 ORDER BY entry_id
 TTL toDateTime(replayed_at) + toIntervalDay(30);
 
--- step 8: task_executions: cost, currency, tokens, unpriced_tokens; task_rollups with cost
+-- step 8: anomaly_evaluations table (what each anomaly rule judged)
+
+CREATE TABLE IF NOT EXISTS taskpulse.anomaly_evaluations
+(
+    at DateTime64(3, 'UTC'),
+    rule LowCardinality(String),
+    labels Map(String, String),
+    value Nullable(Float64),
+    baseline Float64,
+    stddev Float64,
+    zscore Float64,
+    samples UInt64,
+    breached Bool
+)
+ENGINE = MergeTree
+ORDER BY (rule, at)
+TTL toDateTime(at) + toIntervalDay(365);
+
+-- step 9: task_executions: cost, currency, tokens, unpriced_tokens; task_rollups with cost
 
 ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS cost Nullable(Float64);
 
@@ -383,7 +401,7 @@ FROM taskpulse.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
 GROUP BY granularity, window_start, agent, task_type, outcome;
 
--- step 9: analytics views: KPIs (kpi_*) and calibration
+-- step 10: analytics views: KPIs (kpi_*) and calibration
 
 CREATE OR REPLACE VIEW taskpulse.kpi_throughput AS
 SELECT task_id, finished_at, agent, task_type, group_key, outcome = 'success' AS completed FROM taskpulse.task_executions FINAL;

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pipeline.core.migrations import Step
 
 #: the analytics domain's step number (after the tasks domain's cost step)
-ANALYTICS_STEP = 9
+ANALYTICS_STEP = 10
 
 #: a task_executions row's confidence as a probability in [0, 1]
 PROB = "least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1)"

@@ -19,7 +19,7 @@ DT = "DateTime64(3, 'UTC')"
 
 #: the step that added cost to task_executions (numbers are shared between domains; the
 #: analytics domain's steps follow it)
-COST_STEP = 8
+COST_STEP = 9
 
 #: the cost columns of task_executions (``pipeline.core.cost``), as ``name type``
 COST_COLUMNS = (
