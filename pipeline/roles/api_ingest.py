@@ -123,12 +123,11 @@ class Ingest:
             return body
         if encoding not in ("gzip", "x-gzip"):
             raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r}: send gzip or none")
-        inflater = zlib.decompressobj(wbits=31)
         try:
-            out = inflater.decompress(body, limit + 1)
+            out = await asyncio.to_thread(gunzip, body, limit)
         except zlib.error as exc:
             raise ApiError(400, "bad_request", f"the body is not valid gzip: {exc}") from exc
-        if len(out) > limit or inflater.unconsumed_tail:
+        if out is None:
             raise too_large
         return out
 
@@ -172,6 +171,21 @@ class Ingest:
     async def close(self) -> None:
         if self.producer is not None:
             await _stop_quietly(self.producer)
+
+
+def gunzip(data: bytes, limit: int) -> bytes | None:
+    """``data`` gunzipped (every member of a multi-member file), None past ``limit`` bytes;
+    ``zlib.error`` when it is not gzip or is cut short."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            return None
+        if not inflater.eof:
+            raise zlib.error("the gzip stream is cut short")
+        data = inflater.unused_data
+    return bytes(out)
 
 
 async def _stop_quietly(producer: OutputProducer) -> None:

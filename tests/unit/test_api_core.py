@@ -171,3 +171,22 @@ def test_the_kpi_query_spans_the_period_and_names_every_kpi() -> None:
     assert (params["start"], params["end"], params["hours"]) == (NOW - 86_400_000, NOW, 24)
     assert all(f" AS {k.name}" in sql for k in KPIS) and "{agents_online}" not in sql
     assert kpi_query("taskpulse", p.prev)[1]["end"] == p.start_ms
+
+
+# --------------------------------------------------------------------------- gzip
+
+
+def test_gzip_bodies_every_member_bounded_and_whole() -> None:
+    import gzip
+    import zlib
+
+    from pipeline.roles.api_ingest import gunzip
+
+    two = gzip.compress(b"a" * 10) + gzip.compress(b"b" * 5)  # `cat x.gz y.gz` is one gzip file
+    assert gunzip(two, 15) == b"a" * 10 + b"b" * 5
+    assert gunzip(two, 14) is None
+    assert gunzip(gzip.compress(b"z" * 10_000_000), 1000) is None  # a bomb stops at the limit
+    with pytest.raises(zlib.error):
+        gunzip(two[:-3], 100)
+    with pytest.raises(zlib.error):
+        gunzip(b"not gzip", 100)
