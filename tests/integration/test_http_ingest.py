@@ -64,10 +64,10 @@ def _events(run: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], 
 
 
 def test_concurrent_clients_with_retries_and_a_sigkill_store_each_good_event_once(
-    broker: EmbeddedBroker, make_worker: Any, tmp_path: Path
+    broker: EmbeddedBroker, make_worker: Any, tmp_path: Path, engine: str
 ) -> None:  # fmt: skip
     toks = tokens_file(tmp_path / "tokens", {**SECRETS, "reader": READER})
-    w = make_worker(TASKPULSE_ROLES="ingest", TASKPULSE_API_TOKENS_FILE=str(toks),
+    w = make_worker(engine=engine, TASKPULSE_ROLES="ingest", TASKPULSE_API_TOKENS_FILE=str(toks),
                     TASKPULSE_API_INGEST_RATE_LIMIT="100000/second")  # fmt: skip
     w.token = READER[1]
     w.start()
