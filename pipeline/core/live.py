@@ -54,7 +54,8 @@ class BoardFilter:
     def where(self, params: dict[str, Any]) -> str:
         parts = []
         for column, value, name in (
-            ("task_type", self.task_type, "f_type"), ("agent", self.agent, "f_agent"), ("group_key", self.group, "f_group"),
+            ("task_type", self.task_type, "f_type"), ("agent", self.agent, "f_agent"),
+            ("group_key", self.group, "f_group"),
         ):  # fmt: skip
             if value:
                 parts.append(f"{column} = %({name})s")

@@ -119,7 +119,8 @@ class LiveFeed:
         out = {}
         for f in filters:
             board = live.shape_board(rows(*live.board_counts(db, f)), rows(*live.board_cards(db, f)))
-            out[f] = {**shared, "filter": {"task_type": f.task_type, "agent": f.agent, "group": f.group}, "board": board}
+            chosen = {"task_type": f.task_type, "agent": f.agent, "group": f.group}
+            out[f] = {**shared, "filter": chosen, "board": board}
         return out
 
     async def close(self) -> None:

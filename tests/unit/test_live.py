@@ -1,0 +1,143 @@
+"""The web UI's pure part (``core.live``): the snapshot's shapes, the per-minute series with
+its gaps, the agent's busy share and the task timeline's invalid transitions, checked
+against the correlation role's own lifecycle (``core.tasks.lifecycle.derive``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from pipeline.core import live
+from pipeline.core.tasks import lifecycle
+
+MIN = 60_000
+
+
+def test_series_fills_every_minute_of_the_hour() -> None:
+    now = 1_700_000_000_000 + 25_000  # 25 s into a minute
+    this_minute = now // MIN * MIN
+    rows = [(this_minute, 3, 1, 120.0, 900.0), (this_minute - 10 * MIN, 0, 2, float("nan"), float("nan"))]
+    s = live.shape_series(rows, now)
+    assert len(s["t"]) == 60
+    assert s["t"][-1] == this_minute // 1000 and s["t"][0] == (this_minute - 59 * MIN) // 1000
+    assert s["succeeded"][-1] == 3 and s["failed"][-1] == 1 and s["p95_ms"][-1] == 900.0
+    assert s["failed"][-11] == 2 and s["p50_ms"][-11] is None  # an empty quantile is no number
+    assert sum(s["succeeded"]) == 3 and sum(s["failed"]) == 3  # nothing invented in the gaps
+    assert s["p50_ms"][-2] is None
+
+
+def test_board_has_every_lifecycle_column_in_order_and_keeps_unknown_states() -> None:
+    counts = [("EXECUTING", 2), ("COMPLETED", 5), ("WEIRD", 1)]
+    cards = [("t1", "EXECUTING", "code", "coder", "g", 1000, 50.0, 1, 0)]
+    board = live.shape_board(counts, cards)
+    states = [c["state"] for c in board["columns"]]
+    assert states[: len(live.BOARD_STATES)] == list(live.BOARD_STATES) and states[-1] == "WEIRD"
+    by = {c["state"]: c for c in board["columns"]}
+    assert by["EXECUTING"]["count"] == 2 and by["EXECUTING"]["tasks"][0]["id"] == "t1"
+    assert by["QUEUED"] == {"state": "QUEUED", "count": 0, "tasks": []}
+    assert by["COMPLETED"]["count"] == 5 and by["COMPLETED"]["tasks"] == []  # counts are full counts
+
+
+def test_kpis_count_agent_states_and_guard_an_empty_day() -> None:
+    agents = [{"status": s} for s in ("online", "busy", "busy", "offline", "unknown")]
+    k = live.shape_kpis((4, 0, 0, float("nan")), agents, 2)
+    assert k["success_rate"] is None and k["p95_execution_ms"] is None
+    assert (k["agents_online"], k["agents_busy"], k["agents_offline"], k["agents_total"]) == (1, 2, 1, 5)
+    assert k["alerts_firing"] == 2 and k["active_tasks"] == 4
+    assert live.shape_kpis((0, 8, 6, 10.0), [], 0)["success_rate"] == 0.75
+
+
+def test_busy_share_per_minute() -> None:
+    start = 1_700_000_040_000 // MIN * MIN
+    now = start + 30_000  # half a minute into the current minute
+    changes = [(start - 90 * MIN, "online"), (start - 2 * MIN, "busy"), (start - MIN - 30_000, "online"),
+               (start, "busy")]
+    out = live.busy_share(changes, now)
+    assert len(out["t"]) == 60 and out["t"][-1] == start // 1000
+    assert out["busy"][-1] == 1.0  # busy since the minute began
+    assert out["busy"][-2] == 0.0  # online the whole minute before
+    assert out["busy"][-3] == 0.5  # busy, then online at half past
+    assert out["busy"][0] == 0.0  # the status before the window counts from its start
+    assert live.busy_share([], now)["busy"] == [None] * 60
+
+
+def _event(eid: str, et: str, t: int, **state: object) -> tuple[object, ...]:
+    return ("task-1", eid, et, t, json.dumps(state), json.dumps({"correlation_id": "g"}))
+
+
+def test_timeline_marks_the_transitions_the_correlator_counts() -> None:
+    events = [
+        _event("e1", "task.created", 1000, task_type="code"),
+        _event("e2", "task.queued", 1100),
+        _event("e4", "task.completed", 1200, success=True),  # ASSIGNED -> COMPLETED: not allowed
+        _event("e3", "task.assigned", 1150, agent_id="a", confidence=0.9, evaluations={"a": 0.9, "b": 0.2}),
+        _event("e5", "task.progress", 1300, percentage=50),  # COMPLETED -> EXECUTING: not allowed
+    ]
+    tl = live.timeline(events)
+    assert [e["id"] for e in tl] == ["e1", "e2", "e3", "e4", "e5"]  # by event time, whatever the input order
+    assert [e["invalid"] for e in tl] == [None, None, None, "ASSIGNED->COMPLETED", "COMPLETED->EXECUTING"]
+    assert tl[2]["data"]["evaluations"] == {"a": 0.9, "b": 0.2} and tl[2]["state"] == "ASSIGNED"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_timeline_agrees_with_the_lifecycle_on_random_histories(seed: int) -> None:
+    rng = random.Random(seed)
+    kinds = [
+        ("task.created", {}), ("task.queued", {}), ("task.assigned", {"agent_id": "a"}), ("task.started", {}),
+        ("task.progress", {"percentage": 40}), ("task.review", {"passed": True}), ("task.review", {"passed": False}),
+        ("task.completed", {"success": True}), ("task.failed", {"will_retry": True}), ("task.failed", {}),
+        ("task.paused", {}), ("task.resumed", {}), ("task.cancelled", {}),
+        ("task.status_changed", {"status": "queued"}),
+    ]  # fmt: skip
+    events = []
+    for i in range(rng.randint(1, 12)):
+        et, data = rng.choice(kinds)
+        events.append(_event(f"e{i:02d}", et, 1000 + rng.randint(0, 6) * 100, **data))
+    tl = live.timeline(events)
+    history = [lifecycle.compact(str(e[1]), str(e[2]), int(e[3]), json.loads(e[4]), {}) for e in events]  # type: ignore[arg-type]
+    view = lifecycle.derive("task-1", history)
+    assert [e["invalid"] for e in tl if e["invalid"]] == view.invalid
+
+
+class CountingStore:
+    """Answers every dashboard query with no rows (the KPI query with one row of zeros) and
+    counts the queries by their first words: the feed's fan-out is what is under test."""
+
+    database = "taskpulse"
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def rows(self, sql: str, params: dict[str, object] | None = None) -> list[tuple[object, ...]]:
+        key = "kpis" if sql.startswith("SELECT (SELECT count()") else sql[:60]
+        if sql.startswith("SELECT state, count()"):
+            key = "board"
+        self.calls[key] = self.calls.get(key, 0) + 1
+        return [(0, 0, 0, None)] if key == "kpis" else []
+
+
+async def test_one_poll_feeds_every_browser() -> None:
+    from pipeline.roles.ui import LiveFeed
+
+    store = CountingStore()
+    feed = LiveFeed(store, interval_s=0.01)  # type: ignore[arg-type]
+    everyone, coder = live.BoardFilter(), live.BoardFilter(agent="coder")
+    got: list[list[dict[str, object]]] = [[] for _ in range(6)]
+
+    async def browser(i: int, f: live.BoardFilter) -> None:
+        async with feed.subscribe(f) as q:
+            while len(got[i]) < 5:
+                got[i].append(await q.get())
+
+    await asyncio.wait_for(asyncio.gather(*(browser(i, everyone if i < 5 else coder) for i in range(6))), 30)
+    await feed.close()
+    assert all(s["filter"] == {"task_type": "", "agent": "", "group": ""} for g in got[:5] for s in g)
+    assert all(s["filter"]["agent"] == "coder" for s in got[5])  # type: ignore[index]
+    # each poll ran the shared queries once, and the board once per distinct filter
+    assert store.calls["kpis"] == feed.polls
+    assert store.calls["board"] <= 2 * feed.polls
+    assert feed.polls < sum(len(g) for g in got)  # six browsers, not six polls per snapshot
+    assert feed.subscribers == 0
