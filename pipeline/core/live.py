@@ -146,7 +146,7 @@ def groups(db: str) -> Query:
         "if(estimated_completion IS NULL, NULL, toUnixTimestamp64Milli(estimated_completion)) "
         f"FROM {db}.task_groups WHERE pending + in_progress > 0 "
         "OR last_finished_at >= now64(3) - toIntervalSecond(%(recent)s) "
-        "ORDER BY pending + in_progress = 0, first_created_at DESC LIMIT 12",
+        "ORDER BY pending + in_progress = 0, first_created_at DESC LIMIT 8",
         {"recent": BOARD_RECENT_S},
     )
 

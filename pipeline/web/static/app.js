@@ -200,7 +200,7 @@ function renderAgents(agents) {
   $("agents").replaceChildren(...agents.map((a) => h("li", {},
     h("button", { type: "button", class: `agent s-${a.status}`, "data-agent": a.agent, onclick: () => openAgent(a.agent) },
       h("span", { class: "name", text: a.agent }), h("span", { class: `pill s-${a.status}`, text: a.status }),
-      h("span", { class: "line" }, a.current_task ? ["on ", h("b", { text: shortId(a.current_task), title: a.current_task })] : (a.active_tasks ? "" : "idle"),
+      h("span", { class: "line" }, a.current_task ? ["on ", h("b", { text: shortId(a.current_task, 11), title: a.current_task })] : (a.active_tasks ? "" : "idle"),
         a.active_tasks ? `${a.current_task ? " · " : ""}${a.active_tasks} active` : ""),
       h("span", { class: "stats" }, h("span", {}, h("b", { text: fmtPct(a.utilization) }), "utilization"),
         h("span", {}, h("b", { text: fmtPct(a.success_rate_today) }), "success today"),
@@ -227,12 +227,14 @@ const charts = {};
 function chartWidth(id) { return Math.max(280, $(id).clientWidth || 600); }
 
 const utc = (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC");
+// the time axis in UTC, 24 h (as every time on the page)
+const hhmm = { values: (u, splits) => splits.map((s) => new Date(s * 1000).toISOString().slice(11, 16)) };
 
 function makeChart(id, opts, data) {
   if (typeof uPlot === "undefined") return null;
   const el = $(id);
   el.replaceChildren();
-  const u = new uPlot({ width: chartWidth(id), height: 220, tzDate: utc, ...opts }, data, el);
+  const u = new uPlot({ width: chartWidth(id), height: 200, tzDate: utc, ...opts }, data, el);
   return u;
 }
 
@@ -244,7 +246,7 @@ function renderCharts(series) {
   if (!charts.tp) {
     charts.tp = makeChart("chart-throughput", {
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-      axes: [{}, { label: "tasks / min" }],
+      axes: [hhmm, { label: "tasks / min" }],
       series: [{}, { label: "succeeded", fill: "rgba(23,105,47,.75)", stroke: "#17692f", paths: bars(-1), points: { show: false } },
         { label: "failed", fill: "rgba(179,38,30,.8)", stroke: "#b3261e", paths: bars(1), points: { show: false } }],
     }, tp);
@@ -252,7 +254,7 @@ function renderCharts(series) {
   if (!charts.lat) {
     charts.lat = makeChart("chart-latency", {
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-      axes: [{}, { label: "seconds", values: (u, vals) => vals.map((v) => v.toFixed(1)) }],
+      axes: [hhmm, { label: "seconds", values: (u, vals) => vals.map((v) => v.toFixed(1)) }],
       series: [{}, { label: "p50", stroke: "#0b5cad", width: 2, spanGaps: false },
         { label: "p95", stroke: "#b3261e", width: 2, dash: [6, 3], spanGaps: false }],
     }, lat);
@@ -261,7 +263,7 @@ function renderCharts(series) {
 
 window.addEventListener("resize", () => {
   for (const [k, id] of [["tp", "chart-throughput"], ["lat", "chart-latency"]]) {
-    if (charts[k]) charts[k].setSize({ width: chartWidth(id), height: 220 });
+    if (charts[k]) charts[k].setSize({ width: chartWidth(id), height: 200 });
   }
 });
 
@@ -366,7 +368,7 @@ function renderAgent(a) {
   if (typeof uPlot !== "undefined") {
     const w = Math.max(280, $("detail-body").clientWidth - 10);
     new uPlot({ width: w, height: 180, tzDate: utc, scales: { x: { time: true }, y: { range: [0, 100] } },
-      axes: [{}, { label: "% busy" }],
+      axes: [hhmm, { label: "% busy" }],
       series: [{}, { label: "busy %", stroke: "#0b5cad", fill: "rgba(11,92,173,.15)", width: 2, spanGaps: false, points: { show: false } }] },
     [a.utilization.t, a.utilization.busy.map((v) => (v === null ? null : v * 100))], $("chart-agent"));
   }
