@@ -69,19 +69,20 @@ def _on_board(params: dict[str, Any]) -> str:
 
 
 def board_counts(db: str, f: BoardFilter) -> Query:
-    """(state, tasks) on the board."""
+    """(state, tasks) on the board (what ``board_cards``' counts must equal)."""
     params: dict[str, Any] = {}
     where = _on_board(params) + f.where(params)
     return f"SELECT state, count() FROM {db}.tasks FINAL WHERE {where} GROUP BY state", params
 
 
 def board_cards(db: str, f: BoardFilter) -> Query:
-    """The most recently active tasks of each board column (``CARDS_PER_COLUMN`` each)."""
+    """The most recently active tasks of each board column (``CARDS_PER_COLUMN`` each), each
+    row with its column's full count: one query, so counts and cards are of the same moment."""
     params: dict[str, Any] = {"per": CARDS_PER_COLUMN}
     where = _on_board(params) + f.where(params)
     return (
         "SELECT task_id, state, task_type, agent, group_key, toUnixTimestamp64Milli(last_event_at), progress, "
-        f"retry_count, invalid_transitions FROM {db}.tasks FINAL WHERE {where} "
+        f"retry_count, invalid_transitions, count() OVER (PARTITION BY state) FROM {db}.tasks FINAL WHERE {where} "
         "ORDER BY last_event_at DESC, task_id LIMIT %(per)s BY state",
         params,
     )
@@ -177,14 +178,15 @@ def _num(v: Any) -> float | None:
     return x if x == x and x not in (float("inf"), float("-inf")) else None
 
 
-def shape_board(counts: list[tuple[Any, ...]], cards: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """``{"columns": [{"state", "count", "tasks": [...]}, …]}``: every lifecycle column,
-    empty ones too, then any state the table holds that is not among them."""
-    by_state = {str(s): int(n) for s, n in counts}
+def shape_board(cards: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """``{"columns": [{"state", "count", "tasks": [...]}, …]}`` from ``board_cards``' rows:
+    every lifecycle column, empty ones too, then any state the table holds that is not
+    among them."""
+    by_state = {str(c[1]): int(c[9]) for c in cards}
     states = [*BOARD_STATES, *sorted(s for s in by_state if s not in BOARD_STATES)]
     tasks: dict[str, list[dict[str, Any]]] = {s: [] for s in states}
-    for task_id, state, task_type, agent, group, last_ms, progress, retries, invalid in cards:
-        tasks.setdefault(str(state), []).append({
+    for task_id, state, task_type, agent, group, last_ms, progress, retries, invalid, _n in cards:
+        tasks[str(state)].append({
             "id": task_id, "task_type": task_type, "agent": agent, "group": group, "last_event_ms": int(last_ms),
             "progress": _num(progress), "retries": int(retries), "invalid_transitions": int(invalid),
         })  # fmt: skip

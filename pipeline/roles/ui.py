@@ -118,7 +118,7 @@ class LiveFeed:
         }
         out = {}
         for f in filters:
-            board = live.shape_board(rows(*live.board_counts(db, f)), rows(*live.board_cards(db, f)))
+            board = live.shape_board(rows(*live.board_cards(db, f)))
             chosen = {"task_type": f.task_type, "agent": f.agent, "group": f.group}
             out[f] = {**shared, "filter": chosen, "board": board}
         return out

@@ -30,15 +30,15 @@ def test_series_fills_every_minute_of_the_hour() -> None:
 
 
 def test_board_has_every_lifecycle_column_in_order_and_keeps_unknown_states() -> None:
-    counts = [("EXECUTING", 2), ("COMPLETED", 5), ("WEIRD", 1)]
-    cards = [("t1", "EXECUTING", "code", "coder", "g", 1000, 50.0, 1, 0)]
-    board = live.shape_board(counts, cards)
+    cards = [("t1", "EXECUTING", "code", "coder", "g", 1000, 50.0, 1, 0, 2),
+             ("c1", "COMPLETED", "code", "coder", "g", 900, 100.0, 0, 0, 5), ("w", "WEIRD", "", "", "", 1, 0, 0, 0, 1)]
+    board = live.shape_board(cards)
     states = [c["state"] for c in board["columns"]]
     assert states[: len(live.BOARD_STATES)] == list(live.BOARD_STATES) and states[-1] == "WEIRD"
     by = {c["state"]: c for c in board["columns"]}
     assert by["EXECUTING"]["count"] == 2 and by["EXECUTING"]["tasks"][0]["id"] == "t1"
     assert by["QUEUED"] == {"state": "QUEUED", "count": 0, "tasks": []}
-    assert by["COMPLETED"]["count"] == 5 and by["COMPLETED"]["tasks"] == []  # counts are full counts
+    assert by["COMPLETED"]["count"] == 5 and len(by["COMPLETED"]["tasks"]) == 1  # counts are full counts
 
 
 def test_kpis_count_agent_states_and_guard_an_empty_day() -> None:
@@ -113,7 +113,7 @@ class CountingStore:
 
     def rows(self, sql: str, params: dict[str, object] | None = None) -> list[tuple[object, ...]]:
         key = "kpis" if sql.startswith("SELECT (SELECT count()") else sql[:60]
-        if sql.startswith("SELECT state, count()"):
+        if "OVER (PARTITION BY state)" in sql:
             key = "board"
         self.calls[key] = self.calls.get(key, 0) + 1
         return [(0, 0, 0, None)] if key == "kpis" else []
