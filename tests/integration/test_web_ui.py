@@ -358,3 +358,58 @@ def facts_of(driver: WebDriver) -> dict[str, str]:
     for div in driver.find_elements(By.CSS_SELECTOR, "#detail .facts > div"):
         out[div.find_element(By.TAG_NAME, "dt").text.strip()] = div.find_element(By.TAG_NAME, "dd").text.strip()
     return out
+
+
+def test_stream_is_shared_and_an_open_stream_does_not_hold_up_shutdown(
+    make_worker: Callable[..., Worker], broker: EmbeddedBroker
+) -> None:
+    """Three browsers watching: every one gets the same snapshots (one poll), and SIGTERM
+    still stops the worker promptly (an EventSource never ends by itself)."""
+    import http.client
+    import json
+    import threading
+
+    w, _ = start(make_worker, broker)
+    host, port = w.api.removeprefix("http://").split(":")
+    snapshots: list[list[dict[str, Any]]] = [[], [], []]
+    conns = []
+
+    def watch(i: int) -> None:
+        c = http.client.HTTPConnection(host, int(port), timeout=60)
+        conns.append(c)
+        c.request("GET", "/api/v1/stream", headers={"Accept": "text/event-stream"})
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Content-Type", "").startswith("text/event-stream")
+        event = ""
+        for raw in r:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "snapshot":
+                snapshots[i].append(json.loads(line[6:]))
+                if len(snapshots[i]) == 3:
+                    return
+
+    threads = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert all(len(s) == 3 for s in snapshots), [len(s) for s in snapshots]
+    # the browsers saw the same polls: their snapshots' times overlap (not one poll each)
+    times = [{s["now_ms"] for s in snap} for snap in snapshots]
+    assert times[0] & times[1] & times[2], times
+    board = {c["state"]: c["count"] for c in snapshots[0][-1]["board"]["columns"]}
+    assert {s: n for s, n in board.items() if n} == board_counts(w)
+
+    # a browser still connected while the worker is told to stop
+    holder = http.client.HTTPConnection(host, int(port), timeout=60)
+    holder.request("GET", "/api/v1/stream")
+    assert holder.getresponse().status == 200
+    assert w.proc is not None
+    w.proc.terminate()
+    w.proc.wait(45)  # Worker.stop would SIGKILL after 30 s: a held-up shutdown fails here
+    assert w.proc.returncode != -9
+    holder.close()
+    for c in conns:
+        c.close()

@@ -93,7 +93,8 @@ function connect() {
     if (snap.error) { setConn("down", `ClickHouse: ${snap.error}`); return; }
     lastSnapshot = snap;
     render(snap);
-    setConn("live", `live · ${fmtTime(snap.now_ms)}`);
+    setConn("live", "live");
+    $("updated").textContent = `updated ${fmtTime(snap.now_ms)}`;
   });
   source.onerror = async () => {
     setConn("down", "reconnecting…");
@@ -107,7 +108,7 @@ function connect() {
 function setConn(state, text) {
   const el = $("conn");
   el.dataset.state = state;
-  el.textContent = text;
+  if (el.textContent !== text) el.textContent = text;  // announced (aria-live) only when it changes
 }
 
 setInterval(() => {
