@@ -85,6 +85,29 @@ def worker(
     process.run(pipeline, level)
 
 
+@cli.command("api")
+def api_command(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "",
+) -> None:
+    """Serve the HTTP API alone (no pipeline): queries through the read-only ClickHouse user
+    (TASKPULSE_CLICKHOUSE_READ_URL), HTTP ingest to Kafka (TASKPULSE_KAFKA_URL); scale it freely."""
+    settings = _settings()
+    import logging
+
+    import uvicorn
+
+    from pipeline.roles import api
+
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskpulse.api").warning("starting API with settings %s", json.dumps(settings.masked()))
+    try:
+        app, _ = api.standalone(settings)
+    except TaskpulseError as exc:
+        fail(str(exc))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, **api.uvicorn_options(settings))
+
+
 # --------------------------------------------------------------------------- up
 
 

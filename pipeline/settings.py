@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     api_host: str = Field(
         "127.0.0.1", description="Address the HTTP API binds; a non-loopback one needs an API token."
     )
-    api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")
+    api_port: int = Field(6066, description="HTTP API port (worker and `taskpulse api`): /metrics, /api/…, /api/v1/….")
     api_url: str = Field("", description="Where `taskpulse sql` finds a running worker.")
     api_token: SecretStr = Field(
         SecretStr(""),
@@ -167,6 +167,21 @@ class Settings(BaseSettings):
     )
     api_metrics_token: SecretStr = Field(
         SecretStr(""), description="A reader token named `metrics` for the Prometheus scraper; empty: none."
+    )
+    api_session_ttl_s: int = Field(
+        43_200, ge=60, description="Lifetime of the `taskpulse_session` cookie `POST /api/v1/session` issues."
+    )
+    api_ingest_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024,
+        description="HTTP ingest: largest request body, after gzip is undone (larger: 413).",
+    )
+    api_ingest_max_events: int = Field(
+        10_000, ge=1, description="HTTP ingest: most events in one request (more: 413)."
+    )
+    api_ingest_rate_limit: str = Field(
+        "100/second",
+        description="HTTP ingest requests each token may send (`N/second`, `N/minute`, several with `;`); "
+        "over it: 429 with Retry-After.",
     )
 
     # --- analyst SQL (/api/sql, taskpulse sql, export, report) ------------------------------

@@ -349,6 +349,24 @@ ENGINE = ReplacingMergeTree(replayed_at)
 ORDER BY entry_id
 TTL toDateTime(replayed_at) + toIntervalDay(30);
 
+-- step 8: anomaly_evaluations table (what each anomaly rule judged)
+
+CREATE TABLE IF NOT EXISTS taskpulse.anomaly_evaluations
+(
+    at DateTime64(3, 'UTC'),
+    rule LowCardinality(String),
+    labels Map(String, String),
+    value Nullable(Float64),
+    baseline Float64,
+    stddev Float64,
+    zscore Float64,
+    samples UInt64,
+    breached Bool
+)
+ENGINE = MergeTree
+ORDER BY (rule, at)
+TTL toDateTime(at) + toIntervalDay(365);
+
 -- the Null-engine twins, replaced at every migration
 
 CREATE OR REPLACE TABLE taskpulse._probe_events AS taskpulse.events ENGINE = Null;
