@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.core.auth import OPEN_PATHS, Principal, Role, TokenTable, bearer, body_type_allowed, required_role
+from pipeline.core.auth import Principal, Role, TokenTable, bearer, body_type_allowed, is_open, required_role
 
 SESSION_COOKIE = "taskpulse_session"
 
@@ -85,7 +85,7 @@ class Guard:
                     415, "unsupported_media_type",
                     "send the body as application/json (or application/x-ndjson)",
                 )  # fmt: skip
-        if not self.tokens.enabled or path in OPEN_PATHS or (path == "/metrics" and self.metrics_open):
+        if not self.tokens.enabled or is_open(path) or (path == "/metrics" and self.metrics_open):
             return None
         principal = self.principal_of(request)
         if principal is None:

@@ -340,7 +340,7 @@ function confidenceTable(evals, chosen) {
   return h("table", { class: "confidence", "aria-label": "Every agent's confidence for this assignment" },
     h("thead", {}, h("tr", {}, h("th", { text: "agent" }), h("th", { text: "confidence" }))),
     h("tbody", {}, ...entries.map(([agent, c]) => h("tr", { class: agent === chosen ? "chosen" : "" },
-      h("td", { text: agent }),
+      h("td", {}, agent, agent === chosen ? [" ", h("span", { class: "chosen-mark", text: "✔ chosen" })] : null),
       h("td", {}, h("span", { class: "conf" }, h("span", { class: "bar", "aria-hidden": "true" }, h("span", { style: `width:${c * 100}%` })),
         h("span", { text: Number(c).toFixed(2) })))))));
 }
