@@ -205,6 +205,6 @@ def body_type_allowed(content_type: str | None) -> bool:
 
 
 __all__ = [
-    "BODY_TYPES", "OPEN_PATHS", "OPEN_PREFIXES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable", "bearer",
-    "body_type_allowed", "hash_secret", "is_open", "parse_tokens", "required_role", "token_line",
+    "BODY_TYPES", "OPEN_PATHS", "OPEN_PREFIXES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable",
+    "bearer", "body_type_allowed", "hash_secret", "is_open", "parse_tokens", "required_role", "token_line",
 ]  # fmt: skip

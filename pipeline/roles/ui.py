@@ -130,6 +130,13 @@ class LiveFeed:
                 await self._task
 
 
+_JSON_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The page's JSON", "content": {"application/json": {"schema": {"type": "object"}}}},
+    404: {"description": "Not in ClickHouse: `{\"error\": {\"code\": \"not_found\", …}}`"},
+    503: {"description": "ClickHouse cannot be reached"},
+}
+
+
 def _sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
@@ -150,7 +157,11 @@ def router(ctx: Any, interval_s: float = POLL_S) -> APIRouter:
     async def static(path: str) -> Response:
         return _static(path)
 
-    @r.get("/api/v1/stream", tags=["ui"])
+    @r.get(
+        "/api/v1/stream", tags=["ui"], response_class=StreamingResponse,
+        responses={200: {"description": "`text/event-stream`: `event: snapshot` with the dashboard's JSON",
+                         "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )  # fmt: skip
     async def stream(
         request: Request,
         task_type: str | None = Query(None, description="only tasks of this type on the board"),
@@ -177,14 +188,14 @@ def router(ctx: Any, interval_s: float = POLL_S) -> APIRouter:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )  # fmt: skip
 
-    @r.get("/api/v1/tasks/{task_id}/timeline", tags=["ui"])
+    @r.get("/api/v1/tasks/{task_id}/timeline", tags=["ui"], responses=_JSON_ANSWERS)
     async def task_timeline(task_id: str) -> Response:
         """A task's page: its current row, its finished record (queue wait, execution and
         review time, the assignment with every agent's confidence) and its events in
         lifecycle order, invalid transitions marked."""
         return await _answer(lambda: _task_page(store, task_id), f"no task {task_id!r} in ClickHouse")
 
-    @r.get("/api/v1/agents/{agent}/activity", tags=["ui"])
+    @r.get("/api/v1/agents/{agent}/activity", tags=["ui"], responses=_JSON_ANSWERS)
     async def agent_activity(agent: str) -> Response:
         """An agent's page: its grid entry, its 50 most recent executions and its busy share
         per minute over the last hour."""

@@ -141,3 +141,30 @@ async def test_one_poll_feeds_every_browser() -> None:
     assert store.calls["board"] <= 2 * feed.polls
     assert feed.polls < sum(len(g) for g in got)  # six browsers, not six polls per snapshot
     assert feed.subscribers == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "open_"),
+    [("/", True), ("/ui/app.js", True), ("/ui/vendor/uplot/uPlot.iife.min.js", True), ("/api/v1/stream", False),
+     ("/api/v1/tasks/x/timeline", False), ("/ui", False), ("/uix/a", False), ("/api/status", False)],
+)
+def test_only_the_page_and_its_static_files_are_open(path: str, open_: bool) -> None:
+    """The page holds no data and must load before a token is asked for; the data never is open."""
+    from pipeline.core.auth import is_open
+
+    assert is_open(path) is open_
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("index.html", 200), ("app.js", 200), ("vendor/uplot/LICENSE", 200), ("../__init__.py", 404),
+     ("vendor/../../__init__.py", 404), (".hidden", 404), ("vendor", 404), ("", 404), ("nope.js", 404),
+     ("..\\__init__.py", 404)],
+)
+def test_static_files_are_served_from_the_package_and_nothing_else(path: str, status: int) -> None:
+    from pipeline.roles.ui import _static
+
+    r = _static(path)
+    assert r.status_code == status
+    if status == 200:
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
