@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -33,7 +34,7 @@ from pipeline.core.auth import TokenFileError, TokenTable
 from pipeline.core.ingest.replay import Filters
 from pipeline.errors import ConfigError, TaskpulseError
 from pipeline.roles import api_ingest, api_v1, dlq
-from pipeline.roles.api_auth import Guard, install_errors, principal, session_router
+from pipeline.roles.api_auth import Guard, JSONResponse, install_errors, principal, session_router
 from pipeline.settings import Settings, redact
 from pipeline.sinks.clickhouse import ClickHouseStore
 
@@ -116,8 +117,11 @@ def redacted(value: Any) -> Any:
 
 
 def jsonable(v: Any) -> Any:
-    """A ClickHouse value as JSON (datetimes and decimals as text, bytes decoded)."""
-    if isinstance(v, str | int | float | bool) or v is None:
+    """A ClickHouse value as JSON (datetimes and decimals as text, bytes decoded, NaN and
+    infinities as null: JSON has no such numbers)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, str | int | bool) or v is None:
         return v
     if isinstance(v, bytes):
         return v.decode("utf-8", errors="replace")
@@ -259,6 +263,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
+        default_response_class=JSONResponse,
         dependencies=[Depends(guard)],
     )
     install_errors(app, guard)

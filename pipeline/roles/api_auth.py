@@ -18,15 +18,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from pipeline.core.auth import Principal, Role, TokenTable, bearer, body_type_allowed, is_open, required_role
 
 SESSION_COOKIE = "taskpulse_session"
+
+
+class JSONResponse(StarletteJSONResponse):
+    """JSON by orjson: fast, and NaN / infinities (which JSON lacks) written as null."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ApiError(Exception):

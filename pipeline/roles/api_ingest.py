@@ -18,7 +18,6 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -27,7 +26,7 @@ from pydantic import BaseModel, Field
 from pipeline.core.ingest.decode import Decoder
 from pipeline.core.ingest.http_batch import BodyError, TooMany, prepare, split_body
 from pipeline.errors import ConfigError, SinkUnavailable
-from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, ErrorResponse, principal
+from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, ErrorResponse, JSONResponse, principal
 from pipeline.roles.ingest import decode_limits
 from pipeline.settings import kafka_bootstrap, redact
 from pipeline.sinks.kafka import OutputProducer

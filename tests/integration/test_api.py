@@ -94,7 +94,8 @@ def test_every_resource_matches_clickhouse_and_pages_once(broker: EmbeddedBroker
     finished = [t for t, r in truth.items() if "finished" in r]
     wait_for(lambda: w.scalar("SELECT count() FROM taskpulse.tasks FINAL") == len(truth)
              and w.scalar("SELECT count() FROM taskpulse.task_executions FINAL") == len(finished)
-             and w.scalar("SELECT count() FROM taskpulse.agent_status FINAL") == len(AGENTS), 90, "the tasks")  # fmt: skip
+             and w.scalar("SELECT count() FROM taskpulse.agent_status FINAL") == len(AGENTS),
+             90, "the tasks")  # fmt: skip
 
     # --- tasks: every filter and sort, paged 7 at a time, equals the direct query
     cols = "task_id, state, agent, task_type, group_key, toUnixTimestamp64Milli(last_event_at), finished"

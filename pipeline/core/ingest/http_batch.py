@@ -50,8 +50,7 @@ def split_body(body: bytes, ndjson: bool, max_events: int) -> list[Item]:
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError:
-                items.append((line, UNPARSED))
-                continue
+                doc = UNPARSED
             if isinstance(doc, list) and doc:
                 items += [(b"", d) for d in doc]
             else:
