@@ -4,10 +4,10 @@ the session cookie (``POST`` / ``DELETE /api/v1/session``) and the API's JSON er
 A caller authenticates with ``Authorization: Bearer <token>`` or the ``taskpulse_session``
 cookie (HttpOnly, SameSite=Strict) that ``POST /api/v1/session`` issues for a token.  The
 role a request needs comes from ``core.auth.required_role``; /metrics is open when the API is
-bound to loopback; the API description (``/api/v1/openapi.json``, ``/api/v1/docs``) and the
-session routes are open (``core.auth.OPEN_PATHS``).  A request with a body must send JSON or
-NDJSON (a browser form is refused: CSRF).  With no token configured (loopback only) the API
-is open and the principal is None.
+bound to loopback; the API description (``/api/v1/openapi.json``, ``/api/v1/docs``), the
+session routes and the web UI's page and static files are open (``core.auth.is_open``).  A
+request with a body must send JSON or NDJSON (a browser form is refused: CSRF).  With no
+token configured (loopback only) the API is open and the principal is None.
 
 Errors are ``{"error": {"code": …, "message": …}}`` (``ApiError``); an unknown route is
 authenticated first, so it answers 401/403 before 404 and reveals nothing to a stranger.
