@@ -55,6 +55,8 @@ class LiveFeed:
         self._wake = asyncio.Event()
         #: polls done (each one round of queries, whatever the number of subscribers)
         self.polls = 0
+        #: how long the last poll took (ms)
+        self.last_poll_ms = 0.0
 
     @property
     def subscribers(self) -> int:
@@ -85,12 +87,14 @@ class LiveFeed:
 
     async def _run(self) -> None:
         while self._subscribers:
+            began = time.monotonic()
             try:
                 snapshots = await asyncio.to_thread(self.poll, list(self._subscribers))
             except TaskpulseError as exc:
                 log.warning("web UI: polling ClickHouse failed: %s", redact(str(exc)))
                 snapshots = {f: {"error": redact(str(exc))} for f in self._subscribers}
             self.polls += 1
+            self.last_poll_ms = round((time.monotonic() - began) * 1000, 1)
             for f, snap in snapshots.items():
                 self._latest[f] = snap
                 for q in list(self._subscribers.get(f, ())):
@@ -123,6 +127,11 @@ class LiveFeed:
             out[f] = {**shared, "filter": chosen, "board": board}
         return out
 
+    async def status(self) -> dict[str, Any]:
+        """The feed's part of /api/status."""
+        return {"watchers": self.subscribers, "filters": len(self._subscribers), "polls": self.polls,
+                "last_poll_ms": self.last_poll_ms, "interval_s": self.interval_s}  # fmt: skip
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -147,6 +156,9 @@ def router(ctx: Any, interval_s: float = POLL_S) -> APIRouter:
     and its static files hold no data (``core.auth`` leaves them open)."""
     store: ClickHouseStore = ctx.query_store
     feed = LiveFeed(store, interval_s)
+    sections = getattr(ctx, "status_sections", None)
+    if isinstance(sections, dict):
+        sections["ui"] = feed.status  # /api/status: browsers watching, polls, the last poll's time
     r = APIRouter()
 
     @r.get("/", include_in_schema=False)

@@ -400,6 +400,8 @@ def test_stream_is_shared_and_an_open_stream_does_not_hold_up_shutdown(
     # the browsers saw the same polls: their snapshots' times overlap (not one poll each)
     times = [{s["now_ms"] for s in snap} for snap in snapshots]
     assert times[0] & times[1] & times[2], times
+    status = w.status()
+    assert status is not None and 0 < status["ui"]["polls"] < sum(len(s) for s in snapshots), status["ui"]
     board = {c["state"]: c["count"] for c in snapshots[0][-1]["board"]["columns"]}
     assert {s: n for s, n in board.items() if n} == board_counts(w)
 
