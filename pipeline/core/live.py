@@ -101,10 +101,10 @@ def task_kpis(db: str) -> Query:
 
 def agents(db: str) -> Query:
     """The agent grid: (agent, status, last seen ms, active tasks, utilization, success rate
-    today, finished today, current task) of every agent, by name."""
+    today, finished today, current task, cpu %, memory MB, uptime s) of every agent, by name."""
     return (
         "SELECT o.agent, o.status, toUnixTimestamp64Milli(o.last_seen), o.active_tasks, o.utilization, "
-        "o.success_rate, o.tasks_finished_today, ifNull(c.task_id, '') "
+        "o.success_rate, o.tasks_finished_today, ifNull(c.task_id, ''), o.cpu_percent, o.memory_mb, o.uptime_s "
         f"FROM {db}.agent_overview AS o LEFT JOIN ("
         "SELECT agent, argMax(task_id, last_event_at) AS task_id "
         f"FROM {db}.tasks FINAL WHERE NOT finished AND agent != '' GROUP BY agent"
@@ -216,9 +216,10 @@ def shape_agents(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         {
             "agent": agent, "status": status, "last_seen_ms": int(seen), "active_tasks": int(active),
             "utilization": _num(util), "success_rate_today": _num(rate), "finished_today": int(finished),
-            "current_task": current or None,
+            "current_task": current or None, "cpu_percent": _num(cpu), "memory_mb": _num(mem),
+            "uptime_s": int(up) if up else 0,
         }
-        for agent, status, seen, active, util, rate, finished, current in rows
+        for agent, status, seen, active, util, rate, finished, current, cpu, mem, up in rows
     ]  # fmt: skip
 
 
