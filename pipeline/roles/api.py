@@ -298,7 +298,8 @@ def _document_envelope(app: FastAPI) -> None:
             )  # fmt: skip
             schema = Envelope.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-            schemas.update(schema.pop("$defs", {}))
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
             schemas["EventEnvelope"] = schema
             app.openapi_schema = doc
         return app.openapi_schema

@@ -28,6 +28,10 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 from pipeline.core.auth import Principal, Role, TokenTable, bearer, body_type_allowed, is_open, required_role
 
 SESSION_COOKIE = "taskpulse_session"
+#: the largest body of a JSON route (/api/sql, the session, DLQ replay); HTTP ingest has its own
+JSON_BODY_MAX = 1024 * 1024
+#: routes that bound their bodies themselves
+_OWN_BODY_LIMIT = frozenset({"/api/v1/events"})
 
 
 class JSONResponse(StarletteJSONResponse):
@@ -93,6 +97,12 @@ class Guard:
                     415, "unsupported_media_type",
                     "send the body as application/json (or application/x-ndjson)",
                 )  # fmt: skip
+            length = request.headers.get("Content-Length", "")
+            if path not in _OWN_BODY_LIMIT:
+                if not length.isdigit():
+                    raise ApiError(411, "length_required", "send the body with a Content-Length")
+                if int(length) > JSON_BODY_MAX:
+                    raise ApiError(413, "payload_too_large", f"the body is larger than {JSON_BODY_MAX} bytes")
         if not self.tokens.enabled or is_open(path) or (path == "/metrics" and self.metrics_open):
             return None
         principal = self.principal_of(request)
@@ -149,7 +159,7 @@ def install_errors(app: FastAPI, guard: Guard) -> None:
                 return error_response(denied.status, denied.code, denied.message, denied.headers)
         if exc.status_code == 404:
             return error_response(404, "not_found", f"no route {request.url.path}; see /api/v1/docs")
-        code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 

@@ -21,10 +21,11 @@ from fastapi import APIRouter, Request
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
 from pipeline.core.ingest.decode import Decoder
-from pipeline.core.ingest.http_batch import BodyError, TooMany, prepare, split_body
+from pipeline.core.ingest.http_batch import BodyError, TooMany, batch_messages, prepare, split_body
 from pipeline.errors import ConfigError, SinkUnavailable
 from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, ErrorResponse, JSONResponse, principal
 from pipeline.roles.ingest import decode_limits
@@ -77,6 +78,15 @@ class Ingest:
             else None
         )
         self._start_lock = asyncio.Lock()
+        self.requests = Counter(
+            "taskpulse_http_ingest_requests_total", "HTTP ingest requests by answer (ok, or the error code)",
+            ["answer"], registry=ctx.registry,
+        )  # fmt: skip
+        self.events = Counter(
+            "taskpulse_http_ingest_events_total", "Events in answered HTTP ingest requests: accepted (and "
+            "acknowledged by the broker), duplicates (an id repeated in its request), rejected (to the DLQ)",
+            ["status"], registry=ctx.registry,
+        )  # fmt: skip
 
     def check_rate(self, who: str) -> None:
         for item in self.rates:
@@ -113,24 +123,31 @@ class Ingest:
             return body
         if encoding not in ("gzip", "x-gzip"):
             raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding!r}: send gzip or none")
-        inflater = zlib.decompressobj(wbits=31)
         try:
-            out = inflater.decompress(body, limit + 1)
+            out = await asyncio.to_thread(gunzip, body, limit)
         except zlib.error as exc:
             raise ApiError(400, "bad_request", f"the body is not valid gzip: {exc}") from exc
-        if len(out) > limit or inflater.unconsumed_tail:
+        if out is None:
             raise too_large
         return out
 
-    async def publish(self, messages: list[tuple[str, bytes, bytes]]) -> None:
-        if self.producer is None:
+    async def publish(self, messages: list[tuple[str, bytes, bytes, bool]]) -> None:
+        """Publish the events (batched per partition) and wait for the broker's acknowledgement."""
+        producer = self.producer
+        if producer is None:
             raise ApiError(503, "broker_unavailable", "this API has no Kafka broker: set TASKPULSE_KAFKA_URL",
                            {"Retry-After": "5"})  # fmt: skip
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 async with self._start_lock:
-                    await self.producer.start()
-                await self.producer.publish_acked(messages)
+                    await producer.start()
+                parts = {t: await producer.partitions_for(t) for t in {m[0] for m in messages}}
+                lim = self.decoder.limits
+                batches = batch_messages(
+                    messages, lambda topic, key: producer.partition_of(key, parts[topic]),
+                    lim.max_message_bytes * 9 // 10, lim.max_array_elements,
+                )  # fmt: skip
+                await producer.publish_acked(batches)
         except (SinkUnavailable, TimeoutError) as exc:
             await self._reset()
             why = redact(str(exc)) or f"no acknowledgement within {PUBLISH_TIMEOUT_S:g}s"
@@ -156,6 +173,21 @@ class Ingest:
             await _stop_quietly(self.producer)
 
 
+def gunzip(data: bytes, limit: int) -> bytes | None:
+    """``data`` gunzipped (every member of a multi-member file), None past ``limit`` bytes;
+    ``zlib.error`` when it is not gzip or is cut short."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(wbits=31)
+        out += inflater.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or inflater.unconsumed_tail:
+            return None
+        if not inflater.eof:
+            raise zlib.error("the gzip stream is cut short")
+        data = inflater.unused_data
+    return bytes(out)
+
+
 async def _stop_quietly(producer: OutputProducer) -> None:
     try:
         await asyncio.wait_for(producer.stop(), 5)
@@ -179,6 +211,25 @@ _BODY_DOC: dict[str, Any] = {
 }  # fmt: skip
 
 
+async def _ingest(ingest: Ingest, request: Request) -> dict[str, Any]:
+    who = principal(request)
+    name = who.name if who is not None else "http"
+    ingest.check_rate(name)
+    body = await ingest.read_body(request)
+    ndjson = request.headers.get("Content-Type", "").split(";")[0].strip().lower() in NDJSON_TYPES
+    try:
+        items = split_body(body, ndjson, ingest.settings.api_ingest_max_events)
+    except TooMany as exc:
+        raise ApiError(413, "too_many_events", str(exc)) from exc
+    except BodyError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from exc
+    now_ms = int(time.time() * 1000)
+    prepared = await asyncio.to_thread(prepare, items, ingest.decoder, name, RAW_TOPICS, RAW_SYSTEM, now_ms)
+    if prepared.messages:
+        await ingest.publish(prepared.messages)
+    return prepared.answer()
+
+
 def router(ingest: Ingest) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -196,22 +247,14 @@ def router(ingest: Ingest) -> APIRouter:
         """Publish events to the pipeline (role writer).  Answers once the broker acknowledged
         every accepted event, with each event's result and the DLQ reason of the rejected ones;
         the token's name becomes each event's `metadata.source`."""
-        who = principal(request)
-        name = who.name if who is not None else "http"
-        ingest.check_rate(name)
-        body = await ingest.read_body(request)
-        ndjson = request.headers.get("Content-Type", "").split(";")[0].strip().lower() in NDJSON_TYPES
-        s = ingest.settings
         try:
-            items = split_body(body, ndjson, s.api_ingest_max_events)
-        except TooMany as exc:
-            raise ApiError(413, "too_many_events", str(exc)) from exc
-        except BodyError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from exc
-        now_ms = int(time.time() * 1000)
-        prepared = await asyncio.to_thread(prepare, items, ingest.decoder, name, RAW_TOPICS, RAW_SYSTEM, now_ms)
-        if prepared.messages:
-            await ingest.publish(prepared.messages)
-        return JSONResponse(prepared.answer())
+            answer = await _ingest(ingest, request)
+        except ApiError as exc:
+            ingest.requests.labels(exc.code).inc()
+            raise
+        ingest.requests.labels("ok").inc()
+        for status in ("accepted", "duplicates", "rejected"):
+            ingest.events.labels(status).inc(answer[status])
+        return JSONResponse(answer)
 
     return r

@@ -243,14 +243,14 @@ class OutputProducer:
             return
         self._pending.append((topic, fut))
 
-    async def publish_acked(self, messages: Sequence[tuple[str, bytes, bytes]]) -> None:
-        """Send ``(topic, key, value)`` messages and return once the broker acknowledged every
-        one of them, independently of other callers' sends; ``SinkUnavailable`` when any was not
-        (none of them counts as stored then)."""
+    async def publish_acked(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+        """Send ``(topic, partition, value)`` messages and return once the broker acknowledged
+        every one of them, independently of other callers' sends; ``SinkUnavailable`` when any
+        was not (none of them counts as stored then)."""
         futures = []
         try:
-            for topic, key, value in messages:
-                futures.append(await self.producer.send(topic, value, key=key or None))
+            for topic, partition, value in messages:
+                futures.append(await self.producer.send(topic, value, partition=partition))
         except CONTENT_ERRORS as exc:
             raise SinkUnavailable(f"Kafka refused a message for its content: {exc!r}") from exc
         except KafkaError as exc:

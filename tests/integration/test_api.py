@@ -7,6 +7,7 @@ document validates and covers every route; tokens, sessions, 401/403/413/429."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
+from prometheus_client import CollectorRegistry
 
 from pipeline.embedded import EmbeddedBroker
 from pipeline.sdk import make_event
@@ -206,7 +208,7 @@ def test_openapi_auth_sessions_and_limits(broker: EmbeddedBroker, make_worker: A
     from pipeline.roles.api import ApiContext, create_app
     from pipeline.settings import Settings
 
-    app = create_app(ApiContext(Settings(), _no_tokens(), None, None, None))  # type: ignore[arg-type]
+    app = create_app(ApiContext(Settings(), _no_tokens(), None, None, CollectorRegistry()))  # type: ignore[arg-type]
     routes = [r for router in app.state.api_routers for r in router.routes]
     served = {(r.path, m) for r in routes if getattr(r, "include_in_schema", False) for m in r.methods - {"HEAD"}}
     documented = {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops}
@@ -246,7 +248,17 @@ def test_openapi_auth_sessions_and_limits(broker: EmbeddedBroker, make_worker: A
     status, hdrs, _ = call(w.api, "DELETE", "/api/v1/session", headers={"Cookie": value})
     assert status == 204 and 'taskpulse_session=""' in hdrs["set-cookie"].replace("=;", '="";')
 
-    # --- 413: too many events, too large a body (gzip undone); 429 past the token's rate
+    # --- 413: a JSON body over 1 MiB elsewhere; too many events, too large a body (gzip undone);
+    # 429 past the token's rate
+    conn = http.client.HTTPConnection("127.0.0.1", int(w.api.rsplit(":", 1)[1]), timeout=30)
+    conn.putrequest("POST", "/api/sql")
+    for name, value in (("Content-Type", "application/json"), ("Content-Length", "2000000"),
+                        ("Authorization", f"Bearer {READER}")):  # fmt: skip
+        conn.putheader(name, value)
+    conn.endheaders(b'{"query": "SELECT 1 -- ')  # the rest never comes: the answer may not wait for it
+    answer = conn.getresponse()
+    assert answer.status == 413 and json.loads(answer.read())["error"]["code"] == "payload_too_large"
+    conn.close()
     good = make_event("system.health", "api-test", {"status": "ok"})
     many = ("\n".join(json.dumps({**good, "id": f"e{i}"}) for i in range(51))).encode()
     nd = {"Content-Type": "application/x-ndjson"}
@@ -263,6 +275,10 @@ def test_openapi_auth_sessions_and_limits(broker: EmbeddedBroker, make_worker: A
     stored = wait_for(lambda: w.sql(f"SELECT metadata FROM taskpulse.events WHERE id = '{good['id']}'"), 30,
                       "the event ingested over HTTP")  # fmt: skip
     assert json.loads(stored[0][0])["source"] == "writer"  # the token's name
+    metrics = call(w.api, "GET", "/metrics")[2]  # open: the API is bound to loopback
+    for answer, n in (("ok", 1), ("rate_limited", 1), ("too_many_events", 1), ("payload_too_large", 1)):
+        assert f'taskpulse_http_ingest_requests_total{{answer="{answer}"}} {n}.0' in metrics, answer
+    assert 'taskpulse_http_ingest_events_total{status="accepted"} 1.0' in metrics
 
 
 def _no_tokens() -> Any:

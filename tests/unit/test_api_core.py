@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.auth import Role, TokenTable, parse_tokens, token_line
 from pipeline.core.ingest.decode import Decoder
-from pipeline.core.ingest.http_batch import UNPARSED, BodyError, TooMany, prepare, split_body
+from pipeline.core.ingest.http_batch import UNPARSED, BodyError, TooMany, batch_messages, prepare, split_body
 from pipeline.core.paging import BadCursor, Cursor, page
 from pipeline.core.periods import period
 from pipeline.core.tasks.kpis import KPIS, kpi_query
@@ -115,13 +115,33 @@ def test_each_event_is_judged_by_the_decoder_sourced_and_routed() -> None:
         ("accepted", None), ("rejected", "schema_violation"),
     ]  # fmt: skip
     # the duplicate is published once; the rejected are published for the DLQ
-    assert [(t, k) for t, k, _ in out.messages] == [
+    assert [(t, k) for t, k, _, _ in out.messages] == [
         (RAW_SYSTEM, b"svc1"), (RAW_SYSTEM, b"svc2"), (RAW_TOPICS["agent"], b"svc3"), (RAW_SYSTEM, b"svc4"),
         (RAW_SYSTEM, b""),
     ]  # fmt: skip
-    sent = [orjson.loads(v) for _, _, v in out.messages[:4]]
+    sent = [orjson.loads(v) for _, _, v, _ in out.messages[:4]]
     assert all(e["metadata"]["source"] == "svc-a" for e in sent)  # the token's name, not what was claimed
     assert sent[3]["metadata"]["session_id"] == "s"
+
+
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=60), st.integers(200, 3000), st.integers(1, 8))
+def test_batches_hold_every_event_once_in_order_per_partition(entities: list[int], max_bytes: int,
+                                                             max_elements: int) -> None:  # fmt: skip
+    items = [(b"", _event(i, entity_id=f"svc{e}")) for i, e in enumerate(entities)] + [(b"{bad", UNPARSED)]
+    prepared = prepare(items, Decoder(), "s", RAW_TOPICS, RAW_SYSTEM, NOW)
+    msgs = batch_messages(prepared.messages, lambda topic, key: hash(key) % 3, max_bytes, max_elements)
+    per_partition: dict[int, list[str]] = {}
+    for topic, part, value in msgs:
+        assert topic == RAW_SYSTEM
+        results = Decoder().decode(topic, part, 0, value, NOW)
+        assert len(value) <= max_bytes or len(results) == 1  # only a lone event may exceed the cap
+        assert len(results) <= max(1, max_elements)
+        per_partition.setdefault(part, []).extend(getattr(r, "id", "<rejected>") for r in results)
+    sent = [i for ids in per_partition.values() for i in ids]
+    assert sorted(sent) == sorted([f"e{i}" for i in range(len(entities))] + ["<rejected>"])
+    for part, ids in per_partition.items():  # each partition's events in request order
+        order = [f"e{i}" for i, e in enumerate(entities) if hash(f"svc{e}".encode()) % 3 == part]
+        assert [i for i in ids if i != "<rejected>"] == order
 
 
 # --------------------------------------------------------------------------- timeline
@@ -151,3 +171,22 @@ def test_the_kpi_query_spans_the_period_and_names_every_kpi() -> None:
     assert (params["start"], params["end"], params["hours"]) == (NOW - 86_400_000, NOW, 24)
     assert all(f" AS {k.name}" in sql for k in KPIS) and "{agents_online}" not in sql
     assert kpi_query("taskpulse", p.prev)[1]["end"] == p.start_ms
+
+
+# --------------------------------------------------------------------------- gzip
+
+
+def test_gzip_bodies_every_member_bounded_and_whole() -> None:
+    import gzip
+    import zlib
+
+    from pipeline.roles.api_ingest import gunzip
+
+    two = gzip.compress(b"a" * 10) + gzip.compress(b"b" * 5)  # `cat x.gz y.gz` is one gzip file
+    assert gunzip(two, 15) == b"a" * 10 + b"b" * 5
+    assert gunzip(two, 14) is None
+    assert gunzip(gzip.compress(b"z" * 10_000_000), 1000) is None  # a bomb stops at the limit
+    with pytest.raises(zlib.error):
+        gunzip(two[:-3], 100)
+    with pytest.raises(zlib.error):
+        gunzip(b"not gzip", 100)

@@ -13,6 +13,7 @@ dedup by id makes a resent event safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,8 @@ class Prepared:
     """What to publish (topic, key, value) and what to answer once it is acknowledged."""
 
     outcomes: list[Outcome] = field(default_factory=list)
-    messages: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    #: (topic, key, event bytes, whether the bytes are JSON that may share an array message)
+    messages: list[tuple[str, bytes, bytes, bool]] = field(default_factory=list)
     duplicates: int = 0
 
     def answer(self) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
         bad = next((r for r in results if isinstance(r, Rejected)), None)
         if bad is not None:
             out.outcomes.append(Outcome(index, doc_id, "rejected", bad.reason.value, bad.detail))
-            out.messages.append((topic, key_bytes, value))
+            out.messages.append((topic, key_bytes, value, doc is not UNPARSED and value[:1] in b"{["))
             continue
         event_id = results[0].id if results and not isinstance(results[0], Rejected) else doc_id
         out.outcomes.append(Outcome(index, event_id, "accepted"))
@@ -150,5 +152,36 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
             continue
         if event_id is not None:
             seen.add(event_id)
-        out.messages.append((topic, key_bytes, value))
+        out.messages.append((topic, key_bytes, value, True))
+    return out
+
+
+def batch_messages(
+    messages: list[tuple[str, bytes, bytes, bool]], partition_of: Callable[[str, bytes], int],
+    max_bytes: int, max_elements: int,
+) -> list[tuple[str, int, bytes]]:  # fmt: skip
+    """The Kafka messages to send: the events of one (topic, partition) joined into JSON array
+    messages, as the SDK batches (at most ``max_bytes`` and ``max_elements`` each, within the
+    decoder's limits, so the array itself is never what is rejected), in request order; an
+    event that is not JSON (or alone over the limit) goes as its own message."""
+    out: list[tuple[str, int, bytes]] = []
+    open_: dict[tuple[str, int], tuple[list[bytes], int]] = {}
+
+    def close(tp: tuple[str, int]) -> None:
+        parts, _ = open_.pop(tp)
+        out.append((tp[0], tp[1], b"[" + b",".join(parts) + b"]"))
+
+    for topic, key, value, batchable in messages:
+        tp = (topic, partition_of(topic, key))
+        if not batchable or len(value) + 2 > max_bytes:
+            out.append((topic, tp[1], value))
+            continue
+        parts, size = open_.get(tp, ([], 2))
+        if parts and (size + len(value) + 1 > max_bytes or len(parts) >= max_elements):
+            close(tp)
+            parts, size = [], 2
+        parts.append(value)
+        open_[tp] = (parts, size + len(value) + 1)
+    for tp in list(open_):
+        close(tp)
     return out
