@@ -370,7 +370,7 @@ function renderAgent(a) {
   ];
   $("detail-body").replaceChildren(...body);
   if (typeof uPlot !== "undefined") {
-    const w = Math.max(280, $("detail-body").clientWidth - 10);
+    const w = Math.max(260, $("chart-agent").clientWidth - 8);
     new uPlot({ width: w, height: 180, tzDate: utc, scales: { x: { time: true }, y: { range: [0, 100] } },
       axes: [hhmm, { label: "% busy" }],
       series: [{}, { label: "busy %", stroke: "#0b5cad", fill: "rgba(11,92,173,.15)", width: 2, spanGaps: false, points: { show: false } }] },
