@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
-from pipeline.core.task_states import target_state
-from pipeline.core.tasks import lifecycle
-from pipeline.events import TaskState
+from pipeline.core.tasks.timeline import timeline
 
 Query = tuple[str, dict[str, Any]]
 
@@ -267,28 +266,6 @@ def shape_options(rows: list[tuple[Any, ...]]) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------- a task, an agent
 
 
-def task_row(db: str, task_id: str) -> Query:
-    """The task's current row: (state, type, agent, group, priority, requester, created, started,
-    finished, last event ms, progress, retries, invalid transitions, finished)."""
-    return (
-        "SELECT state, task_type, agent, group_key, priority, requester_id, toUnixTimestamp64Milli(created_at), "
-        "toUnixTimestamp64Milli(started_at), toUnixTimestamp64Milli(finished_at), "
-        "toUnixTimestamp64Milli(last_event_at), progress, retry_count, invalid_transitions, finished "
-        f"FROM {db}.tasks FINAL WHERE task_id = %(id)s",
-        {"id": task_id},
-    )
-
-
-def task_execution(db: str, task_id: str) -> Query:
-    """The finished task's record: (outcome, queue wait, execution, review, cycle, paused ms,
-    agent, confidence, other agents' confidence, invalid transitions, error, request)."""
-    return (
-        "SELECT outcome, queue_wait_ms, execution_ms, review_ms, cycle_ms, paused_ms, agent, confidence, "
-        f"other_agents, invalid_transition_list, error, request FROM {db}.task_executions FINAL WHERE task_id = %(id)s",
-        {"id": task_id},
-    )
-
-
 def agent_executions(db: str, agent: str, limit: int = 50) -> Query:
     """The agent's most recently finished tasks: (task, type, outcome, finished ms, queue
     wait, execution ms, retries, confidence, error)."""
@@ -318,57 +295,50 @@ def agent_status_changes(db: str, agent: str) -> Query:
 
 
 def shape_task(
-    task_id: str, row: tuple[Any, ...] | None, execution: tuple[Any, ...] | None, events: list[tuple[Any, ...]]
+    task_id: str, row: dict[str, Any] | None, execution: dict[str, Any] | None, events: list[tuple[Any, ...]]
 ) -> dict[str, Any] | None:
-    """A task's page: its row, its finished record (durations, assignment) and its timeline."""
+    """A task's page: its row (``api_queries.TASK_COLUMNS``), its finished record
+    (``EXECUTION_COLUMNS``: durations, the last assignment) and its events (rows of
+    ``api_queries.task_timeline``) in lifecycle order, each with the state it led to, the
+    transition marked when the lifecycle does not allow it (``core.tasks.timeline``, as the
+    API's), and the event's fields (every agent's confidence on an assignment)."""
     if row is None and not events:
         return None
-    out: dict[str, Any] = {"id": task_id, "timeline": timeline(events)}
+    parsed = [(str(i), str(et), int(t), _json_object(cs), _json_object(md)) for i, et, t, cs, md in events]
+    data = {p[0]: p[3] for p in parsed}
+    out: dict[str, Any] = {"id": task_id, "timeline": [
+        {"id": s.event_id, "event_type": s.event_type, "time_ms": s.time_ms, "state": s.to_state,
+         "invalid": None if s.valid else f"{s.from_state}->{s.to_state}", "data": data[s.event_id]}
+        for s in timeline(parsed)
+    ]}  # fmt: skip
     if row is not None:
-        (state, task_type, agent, group, priority, requester, created, started, finished, last, progress, retries,
-         invalid, done) = row  # fmt: skip
         out.update(
-            state=state, task_type=task_type, agent=agent, group=group, priority=priority, requester=requester,
-            created_ms=created, started_ms=started, finished_ms=finished, last_event_ms=last,
-            progress=_num(progress), retries=int(retries), invalid_transitions=int(invalid), finished=bool(done),
+            state=row["state"], task_type=row["task_type"], agent=row["agent"], group=row["group_key"],
+            priority=row["priority"], requester=row["requester_id"], created_ms=_ms(row["created_at"]),
+            started_ms=_ms(row["started_at"]), finished_ms=_ms(row["finished_at"]),
+            last_event_ms=_ms(row["last_event_at"]), progress=_num(row["progress"]), retries=int(row["retry_count"]),
+            invalid_transitions=int(row["invalid_transitions"]), finished=bool(row["finished"]),
         )  # fmt: skip
     out["execution"] = None
     if execution is not None:
-        outcome, wait, run, review, cycle, paused, agent, conf, others, invalid_list, error, request = execution
+        x = execution
         out["execution"] = {
-            "outcome": outcome, "queue_wait_ms": _num(wait), "execution_ms": _num(run), "review_ms": _num(review),
-            "cycle_ms": _num(cycle), "paused_ms": _num(paused), "agent": agent, "confidence": _num(conf),
-            "other_agents": {str(k): float(v) for k, v in dict(others).items()}, "invalid": list(invalid_list),
-            "error": error, "request": request,
+            "outcome": x["outcome"], "queue_wait_ms": _num(x["queue_wait_ms"]), "execution_ms": _num(x["execution_ms"]),
+            "review_ms": _num(x["review_ms"]), "cycle_ms": _num(x["cycle_ms"]), "paused_ms": _num(x["paused_ms"]),
+            "confidence": _num(x["confidence"]),
+            "other_agents": {str(k): float(v) for k, v in dict(x["other_agents"]).items()},
+            "invalid": list(x["invalid_transition_list"]), "error": x["error"], "request": x["request"],
         }  # fmt: skip
     return out
 
 
-def timeline(events: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """The task's events (rows of ``core.tasks.queries.task_events``) in lifecycle order (event
-    time, then the lifecycle's tie-break), each with the state it moved the task to and,
-    where the move is not allowed from the state before, ``invalid`` ("OLD->NEW"): the
-    correlation role's own rules (``core.tasks.lifecycle``)."""
-    entries = []
-    for _task, event_id, event_type, time_ms, current, metadata in events:
-        data = _json_object(current)
-        entries.append((lifecycle.compact(str(event_id), str(event_type), int(time_ms), data, _json_object(metadata)),
-                        data))  # fmt: skip
-    entries.sort(key=lambda e: lifecycle.sort_key(e[0]))
-    state: TaskState | None = None
-    out = []
-    for entry, data in entries:
-        new = target_state(entry.event_type, entry.data)
-        invalid = None
-        if new is not None:
-            if state is not None and new not in lifecycle.ALLOWED[state]:
-                invalid = f"{state.value}->{new.value}"
-            state = new
-        out.append({
-            "id": entry.event_id, "event_type": entry.event_type, "time_ms": entry.time_ms,
-            "state": new.value if new is not None else None, "invalid": invalid, "data": data,
-        })  # fmt: skip
-    return out
+def _ms(v: Any) -> int | None:
+    """A ClickHouse time (a datetime; naive is UTC) as epoch ms."""
+    if v is None:
+        return None
+    if isinstance(v, int | float):
+        return int(v)
+    return int((v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _json_object(text: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from pipeline.core import live
-from pipeline.core.tasks import queries as task_queries
+from pipeline.core.tasks import api_queries
 from pipeline.errors import TaskpulseError
 from pipeline.settings import redact
 from pipeline.sinks.clickhouse import ClickHouseStore
@@ -35,6 +36,8 @@ STATIC = resources.files("pipeline.web") / "static"
 POLL_S = 2.0
 #: distinct board filters polled at once (more: the least recently asked for is dropped)
 MAX_FILTERS = 32
+#: events a task's page shows at most (as ``/api/v1/tasks/{id}``)
+TIMELINE_CAP = 1000
 #: a comment line sent when nothing else was, so proxies keep the stream open
 KEEPALIVE_S = 15.0
 
@@ -107,7 +110,7 @@ class LiveFeed:
 
     def poll(self, filters: list[live.BoardFilter]) -> dict[live.BoardFilter, dict[str, Any]]:
         """One round of queries: the shared part once, the board once per filter."""
-        db, rows = self.store.database, self.store.rows
+        db, rows = self.store.database, partial(read, self.store)
         now_ms = int(self.clock() * 1000)
         agents = live.shape_agents(rows(*live.agents(db)))
         alerts = live.shape_alerts(rows(*live.firing_alerts(db)))
@@ -231,19 +234,31 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response(orjson.dumps({"error": {"code": code, "message": message}}), status, media_type="application/json")
 
 
+def read(store: ClickHouseStore, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of one of the UI's queries, on the store's read-only, limited session (beside the
+    pipeline's writes, like the API's resources)."""
+    return [tuple(r) for r in store.read(sql, parameters).result_rows]
+
+
 def _task_page(store: ClickHouseStore, task_id: str) -> dict[str, Any] | None:
+    """The API's own queries of ``/api/v1/tasks/{id}`` (``core.tasks.api_queries``) and its
+    timeline (``core.tasks.timeline``), with each event's fields for the page."""
     db = store.database
-    row = next(iter(store.rows(*live.task_row(db, task_id))), None)
-    execution = next(iter(store.rows(*live.task_execution(db, task_id))), None)
-    return live.shape_task(task_id, row, execution, store.rows(*task_queries.task_events(db, [task_id])))
+    row = next(iter(read(store, *api_queries.task_record(db, task_id))), None)
+    execution = next(iter(read(store, *api_queries.task_execution(db, task_id))), None)
+    events = read(store, *api_queries.task_timeline(db, task_id, TIMELINE_CAP))
+    return live.shape_task(
+        task_id, dict(zip(api_queries.TASK_COLUMNS, row, strict=True)) if row else None,
+        dict(zip(api_queries.EXECUTION_COLUMNS, execution, strict=True)) if execution else None, events,
+    )  # fmt: skip
 
 
 def _agent_page(store: ClickHouseStore, agent: str, clock: Callable[[], float]) -> dict[str, Any] | None:
     db = store.database
-    overview = next((a for a in live.shape_agents(store.rows(*live.agents(db))) if a["agent"] == agent), None)
+    overview = next((a for a in live.shape_agents(read(store, *live.agents(db))) if a["agent"] == agent), None)
     return live.shape_agent(
-        agent, overview, store.rows(*live.agent_executions(db, agent)),
-        store.rows(*live.agent_status_changes(db, agent)), int(clock() * 1000),
+        agent, overview, read(store, *live.agent_executions(db, agent)),
+        read(store, *live.agent_status_changes(db, agent)), int(clock() * 1000),
     )  # fmt: skip
 
 

@@ -65,7 +65,14 @@ def test_busy_share_per_minute() -> None:
 
 
 def _event(eid: str, et: str, t: int, **state: object) -> tuple[object, ...]:
-    return ("task-1", eid, et, t, json.dumps(state), json.dumps({"correlation_id": "g"}))
+    """A row of ``api_queries.task_timeline``: (id, event_type, time ms, current_state, metadata)."""
+    return (eid, et, t, json.dumps(state), json.dumps({"correlation_id": "g"}))
+
+
+def _timeline(events: list[tuple[object, ...]]) -> list[dict[str, object]]:
+    page = live.shape_task("task-1", None, None, events)
+    assert page is not None
+    return page["timeline"]  # type: ignore[no-any-return]
 
 
 def test_timeline_marks_the_transitions_the_correlator_counts() -> None:
@@ -76,7 +83,7 @@ def test_timeline_marks_the_transitions_the_correlator_counts() -> None:
         _event("e3", "task.assigned", 1150, agent_id="a", confidence=0.9, evaluations={"a": 0.9, "b": 0.2}),
         _event("e5", "task.progress", 1300, percentage=50),  # COMPLETED -> EXECUTING: not allowed
     ]
-    tl = live.timeline(events)
+    tl = _timeline(events)
     assert [e["id"] for e in tl] == ["e1", "e2", "e3", "e4", "e5"]  # by event time, whatever the input order
     assert [e["invalid"] for e in tl] == [None, None, None, "ASSIGNED->COMPLETED", "COMPLETED->EXECUTING"]
     assert tl[2]["data"]["evaluations"] == {"a": 0.9, "b": 0.2} and tl[2]["state"] == "ASSIGNED"
@@ -96,8 +103,8 @@ def test_timeline_agrees_with_the_lifecycle_on_random_histories(seed: int) -> No
     for i in range(rng.randint(1, 12)):
         et, data = rng.choice(kinds)
         events.append(_event(f"e{i:02d}", et, 1000 + rng.randint(0, 6) * 100, **data))
-    tl = live.timeline(events)
-    history = [lifecycle.compact(str(e[1]), str(e[2]), int(e[3]), json.loads(e[4]), {}) for e in events]  # type: ignore[arg-type]
+    tl = _timeline(events)
+    history = [lifecycle.compact(str(e[0]), str(e[1]), int(e[2]), json.loads(e[3]), {}) for e in events]  # type: ignore[arg-type]
     view = lifecycle.derive("task-1", history)
     assert [e["invalid"] for e in tl if e["invalid"]] == view.invalid
 
@@ -111,7 +118,12 @@ class CountingStore:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
 
-    def rows(self, sql: str, params: dict[str, object] | None = None) -> list[tuple[object, ...]]:
+    def read(self, sql: str, params: dict[str, object] | None = None) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(result_rows=self._rows(sql))
+
+    def _rows(self, sql: str) -> list[tuple[object, ...]]:
         key = "kpis" if sql.startswith("SELECT (SELECT count()") else sql[:60]
         if "OVER (PARTITION BY state)" in sql:
             key = "board"
@@ -168,3 +180,27 @@ def test_static_files_are_served_from_the_package_and_nothing_else(path: str, st
     assert r.status_code == status
     if status == 200:
         assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_task_page_from_the_api_queries_rows() -> None:
+    from datetime import datetime
+
+    from pipeline.core.tasks import api_queries
+
+    t0 = datetime(2026, 1, 2, 3, 4, 5, 678000)  # naive: UTC, as the client returns DateTime64(3, 'UTC')
+    row = dict.fromkeys(api_queries.TASK_COLUMNS, None) | {
+        "task_id": "task-1", "state": "COMPLETED", "task_type": "code", "group_key": "g", "agent": "a",
+        "priority": "high", "requester_id": "u", "created_at": t0, "last_event_at": t0, "progress": 100.0,
+        "retry_count": 1, "invalid_transitions": 0, "finished": True,
+    }  # fmt: skip
+    x = dict.fromkeys(api_queries.EXECUTION_COLUMNS, None) | {
+        "outcome": "success", "queue_wait_ms": 200.0, "execution_ms": float("nan"), "paused_ms": 0.0,
+        "other_agents": {"b": 0.2}, "invalid_transition_list": [], "error": "", "request": "r", "confidence": 0.9,
+    }  # fmt: skip
+    page = live.shape_task("task-1", row, x, [_event("e1", "task.created", 1000)])
+    assert page is not None
+    assert page["created_ms"] == 1767323045678 and page["retries"] == 1 and page["finished"] is True
+    assert page["execution"]["queue_wait_ms"] == 200.0 and page["execution"]["execution_ms"] is None
+    assert page["execution"]["other_agents"] == {"b": 0.2}
+    assert live.shape_task("nothing", None, None, []) is None
+
