@@ -96,6 +96,9 @@ class LiveFeed:
             except TaskpulseError as exc:
                 log.warning("web UI: polling ClickHouse failed: %s", redact(str(exc)))
                 snapshots = {f: {"error": redact(str(exc))} for f in self._subscribers}
+            except Exception:  # a bug must not leave every browser waiting forever
+                log.exception("web UI: the dashboard poll failed")
+                snapshots = {f: {"error": "the dashboard poll failed; see the server's log"} for f in self._subscribers}
             self.polls += 1
             self.last_poll_ms = round((time.monotonic() - began) * 1000, 1)
             for f, snap in snapshots.items():

@@ -204,3 +204,29 @@ def test_task_page_from_the_api_queries_rows() -> None:
     assert page["execution"]["other_agents"] == {"b": 0.2}
     assert live.shape_task("nothing", None, None, []) is None
 
+
+
+async def test_a_failing_database_is_shown_and_the_feed_recovers() -> None:
+    from pipeline.errors import SinkUnavailable
+    from pipeline.roles.ui import LiveFeed
+
+    class Flaky(CountingStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = True
+
+        def read(self, sql: str, params: dict[str, object] | None = None) -> object:
+            if self.down:
+                raise SinkUnavailable("cannot reach ClickHouse at http://default:s3cret@ch:8123: refused")
+            return super().read(sql, params)
+
+    store = Flaky()
+    feed = LiveFeed(store, interval_s=0.01)  # type: ignore[arg-type]
+    async with feed.subscribe(live.BoardFilter()) as q:
+        first = await asyncio.wait_for(q.get(), 10)
+        assert "cannot reach ClickHouse" in first["error"] and "s3cret" not in first["error"]
+        store.down = False
+        while "error" in (snap := await asyncio.wait_for(q.get(), 10)):
+            pass
+        assert snap["kpis"]["active_tasks"] == 0
+    await feed.close()
