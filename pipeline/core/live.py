@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from pipeline.core.alerts import api_queries as alert_queries
 from pipeline.core.tasks.timeline import timeline
 
 Query = tuple[str, dict[str, Any]]
@@ -36,6 +37,8 @@ CHART_SPAN_S = 3600
 CHART_STEP_S = 60
 #: how long finished tasks stay on the board
 BOARD_RECENT_S = 3600
+#: firing alerts listed at most (the card counts up to this)
+MAX_ALERTS = 100
 
 
 @dataclass(frozen=True)
@@ -126,16 +129,9 @@ def per_minute(db: str) -> Query:
 
 
 def firing_alerts(db: str) -> Query:
-    """(rule, severity, summary, fired at ms, value, threshold) of every alert whose latest
-    change left it firing."""
-    return (
-        "SELECT rule, severity, summary, fired, value, threshold FROM ("
-        "SELECT fingerprint, argMax(rule, at) AS rule, argMax(state, at) AS state, argMax(severity, at) AS severity, "
-        "argMax(summary, at) AS summary, toUnixTimestamp64Milli(argMax(ifNull(fired_at, at), at)) AS fired, "
-        f"argMax(value, at) AS value, argMax(threshold, at) AS threshold FROM {db}.alerts GROUP BY fingerprint"
-        ") WHERE state = 'firing' ORDER BY fired DESC",
-        {},
-    )
+    """Every alert firing now, newest first: the query of ``/api/v1/alerts?firing=true``
+    (``ALERT_COLUMNS``, then its sort key)."""
+    return alert_queries.alerts_page(db, True, (), (), None, MAX_ALERTS - 1)
 
 
 def groups(db: str) -> Query:
@@ -241,11 +237,14 @@ def shape_series(rows: list[tuple[Any, ...]], now_ms: int) -> dict[str, Any]:
 
 
 def shape_alerts(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    return [
-        {"rule": rule, "severity": sev, "summary": summary, "fired_ms": int(fired), "value": _num(value),
-         "threshold": _num(threshold)}
-        for rule, sev, summary, fired, value, threshold in rows
-    ]  # fmt: skip
+    """``firing_alerts``' rows for the banner."""
+    out = []
+    for row in rows:
+        a = dict(zip(alert_queries.ALERT_COLUMNS, row, strict=False))
+        out.append({"rule": a["rule"], "severity": a["severity"], "summary": a["summary"],
+                    "fired_ms": _ms(a["fired_at"] or a["at"]), "value": _num(a["value"]),
+                    "threshold": _num(a["threshold"])})  # fmt: skip
+    return out
 
 
 def shape_groups(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:

@@ -178,10 +178,29 @@ def load(driver: WebDriver, w: Worker, fragment: str = "") -> None:
 # ------------------------------------------------------------------ tests
 
 
+ALERT_RULES = """
+routing:
+  high: [log]
+rules:
+  - name: ui_failures
+    measure: failure_rate
+    window: 5m
+    op: ">"
+    threshold: 0.1
+    min_count: 1
+    for: 1s
+    severity: high
+    annotations:
+      summary: "failure rate {value} > {threshold}"
+"""
+
+
 def test_overview_board_timeline_and_agent_equal_clickhouse(
-    make_worker: Callable[..., Worker], broker: EmbeddedBroker, browser: WebDriver
+    make_worker: Callable[..., Worker], broker: EmbeddedBroker, browser: WebDriver, tmp_path: Path
 ) -> None:
-    w, later = start(make_worker, broker)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(ALERT_RULES)
+    w, later = start(make_worker, broker, TASKPULSE_ALERT_RULES=str(rules), TASKPULSE_ALERT_INTERVAL_S="0.5")
     load(browser, w)
 
     # the board: every column's count is ClickHouse's (all columns there, empty ones too)
@@ -212,6 +231,10 @@ def test_overview_board_timeline_and_agent_equal_clickhouse(
             and text(browser, "k-alerts") == str(firing)
         )  # fmt: skip
 
+    # the failure-rate alert fires: the banner names it, the card counts what ClickHouse has firing
+    eventually(browser, lambda: "ui_failures" in text(browser, "alerts") and text(browser, "k-alerts") == "1",
+               "the firing alert on the page", timeout=60)  # fmt: skip
+    assert "high" in text(browser, "alert-list") and "failure rate" in text(browser, "alert-list")
     eventually(browser, cards_agree, "the cards to equal ClickHouse's numbers")
     assert text(browser, "k-offline") == "1"  # planner went offline
     eventually(browser, lambda: browser.find_element(By.CSS_SELECTOR, '[data-agent="planner"]'), "the agent grid")

@@ -230,3 +230,18 @@ async def test_a_failing_database_is_shown_and_the_feed_recovers() -> None:
             pass
         assert snap["kpis"]["active_tasks"] == 0
     await feed.close()
+
+
+def test_firing_alerts_are_the_apis_and_shaped_for_the_banner() -> None:
+    from datetime import datetime
+
+    from pipeline.core.alerts import api_queries as alert_queries
+
+    assert live.firing_alerts("taskpulse") == alert_queries.alerts_page("taskpulse", True, (), (), None, 99)
+    at = datetime(2026, 1, 1, 0, 0, 1)
+    row = dict.fromkeys(alert_queries.ALERT_COLUMNS, None) | {
+        "at": at, "rule": "r", "severity": "high", "summary": "s", "value": float("nan"), "threshold": 0.2,
+    }  # fmt: skip
+    (a,) = live.shape_alerts([(*row.values(), 1)])
+    assert a == {"rule": "r", "severity": "high", "summary": "s", "fired_ms": 1767225601000, "value": None,
+                 "threshold": 0.2}  # fmt: skip
