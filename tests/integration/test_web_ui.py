@@ -35,11 +35,11 @@ ROLES = {"TASKPULSE_ROLES": "ingest,correlate,alerts", "TASKPULSE_REORDER_WINDOW
 
 
 @pytest.fixture
-def browser() -> Iterator[WebDriver]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     """Headless chromium at 1440×900; always quit (the driver and the browser), pass or fail."""
     for path in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(path), f"{path} is missing: scripts/install-deps.sh test installs chromium chromium-driver"
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never reach the network
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never reach the network
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -165,6 +165,11 @@ def page_counts(driver: WebDriver) -> dict[str, int]:
             for c in cols}  # fmt: skip
 
 
+def click(driver: WebDriver, css: str) -> None:
+    """Click an element of the live page (re-rendered every poll: a stale one is found again)."""
+    eventually(driver, lambda: driver.find_element(By.CSS_SELECTOR, css).click() or True, f"a click on {css}")
+
+
 def text(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
@@ -210,7 +215,7 @@ def test_overview_board_timeline_and_agent_equal_clickhouse(
         return all(shown.get(s, -1) == expected.get(s, 0) for s in live.BOARD_STATES) and shown["QUEUED"] >= 1
 
     eventually(browser, board_agrees, "the board's column counts to equal ClickHouse's")
-    shown = page_counts(browser)
+    shown = eventually(browser, lambda: page_counts(browser), "the board's counts")
     assert shown["COMPLETED"] >= 3 and shown["FAILED"] >= 1 and shown["EXECUTING"] >= 1 and shown["PAUSED"] >= 1
 
     # the cards
@@ -234,15 +239,17 @@ def test_overview_board_timeline_and_agent_equal_clickhouse(
     # the failure-rate alert fires: the banner names it, the card counts what ClickHouse has firing
     eventually(browser, lambda: "ui_failures" in text(browser, "alerts") and text(browser, "k-alerts") == "1",
                "the firing alert on the page", timeout=60)  # fmt: skip
-    assert "high" in text(browser, "alert-list") and "failure rate" in text(browser, "alert-list")
+    assert text(browser, "alert-list").startswith("HIGH ui_failures failure rate")
     eventually(browser, cards_agree, "the cards to equal ClickHouse's numbers")
     assert text(browser, "k-offline") == "1"  # planner went offline
     eventually(browser, lambda: browser.find_element(By.CSS_SELECTOR, '[data-agent="planner"]'), "the agent grid")
-    assert "offline" in browser.find_element(By.CSS_SELECTOR, '[data-agent="planner"]').text
+    planner = eventually(browser, lambda: browser.find_element(By.CSS_SELECTOR, '[data-agent="planner"]').text,
+                         "planner's card")  # fmt: skip
+    assert "offline" in planner and "–\nsuccess" in planner  # no task finished today: no rate, not 0 %
     screenshot(browser, "overview")
 
     # a task's timeline: its events in event time, the durations, the retry, every agent's confidence
-    browser.find_element(By.CSS_SELECTOR, '#board [data-task="ui-retry"]').click()
+    click(browser, '#board [data-task="ui-retry"]')
     eventually(browser, lambda: browser.find_element(By.ID, "detail").get_attribute("data-loaded") == "task:ui-retry",
                "the task page")  # fmt: skip
     rows = browser.find_elements(By.CSS_SELECTOR, "#detail .timeline > tbody > tr[data-event]")
@@ -295,11 +302,11 @@ def test_overview_board_timeline_and_agent_equal_clickhouse(
     column = lambda: browser.find_element(By.CSS_SELECTOR, '#board [data-task="ui-exec"]').find_element(  # noqa: E731
         By.XPATH, "ancestor::section[@data-state]").get_attribute("data-state")
     assert eventually(browser, column, "ui-exec on the board") == "EXECUTING"
-    before = page_counts(browser)
+    before = eventually(browser, lambda: page_counts(browser), "the board's counts")
     publish(broker, later["ui-exec"])
     eventually(browser, lambda: column() == "COMPLETED", "ui-exec to move to the COMPLETED column")
     eventually(browser, board_agrees, "the board's counts after the move")
-    after = page_counts(browser)
+    after = eventually(browser, lambda: page_counts(browser), "the board's counts")
     assert (after["EXECUTING"], after["COMPLETED"]) == (before["EXECUTING"] - 1, before["COMPLETED"] + 1)
 
 
@@ -327,9 +334,9 @@ def test_board_filters_by_agent_task_type_and_group(
     browser.find_element(By.ID, "f-clear").click()
     Select(browser.find_element(By.ID, "f-group")).select_by_value("ui-batch")
     eventually(browser, lambda: sum(page_counts(browser).values()) == 7, "the board filtered to the group")
-    group = browser.find_element(By.CSS_SELECTOR, '#groups [data-group="ui-batch"]')
     pct_done = w.scalar("SELECT percentage FROM taskpulse.task_groups WHERE group_key = 'ui-batch'")
-    assert f"{pct_done:g} % done" in group.text
+    eventually(browser, lambda: f"{pct_done:g} % done" in browser.find_element(
+        By.CSS_SELECTOR, '#groups [data-group="ui-batch"]').text, "the group's progress")  # fmt: skip
 
 
 def test_token_is_exchanged_once_for_an_httponly_session_cookie(

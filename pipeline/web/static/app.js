@@ -148,7 +148,7 @@ function renderAlerts(alerts) {
   const box = $("alerts");
   box.hidden = alerts.length === 0;
   $("alert-list").replaceChildren(...alerts.map((a) => h("li", {},
-    h("span", { class: `sev sev-${a.severity}`, text: a.severity }),
+    h("span", { class: `sev sev-${a.severity}`, text: a.severity }), " ",
     h("b", { text: a.rule }), " ", a.summary || "",
     h("span", { class: "legend-note", text: ` since ${fmtTime(a.fired_ms)}` }))));
 }
