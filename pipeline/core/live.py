@@ -106,7 +106,8 @@ def agents(db: str) -> Query:
     today, finished today, current task, cpu %, memory MB, uptime s) of every agent, by name."""
     return (
         "SELECT o.agent, o.status, toUnixTimestamp64Milli(o.last_seen), o.active_tasks, o.utilization, "
-        "if(o.tasks_finished_today = 0, NULL, o.success_rate), o.tasks_finished_today, ifNull(c.task_id, ''), o.cpu_percent, o.memory_mb, o.uptime_s "
+        "if(o.tasks_finished_today = 0, NULL, o.success_rate), o.tasks_finished_today, ifNull(c.task_id, ''), "
+        "o.cpu_percent, o.memory_mb, o.uptime_s "
         f"FROM {db}.agent_overview AS o LEFT JOIN ("
         "SELECT agent, argMax(task_id, last_event_at) AS task_id "
         f"FROM {db}.tasks FINAL WHERE NOT finished AND agent != '' GROUP BY agent"

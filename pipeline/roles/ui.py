@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 STATIC = resources.files("pipeline.web") / "static"
 #: seconds between two polls of ClickHouse while a browser watches
 POLL_S = 2.0
-#: distinct board filters polled at once (more: the least recently asked for is dropped)
+#: distinct board filters polled at once (a browser asking for one more is told so)
 MAX_FILTERS = 32
 #: events a task's page shows at most (as ``/api/v1/tasks/{id}``)
 TIMELINE_CAP = 1000
@@ -70,7 +70,11 @@ class LiveFeed:
         """A queue that always holds the newest snapshot for ``f`` (the last one at once)."""
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
         if f not in self._subscribers and len(self._subscribers) >= MAX_FILTERS:
-            self._subscribers.pop(next(iter(self._subscribers)))
+            # each distinct filter costs a board query per poll: bounded, and nobody else's view is dropped
+            q.put_nowait({"error": f"{MAX_FILTERS} different board filters are being watched already; "
+                                   "clear the filter or try again later"})  # fmt: skip
+            yield q
+            return
         self._subscribers.setdefault(f, set()).add(q)
         if f in self._latest:
             q.put_nowait(self._latest[f])

@@ -245,3 +245,18 @@ def test_firing_alerts_are_the_apis_and_shaped_for_the_banner() -> None:
     (a,) = live.shape_alerts([(*row.values(), 1)])
     assert a == {"rule": "r", "severity": "high", "summary": "s", "fired_ms": 1767225601000, "value": None,
                  "threshold": 0.2}  # fmt: skip
+
+
+async def test_distinct_filters_are_bounded_without_dropping_anyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.roles import ui
+
+    monkeypatch.setattr(ui, "MAX_FILTERS", 2)
+    feed = ui.LiveFeed(CountingStore(), interval_s=0.01)  # type: ignore[arg-type]
+    async with feed.subscribe(live.BoardFilter(agent="a")) as qa, feed.subscribe(live.BoardFilter(agent="b")) as qb:
+        async with feed.subscribe(live.BoardFilter(agent="c")) as qc:
+            assert "board filters are being watched" in (await asyncio.wait_for(qc.get(), 10))["error"]
+        assert (await asyncio.wait_for(qa.get(), 10))["filter"]["agent"] == "a"
+        assert (await asyncio.wait_for(qb.get(), 10))["filter"]["agent"] == "b"
+        async with feed.subscribe(live.BoardFilter(agent="a")) as qa2:  # a filter already polled: shared
+            assert (await asyncio.wait_for(qa2.get(), 10))["filter"]["agent"] == "a"
+    await feed.close()
