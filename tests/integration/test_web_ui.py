@@ -1,8 +1,9 @@
 """The web UI in a real headless browser (Debian's chromium through its chromedriver, driven
 by Selenium; nothing is downloaded), against a worker on the real broker and engine fed
 with scripted traffic: the cards, the board's column counts and a task's timeline equal
-what ClickHouse holds, a task moves columns after its next event, the token is exchanged
-for the session cookie, and screenshots of the overview, a task timeline and an agent page
+what ClickHouse holds, a task moves columns after its next event, a firing alert shows, the
+board filters, the token is exchanged for the session cookie, one poll feeds every browser,
+the standalone `taskpulse api` serves the same page, and screenshots of the overview, a task timeline and an agent page
 are saved as test artifacts (``test-artifacts/web-ui/``)."""
 
 from __future__ import annotations
@@ -446,3 +447,43 @@ def test_stream_is_shared_and_an_open_stream_does_not_hold_up_shutdown(
     holder.close()
     for c in conns:
         c.close()
+
+
+def test_the_standalone_api_serves_the_same_page(
+    make_worker: Callable[..., Worker], broker: EmbeddedBroker, browser: WebDriver, tmp_path: Path
+) -> None:
+    """`taskpulse api` (the compose `api` service) alone, on the database the worker filled:
+    the page, its stream and a task's timeline, from the read-only side."""
+    import subprocess
+    import sys
+
+    from pipeline.embedded import free_port
+
+    w, _ = start(make_worker, broker)
+    expected = board_counts(w)
+    w.stop()  # the embedded engine is one process's: the API opens it once the worker is gone
+    port = free_port()
+    env = {**w.env, "TASKPULSE_API_PORT": str(port), "TASKPULSE_ROLES": ""}
+    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - the child's, closed below
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "api"], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    api = Worker(env, tmp_path / "api.log", f"http://127.0.0.1:{port}", [], proc=proc)
+    try:
+        wait_for(lambda: api.status() or proc.poll() is not None, 60, "the standalone API")
+        assert proc.poll() is None, (tmp_path / "api.log").read_text()[-3000:]
+        load(browser, api)
+        eventually(browser, lambda: {s: n for s, n in page_counts(browser).items() if n} == expected,
+                   "the board served by the standalone API")  # fmt: skip
+        assert board_counts(api) == expected
+        browser.get(f"{api.api}/#task=ui-retry")
+        eventually(browser, lambda: browser.find_element(By.ID, "detail").get_attribute("data-loaded")
+                   == "task:ui-retry", "the task page")  # fmt: skip
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#detail .timeline > tbody > tr[data-event]")) == 9
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
