@@ -184,7 +184,15 @@ def required_role(method: str, path: str) -> Role:
 
 #: Paths any caller may reach: the API's description (no data) and the session login/logout
 #: (the login authenticates with the token it is given).
-OPEN_PATHS = frozenset({"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/session"})
+OPEN_PATHS = frozenset({"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/session", "/"})
+#: The web UI's page (``/``, in OPEN_PATHS) and its static files hold no data (the numbers come
+#: from ``/api/v1/stream`` and the API, which are guarded): open, so the page can ask for a token.
+OPEN_PREFIXES = ("/ui/",)
+
+
+def is_open(path: str) -> bool:
+    """Whether any caller may reach ``path`` (``OPEN_PATHS``, ``OPEN_PREFIXES``)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 #: Content types a request body may have: JSON or NDJSON, never a form (a web page could
@@ -197,6 +205,6 @@ def body_type_allowed(content_type: str | None) -> bool:
 
 
 __all__ = [
-    "BODY_TYPES", "OPEN_PATHS", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable", "bearer",
-    "body_type_allowed", "hash_secret", "parse_tokens", "required_role", "token_line",
+    "BODY_TYPES", "OPEN_PATHS", "OPEN_PREFIXES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable",
+    "bearer", "body_type_allowed", "hash_secret", "is_open", "parse_tokens", "required_role", "token_line",
 ]  # fmt: skip

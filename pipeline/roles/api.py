@@ -309,8 +309,12 @@ def _document_envelope(app: FastAPI) -> None:
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings for the API: no access log (the worker logs what matters), no
-    server header, our logging configuration."""
-    return {"access_log": False, "server_header": False, "log_config": None, "timeout_keep_alive": 30}
+    server header, our logging configuration; at shutdown, open responses that never end by
+    themselves (the web UI's event stream) are closed after 3 s."""
+    return {
+        "access_log": False, "server_header": False, "log_config": None, "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": 3,
+    }  # fmt: skip
 
 
 def register(p: Pipeline) -> None:

@@ -4,10 +4,10 @@ the session cookie (``POST`` / ``DELETE /api/v1/session``) and the API's JSON er
 A caller authenticates with ``Authorization: Bearer <token>`` or the ``taskpulse_session``
 cookie (HttpOnly, SameSite=Strict) that ``POST /api/v1/session`` issues for a token.  The
 role a request needs comes from ``core.auth.required_role``; /metrics is open when the API is
-bound to loopback; the API description (``/api/v1/openapi.json``, ``/api/v1/docs``) and the
-session routes are open (``core.auth.OPEN_PATHS``).  A request with a body must send JSON or
-NDJSON (a browser form is refused: CSRF).  With no token configured (loopback only) the API
-is open and the principal is None.
+bound to loopback; the API description (``/api/v1/openapi.json``, ``/api/v1/docs``), the
+session routes and the web UI's page and static files are open (``core.auth.is_open``).  A
+request with a body must send JSON or NDJSON (a browser form is refused: CSRF).  With no
+token configured (loopback only) the API is open and the principal is None.
 
 Errors are ``{"error": {"code": …, "message": …}}`` (``ApiError``); an unknown route is
 authenticated first, so it answers 401/403 before 404 and reveals nothing to a stranger.
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
-from pipeline.core.auth import OPEN_PATHS, Principal, Role, TokenTable, bearer, body_type_allowed, required_role
+from pipeline.core.auth import Principal, Role, TokenTable, bearer, body_type_allowed, is_open, required_role
 
 SESSION_COOKIE = "taskpulse_session"
 #: the largest body of a JSON route (/api/sql, the session, DLQ replay); HTTP ingest has its own
@@ -103,7 +103,7 @@ class Guard:
                     raise ApiError(411, "length_required", "send the body with a Content-Length")
                 if int(length) > JSON_BODY_MAX:
                     raise ApiError(413, "payload_too_large", f"the body is larger than {JSON_BODY_MAX} bytes")
-        if not self.tokens.enabled or path in OPEN_PATHS or (path == "/metrics" and self.metrics_open):
+        if not self.tokens.enabled or is_open(path) or (path == "/metrics" and self.metrics_open):
             return None
         principal = self.principal_of(request)
         if principal is None:
