@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Query
 
 from pipeline.core.alerts import api_queries as alert_q
+from pipeline.core.analytics import kpis as analytics_kpis
 from pipeline.core.ingest.queries import entity_events
 from pipeline.core.paging import BadCursor, Cursor, page
 from pipeline.core.periods import period
@@ -25,6 +26,7 @@ from pipeline.core.tasks.kpis import API_PERIODS, KPIS, kpi_query
 from pipeline.core.tasks.queries import group_states
 from pipeline.core.tasks.timeline import timeline
 from pipeline.errors import SinkUnavailable, TaskpulseError
+from pipeline.reports import kpi_values
 from pipeline.roles import api_models as m
 from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, ErrorResponse
 from pipeline.settings import redact
@@ -126,13 +128,17 @@ def router(ctx: ApiContext) -> APIRouter:
     r = APIRouter(prefix="/api/v1", responses=COMMON_ERRORS)
     db = ctx.settings.clickhouse_database
 
-    async def rows(q: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a thread; database failures as 503 answers."""
         try:
-            result = await asyncio.to_thread(ctx.query_store.read, *q)
+            return await asyncio.to_thread(fn, *args)
         except SinkUnavailable as exc:
             raise ApiError(503, "database_unavailable", redact(str(exc))) from exc
         except TaskpulseError as exc:
             raise ApiError(503, "query_failed", redact(str(exc)), {"Retry-After": "1"}) from exc
+
+    async def rows(q: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        result = await off_loop(ctx.query_store.read, *q)
         cols = list(result.column_names)
         return [dict(zip(cols, row, strict=True)) for row in result.result_rows]
 
@@ -257,7 +263,9 @@ def router(ctx: ApiContext) -> APIRouter:
         """Key figures of the last day (24 h), week (7 days) or calendar month to date, each with
         the period before beside it."""
         p = period(API_PERIODS[period_], int(time.time() * 1000), epoch_ms(end))
-        cur, prev = await asyncio.gather(rows(kpi_query(db, p)), rows(kpi_query(db, p.prev)))
+        cur, prev, more, more_prev = await asyncio.gather(
+            rows(kpi_query(db, p)), rows(kpi_query(db, p.prev)), analytics(p), analytics(p.prev)
+        )
         return m.Kpis(
             period=period_, start=iso(p.start_ms), end=iso(p.end_ms), previous_start=iso(p.prev.start_ms),
             previous_end=iso(p.prev.end_ms),
@@ -265,8 +273,21 @@ def router(ctx: ApiContext) -> APIRouter:
                 m.KpiValue(name=k.name, unit=k.unit, description=k.description, value=_num(cur[0][k.name]),
                            previous=_num(prev[0][k.name]))
                 for k in KPIS
+            ]
+            + [
+                m.KpiValue(name=name, unit=unit, description=what, value=_num(more[name]),
+                           previous=_num(more_prev[name]))
+                for name, unit, what in analytics_kpis.API_KPIS
             ],
         )  # fmt: skip
+
+    async def analytics(p: Any) -> dict[str, Any]:
+        """The analytics KPIs of ``p`` (``core.analytics``: the report's queries)."""
+
+        def query(sql: str, params: dict[str, Any]) -> list[Any]:
+            return list(ctx.query_store.read(sql, params).result_rows)
+
+        return analytics_kpis.api_values(await off_loop(kpi_values, query, db, p))
 
     @r.get("/alerts", response_model=m.AlertPage, tags=["alerts"])
     async def alerts(

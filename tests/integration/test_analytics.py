@@ -28,6 +28,7 @@ from pipeline.core.analytics import report as rep
 from pipeline.core.periods import Period
 from pipeline.sinks.clickhouse import bind_parameters
 from tests.integration import analytics_world as aw
+from tests.integration.api_client import get
 from tests.integration.conftest import ROOT, publish, wait_for
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,22 @@ def test_every_kpi_and_the_calibration_equal_an_independent_computation(week, tm
     assert worker.scalar("SELECT round(sum(cost), 9) FROM taskpulse.task_rollups WHERE granularity = '1d'") == \
         pytest.approx(round(want["cost_total"], 9))  # fmt: skip
 
+    _api_serves_the_analytics_kpis(worker, world)
     _reports_render_and_match(worker, world, got, tmp_path)
+
+
+def _api_serves_the_analytics_kpis(worker: Any, world: aw.World) -> None:
+    """GET /api/v1/kpis?period=week serves the analytics KPIs of the same 7 days, and of the
+    7 days before, with the values the views give (checked above against the reference)."""
+    served = get(worker, "/api/v1/kpis", period="week", end=_iso(world.end))
+    by_name = {k["name"]: k for k in served["kpis"]}
+    for p in (Period("weekly", world.end - 7 * aw.DAY, world.end), Period("weekly", world.end - 14 * aw.DAY,
+                                                                          world.end - 7 * aw.DAY)):  # fmt: skip
+        want = kpis.api_values(kpis.summarize(p, _answers(worker, queries.kpi_queries("taskpulse", p, {}))))
+        side = "value" if p.end_ms == world.end else "previous"
+        assert want["error_rate"] is not None or side == "previous"
+        for name, value in want.items():
+            assert _close(by_name[name][side], value), (name, side, by_name[name][side], value)
 
 
 def _section_ids(text: str) -> list[str]:

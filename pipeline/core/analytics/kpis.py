@@ -102,3 +102,36 @@ def summarize_agents(answers: dict[str, list[list[Any]]]) -> list[dict[str, Any]
     for agent, n, brier in answers.get("agent_brier", []):
         slot(agent).update(calibrated_tasks=int(n), brier_score=_f(brier))
     return sorted(agents.values(), key=lambda a: (-(a["success_rate"] or 0), -a["tasks"], a["agent"]))
+
+
+#: The analytics KPIs the API's ``kpis`` resource serves beside its own (name, unit, what):
+#: scalar values of ``summarize``; nested ones are flattened as ``<name>_<stat>``.
+API_KPIS: tuple[tuple[str, str, str], ...] = (
+    ("first_time_success_rate", "ratio", "Decided tasks that succeeded with no retry / decided tasks."),
+    ("review_pass_rate", "ratio", "task.review events that passed / reviews with a verdict."),
+    ("user_satisfaction", "score", "Mean score (0-10) of user.feedback events."),
+    ("defect_rate", "ratio", "Delivered tasks reopened after COMPLETED or failing a review / delivered tasks."),
+    ("error_rate", "ratio", "Decided tasks that failed or were abandoned / decided tasks."),
+    ("agent_uptime_rate", "ratio", "Time agents were up / time they were observed."),
+    ("mttr_ms", "ms", "Mean time from an agent's first failure after a success to its next success."),
+    ("utilization_rate", "ratio", "Time agents executed at least one task / their up time."),
+    ("idle_rate", "ratio", "1 - utilization_rate."),
+    ("cycle_ms_p50", "ms", "Median cycle time (created → finished) of finished tasks."),
+    ("cycle_ms_p95", "ms", "95th percentile cycle time of finished tasks."),
+    ("processing_ms_p50", "ms", "Median processing time (started → finished, paused time excluded)."),
+    ("cost_total", "currency", "Cost of the finished tasks (null: no event reported usage)."),
+    ("cost_per_task", "currency", "Cost / finished tasks."),
+    ("cost_per_successful_task", "currency", "Cost / succeeded tasks (failures' cost included)."),
+    ("brier_score", "score", "Mean squared error of assignment confidence as a success probability (0 is perfect)."),
+)
+
+
+def api_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``summarize``'s answer flattened to the names of ``API_KPIS``."""
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}_{stat}": v for stat, v in value.items()})
+        else:
+            flat[name] = value
+    return {name: flat.get(name) for name, _, _ in API_KPIS}

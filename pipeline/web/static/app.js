@@ -136,7 +136,7 @@ function renderKpis(k) {
   $("k-online").textContent = fmtNum(k.agents_online);
   $("k-busy").textContent = fmtNum(k.agents_busy);
   $("k-offline").textContent = fmtNum(k.agents_offline);
-  $("k-agents-sub").textContent = `${fmtNum(k.agents_total)} known`;
+  $("k-agents-sub").textContent = `${fmtNum(k.agents_total)} known · online = up, idle`;
   $("k-alerts").textContent = fmtNum(k.alerts_firing);
   $("k-alerts-sub").textContent = k.alerts_firing ? "see the banner above" : "all quiet";
   document.querySelector('[data-kpi="alerts"]').classList.toggle("bad", k.alerts_firing > 0);
