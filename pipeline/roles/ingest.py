@@ -2,9 +2,10 @@
 
 Wiring only: the work is ``BatchProcessor`` (pure) and ``BatchWriter`` (sinks); the
 checkpoint (``runtime.Checkpoint``) writes each micro-batch everywhere before its offsets
-may be committed.  Two engines read the raw topics (``TASKPULSE_INGEST_ENGINE``): a Faust
-agent (``faust``, the default) or a plain aiokafka loop hosted by the same Faust worker
-(``direct``); both hand their batches to the same ``_Ingest.batch``.
+may be committed.  Two engines read the raw topics (``TASKPULSE_INGEST_ENGINE``): an aiokafka
+batch loop hosted by the Faust worker (``direct``, the default: no per-message Faust cost)
+or a Faust agent (``faust``, kept as a fallback); both hand their batches to the same
+``_Ingest.batch``.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def register(p: Pipeline) -> None:
 
 
 def _register_faust_agent(p: Pipeline, role: _Ingest) -> None:
-    """The default engine: a Faust agent over the raw topics, in ``noack_take`` micro-batches."""
+    """The ``faust`` engine: a Faust agent over the raw topics, in ``noack_take`` micro-batches."""
     app, settings = p.app, p.settings
     source = app.topic(*RAW_TOPICS.values(), value_type=bytes, key_type=bytes)
 
@@ -246,7 +247,7 @@ def _register_faust_agent(p: Pipeline, role: _Ingest) -> None:
 
 
 def _register_direct(p: Pipeline, role: _Ingest) -> None:
-    """The ``direct`` engine: a plain aiokafka consumer loop hosted by the Faust worker.
+    """The ``direct`` engine (the default): a plain aiokafka consumer loop hosted by the Faust worker.
 
     Same processor, same writer, same guarantees; it skips Faust's per-message stream
     machinery (a loop turn, a queue hand-off and ack bookkeeping per message), which on a
