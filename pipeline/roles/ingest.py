@@ -269,7 +269,7 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
     async def direct_ingest() -> None:
         consumer = runtime.consumer(
             p, "ingest", RAW_TOPICS.values(), Rebalance(), auto_commit=False, max_poll_records=50_000,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
         )  # fmt: skip
         await consumer.start()
         p.consumers.append(consumer)
@@ -286,11 +286,13 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
             return commit
 
         # Batches are sized in events, not messages: single-event messages need many per
-        # batch (each batch costs three INSERTs), SDK arrays need few (memory).
-        events_per_msg = 1.0
+        # batch (each batch costs three INSERTs), SDK arrays need few (memory).  Until the
+        # first batch says how many events a message holds, assume big arrays (a first
+        # batch of 20,000 SDK arrays would hold 2,000,000 events at once).
+        events_per_msg = 100.0
         try:
             while True:
-                max_records = max(100, min(50_000, int(settings.batch_events / events_per_msg)))
+                max_records = max(10, min(50_000, int(settings.batch_events / events_per_msg)))
                 batch = await consumer.getmany(
                     timeout_ms=int(settings.batch_within_s * 1000), max_records=max_records
                 )
@@ -302,10 +304,12 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
                     for r in records
                 ]
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                del batch
                 out = await role.batch(msgs, committer(offsets))
                 seen = out.accepted + out.rejected_count + out.duplicates
-                if seen:
-                    events_per_msg = 0.7 * events_per_msg + 0.3 * max(1.0, seen / len(msgs))
+                if seen:  # up at once (memory), down by halves
+                    observed = max(1.0, seen / len(msgs))
+                    events_per_msg = max(observed, 0.5 * events_per_msg + 0.5 * observed)
         finally:
             role.checkpoint.cancel()
             await consumer.stop()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.core import jsonbytes
 from pipeline.core.ingest.aggregates import Dims, Measures, RollupKey, SketchMapping
 from pipeline.core.ingest.decode import Decoder
 from pipeline.core.ingest.dedup import SeenIds
@@ -189,7 +190,7 @@ class BatchProcessor:
         fold = self.caps.fold
         folded_before = dict(self.caps.folded)
         max_rows, max_bytes, max_event_bytes = self.max_rows, self.max_bytes, self.max_event_bytes
-        dumps = orjson.dumps
+        dumps = jsonbytes.dumps  # kept for the batch's life: right-sized
         grans = list(GRANULARITIES.items())
         max_ts: int | None = None
         # First every message is decoded (those every sink already wrote are replays, not

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import orjson
 
+from pipeline.core import jsonbytes
 from pipeline.core.ingest.aggregates import Measures, RollupKey
 from pipeline.core.ingest.batch import Accepted
 from pipeline.core.ingest.logs import TP, src_key
@@ -31,7 +32,7 @@ DLQ_COLUMNS = [
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
-_dumps = orjson.dumps
+_dumps = jsonbytes.dumps  # held until the INSERT: right-sized
 _EMPTY_JSON = b"{}"
 
 
