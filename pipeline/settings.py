@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         description="Fields (current_state, then metadata) that name a task's group; first non-empty wins.",
     )
     correlation_memory_mb: int = Field(
-        1024,
+        256,
         ge=1,
         description="Memory budget of the correlation state (estimated); beyond it the stalest tasks and "
         "agents (least recently changed) are dropped first and counted (evicted_tasks, evicted_agents).",

@@ -57,7 +57,7 @@ def main() -> None:
         with open(stats_file, "w") as f:  # noqa: ASYNC230 - a few bytes once a second
             f.write(f"{state['n']} {state['first']} {state['last']}")
 
-    sys.argv = [sys.argv[0], "worker", "-l", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
     app.main()
 
 

@@ -18,7 +18,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def quix(python: str, bootstrap: str, n: int, topics: list[str], timeout_s: float = 900) -> dict[str, Any]:
+def quix(python: str, bootstrap: str, n: int, topics: list[str], timeout_s: float = 300) -> dict[str, Any]:
     if not Path(python).exists():
         return {"skipped": f"no peers environment at {python} (make bench creates it)"}
     try:
@@ -31,7 +31,7 @@ def quix(python: str, bootstrap: str, n: int, topics: list[str], timeout_s: floa
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def faust_tables(bootstrap: str, n: int, topics: list[str], timeout_s: float = 900) -> dict[str, Any]:
+def faust_tables(bootstrap: str, n: int, topics: list[str], timeout_s: float = 300) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="faust-peer-") as d:
         stats = Path(d) / "stats"
         proc = subprocess.Popen([sys.executable, str(HERE / "faust_tables.py"), bootstrap, str(stats), *topics],
