@@ -315,14 +315,15 @@ def correlation_pure(events: list[dict[str, Any]]) -> dict[str, Any]:
         records += len(out.executions)
         for slot in out.dirty_tasks.values():  # what persisting the state costs
             if slot is not None:
-                b = orjson.dumps(slot)
-                if i % 20_000 == 0 and slot["closed"] is None:
+                b = orjson.dumps(slot.to_json())
+                if i % 20_000 == 0 and slot.closed_wall_ms is None:
                     slot_bytes.append(len(b))
-        for slot in out.dirty_agents.values():
-            orjson.dumps(slot)
+        for agent in out.dirty_agents.values():
+            if agent is not None:
+                orjson.dumps(agent.to_json())
     dt = time.perf_counter() - t0
-    open_now = [s for s in c.tasks.values() if s["closed"] is None]
-    sizes = [len(orjson.dumps(s)) for s in open_now] or slot_bytes
+    open_now = [s for s in c.tasks.values() if s.closed_wall_ms is None]
+    sizes = [len(orjson.dumps(s.to_json())) for s in open_now] or slot_bytes
     return {
         "events": len(normalized),
         "events_per_s": round(len(normalized) / dt),
