@@ -31,7 +31,7 @@ def quix(python: str, bootstrap: str, n: int, topics: list[str], timeout_s: floa
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def faust_tables(bootstrap: str, n: int, topics: list[str], timeout_s: float = 300) -> dict[str, Any]:
+def faust_tables(bootstrap: str, n: int, topics: list[str], timeout_s: float = 180) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="faust-peer-") as d:
         stats = Path(d) / "stats"
         proc = subprocess.Popen([sys.executable, str(HERE / "faust_tables.py"), bootstrap, str(stats), *topics],
