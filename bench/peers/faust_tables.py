@@ -28,6 +28,8 @@ def main() -> None:
     app = faust.App(
         f"faust-peer-{time.time_ns()}", broker=f"kafka://{bootstrap}", store="memory://",
         topic_partitions=4, web_enabled=False, consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6, broker_heartbeat_interval=1,  # a new group joins in seconds on Tansu
+        value_serializer="raw", key_serializer="raw",
     )  # fmt: skip
     source = app.topic(*topics, value_type=bytes, key_type=bytes)
     tables = [
