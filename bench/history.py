@@ -15,7 +15,7 @@ from rich.table import Table
 
 #: figure key → True when higher is better
 _BETTER_HIGH = {"events_per_s": True, "ratio": True, "peak_rss_mib": False, "p99_s": False,
-                "tasks_per_s": True, "us_per_event": False, "vs_peer": True}  # fmt: skip
+                "tasks_per_s": True, "us_per_event": False, "vs_quix": True, "vs_faust_tables": True}  # fmt: skip
 
 
 def git_rev(root: Path) -> str:
@@ -42,11 +42,13 @@ def headline(results: dict[str, Any]) -> dict[str, float]:
             "p99_s": r.get("p99_s"),
             "tasks_per_s": r.get("tasks_per_s"),
             "us_per_event": r.get("cpu_us_per_event"),
-            "vs_peer": r.get("taskpulse_over_peer"),
         }
         for key, value in pick.items():
             if isinstance(value, int | float):
                 flat[f"{part}.{key}"] = float(value)
+        for peer, pr in (r.get("peers") or {}).items():
+            if isinstance(pr, dict) and isinstance(pr.get("taskpulse_over_peer"), int | float):
+                flat[f"{part}.vs_{peer}"] = float(pr["taskpulse_over_peer"])
     return flat
 
 

@@ -645,10 +645,13 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _peer_cells(peers: dict[str, Any], name: str) -> tuple[str, str]:
+def _peer_cells(peers: dict[str, Any], name: str) -> tuple[str]:
+    """A peer's events/s and taskpulse's multiple of it: ``1,698 (5.4×)``."""
     r = peers.get(name) or {}
     rate, ratio = r.get("events_per_s"), r.get("taskpulse_over_peer")
-    return (f"{rate:,}" if rate else r.get("error", r.get("skipped", ""))[:30], f"{ratio:.1f}×" if ratio else "")
+    if not rate:
+        return ("failed" if r.get("error") else "",)
+    return (f"{rate:,} ({ratio:.1f}×)" if ratio else f"{rate:,}",)
 
 
 def rss_table(results: dict[str, Any]) -> None:
@@ -758,8 +761,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"taskpulse bench ({results.get('avg_event_bytes')} bytes/event avg, 4 partitions)")
-    for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB", "Quix Streams",
-                "taskpulse/Quix", "Faust tables", "taskpulse/Faust tables"):
+    for col in ("run", "events/s", "ceiling", "÷ ceiling", "peak RSS MiB", "Quix Streams (×)",
+                "Faust tables (×)"):
         table.add_column(col, justify="right")
     for r in results.values():
         if not isinstance(r, dict) or "pipeline_events_per_s" not in r:
