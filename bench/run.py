@@ -614,6 +614,9 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows
     from pipeline.sinks.clickhouse import ClickHouseStore
 
+    import gc
+
+    gc.set_threshold(100_000, 50, 100)  # the worker's collector settings (pipeline.worker)
     out: dict[str, Any] = {"events": len(events)}
     with tempfile.TemporaryDirectory(prefix="taskpulse-cpu-") as d:
         store = ClickHouseStore(f"chdb://{d}/ch", "taskpulse")
