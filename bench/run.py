@@ -605,6 +605,7 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     normalize, dedup, windows, the normalized topic's bytes, ClickHouse rows and the INSERTs
     into a fresh chDB (no Kafka).  Best of three passes; ``process_time`` counts this process
     only, so the figure holds on a busy machine where wall-clock rates do not."""
+    import gc
     from datetime import UTC, datetime
 
     from pipeline.core.ingest.aggregates import SketchMapping
@@ -613,8 +614,6 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     from pipeline.core.ingest.dedup import SeenIds
     from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows
     from pipeline.sinks.clickhouse import ClickHouseStore
-
-    import gc
 
     gc.set_threshold(100_000, 50, 100)  # the worker's collector settings (pipeline.worker)
     out: dict[str, Any] = {"events": len(events)}

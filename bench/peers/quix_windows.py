@@ -11,7 +11,9 @@ pydantic than taskpulse), started by ``bench/run.py --only peers``.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta
 
@@ -27,7 +29,9 @@ def _ms(value: object) -> int:
 
 def main() -> None:
     bootstrap, n, topics = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    state_dir = tempfile.mkdtemp(prefix="quix-peer-")  # its window stores (RocksDB), not the cwd
     app = Application(
+        state_dir=state_dir,
         broker_address=bootstrap, consumer_group=f"quix-peer-{time.time_ns()}", auto_offset_reset="earliest",
         loglevel="ERROR", use_changelog_topics=False,
     )  # fmt: skip
@@ -56,7 +60,10 @@ def main() -> None:
         # late events (the four topics interleave) update their window for a day, as in taskpulse
         sdf.tumbling_window(timedelta(seconds=seconds), grace_ms=timedelta(days=1)).count().current()
     t_start = time.perf_counter()
-    app.run()
+    try:
+        app.run()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
     start = t0[0] if t0 else t_start
     print(json.dumps({"events": seen[0], "seconds": time.perf_counter() - start,
                       "events_per_s": seen[0] / (time.perf_counter() - start)}))  # fmt: skip
