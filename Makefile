@@ -3,7 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration bench lint schemas clean deps deps-python
+.PHONY: run test unit integration bench bench-quick soak lint schemas clean deps deps-python
+
+# The peers the bench compares with (Quix Streams) pin an older pydantic than taskpulse: they
+# get an environment of their own.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): bench/peers/requirements.txt
+	python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements.txt
+	touch $(PEERS_STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,8 +42,14 @@ unit: $(STAMP)
 integration: deps $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-bench: deps-python $(STAMP)  ## end-to-end throughput and latency (prints figures; asserts nothing)
-	$(PY) bench/run.py
+bench: deps-python $(STAMP) $(PEERS_STAMP)  ## end-to-end throughput, latency, memory, peers (prints figures; asserts nothing)
+	$(PY) bench/run.py --peers-python $(PEERS_VENV)/bin/python
+
+bench-quick: deps-python $(STAMP)  ## 20,000 events, no peers: for use while developing
+	$(PY) bench/run.py --quick
+
+soak: deps-python $(STAMP)  ## 5,000,000 events through one worker with every role: flat RSS, every event accounted for
+	$(PY) bench/soak.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline tests bench
@@ -45,4 +61,4 @@ schemas: $(STAMP)
 	$(VENV)/bin/taskpulse schemas
 
 clean:
-	rm -rf $(VENV) .taskpulse .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) .taskpulse .pytest_cache

@@ -41,6 +41,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import history  # noqa: E402
+from bench.peers.run import peer_runs  # noqa: E402
 from pipeline.core.timestamps import to_epoch_ms  # noqa: E402
 from pipeline.demo import DemoFleet  # noqa: E402
 from pipeline.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -68,7 +70,7 @@ async def publish(url: str, events: list[dict[str, Any]], batch_size: int) -> tu
 
 class WorkerProc:
     def __init__(
-        self, broker: EmbeddedBroker, data_dir: Path, engine: str = "faust", roles: str = "ingest",
+        self, broker: EmbeddedBroker, data_dir: Path, engine: str = "direct", roles: str = "ingest",
         **extra_env: str,
     ) -> None:  # fmt: skip
         self.port = free_port()
@@ -172,7 +174,9 @@ async def ceiling(broker: EmbeddedBroker, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path, engine: str) -> dict[str, Any]:
+def throughput_run(
+    events: list[dict[str, Any]], batch_size: int, workdir: Path, engine: str, peers_python: str | None = None
+) -> dict[str, Any]:
     n = len(events)
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 2 * 1024**3))
@@ -192,7 +196,13 @@ def throughput_run(events: list[dict[str, Any]], batch_size: int, workdir: Path,
         console.print(f"  pipeline: {rate:,.0f} events/s (empty → all rows), peak RSS {w.peak_rss / 2**20:,.0f} MiB")
         ceil = asyncio.run(ceiling(broker, n))
         console.print(f"  ceiling (aiokafka + pydantic + 4 windows in dicts): {ceil:,.0f} events/s")
+        peers = {}
+        if peers_python:
+            peers = peer_runs(peers_python, broker.bootstrap, n, list(RAW_TOPICS.values()), rate)
+            for name, r in peers.items():
+                console.print(f"  peer {name}: {r}")
     return {
+        "peers": peers,
         "engine": engine,
         "events": n,
         "messages": messages,
@@ -305,14 +315,15 @@ def correlation_pure(events: list[dict[str, Any]]) -> dict[str, Any]:
         records += len(out.executions)
         for slot in out.dirty_tasks.values():  # what persisting the state costs
             if slot is not None:
-                b = orjson.dumps(slot)
-                if i % 20_000 == 0 and slot["closed"] is None:
+                b = orjson.dumps(slot.to_json())
+                if i % 20_000 == 0 and slot.closed_wall_ms is None:
                     slot_bytes.append(len(b))
-        for slot in out.dirty_agents.values():
-            orjson.dumps(slot)
+        for agent in out.dirty_agents.values():
+            if agent is not None:
+                orjson.dumps(agent.to_json())
     dt = time.perf_counter() - t0
-    open_now = [s for s in c.tasks.values() if s["closed"] is None]
-    sizes = [len(orjson.dumps(s)) for s in open_now] or slot_bytes
+    open_now = [s for s in c.tasks.values() if s.closed_wall_ms is None]
+    sizes = [len(orjson.dumps(s.to_json())) for s in open_now] or slot_bytes
     return {
         "events": len(normalized),
         "events_per_s": round(len(normalized) / dt),
@@ -589,6 +600,81 @@ def analyst_run(events: list[dict[str, Any]], workdir: Path, engine: str = "dire
     }  # fmt: skip
 
 
+def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU seconds per event of the ingest hot path in this process: decode, validate,
+    normalize, dedup, windows, the normalized topic's bytes, ClickHouse rows and the INSERTs
+    into a fresh chDB (no Kafka).  Best of three passes; ``process_time`` counts this process
+    only, so the figure holds on a busy machine where wall-clock rates do not."""
+    import gc
+    from datetime import UTC, datetime
+
+    from pipeline.core.ingest.aggregates import SketchMapping
+    from pipeline.core.ingest.batch import BatchProcessor, RawMessage
+    from pipeline.core.ingest.decode import Decoder
+    from pipeline.core.ingest.dedup import SeenIds
+    from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows
+    from pipeline.sinks.clickhouse import ClickHouseStore
+
+    gc.set_threshold(100_000, 50, 100)  # the worker's collector settings (pipeline.worker)
+    out: dict[str, Any] = {"events": len(events)}
+    with tempfile.TemporaryDirectory(prefix="taskpulse-cpu-") as d:
+        store = ClickHouseStore(f"chdb://{d}/ch", "taskpulse")
+        store.ensure_schema(True, "bench")
+        for name, per, per_batch in (("batched", 100, 50), ("single", 1, 5000)):
+            offsets: dict[str, int] = defaultdict(int)
+            msgs = []
+            for i in range(0, len(events), per):
+                chunk = events[i : i + per]
+                topic = RAW_TOPICS[chunk[0]["entity_type"]]
+                msgs.append(RawMessage(topic, 0, offsets[topic], orjson.dumps(chunk if per > 1 else chunk[0])))
+                offsets[topic] += 1
+            best = float("inf")
+            for _ in range(3):
+                proc = BatchProcessor(Decoder(), SeenIds(1_000_000), SketchMapping())
+                t0 = time.process_time()
+                now_ms = int(time.time() * 1000)
+                for i in range(0, len(msgs), per_batch):
+                    batch = proc.process(msgs[i : i + per_batch], now_ms)
+                    for seg in batch.segments:
+                        b"[" + b",".join(a.payload for a in seg.events) + b"]"
+                        store.insert("events", event_rows(seg.events), EVENT_COLUMNS)
+                        rows = rollup_rows(seg.rollups, seg.offsets.get("rollups", {}), datetime.now(UTC), seg.logs)
+                        store.insert("rollups", rows, ROLLUP_COLUMNS)
+                best = min(best, time.process_time() - t0)
+            out[f"{name}_cpu_us_per_event"] = round(best / len(events) * 1e6, 1)
+        store.close()
+    out["cpu_us_per_event"] = out["batched_cpu_us_per_event"]
+    return out
+
+
+def _peer_cells(peers: dict[str, Any], name: str) -> tuple[str]:
+    """A peer's events/s and taskpulse's multiple of it: ``1,698 (5.4×)``."""
+    r = peers.get(name) or {}
+    rate, ratio = r.get("events_per_s"), r.get("taskpulse_over_peer")
+    if not rate:
+        return ("failed" if r.get("error") else "",)
+    return (f"{rate:,} ({ratio:.1f}×)" if ratio else f"{rate:,}",)
+
+
+def rss_table(results: dict[str, Any]) -> None:
+    """Peak RSS of the worker per set of roles it ran (chDB's own ~400 MiB included)."""
+    rows = []
+    for key, label in (("direct-batched", "ingest (direct engine, batches of 100)"),
+                       ("direct-single", "ingest (direct engine, single events)"),
+                       ("faust-batched", "ingest (faust engine, batches of 100)"),
+                       ("correlation-e2e", "ingest + correlate"), ("metrics", "ingest + metrics")):  # fmt: skip
+        r = results.get(key)
+        if isinstance(r, dict) and r.get("peak_rss_mib"):
+            rows.append((label, f"{r['peak_rss_mib']:,}"))
+    if rows:
+        table = Table(title="peak RSS of the worker per role set (MiB)")
+        table.add_column("roles")
+        table.add_column("peak RSS", justify="right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(143)  # run the finally blocks: stop the worker and the broker
 
@@ -600,18 +686,24 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "correlation-memory",
-                                       "metrics", "alerts", "analyst", "http"],
+                                       "metrics", "alerts", "analyst", "http", "cpu", "peers"],
                     action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--open-tasks", type=int, default=1_000_000, help="open tasks for correlation-memory")
     ap.add_argument("--engine", choices=["faust", "direct"], action="append",
                     help="ingest engines to measure (repeatable); default: both")
+    ap.add_argument("--quick", action="store_true",
+                    help="20,000 events, 5 s of latency, 100,000 open tasks, no peers: for use while developing")
+    ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
+                    help="the Python of the peers' environment (make bench creates it)")
     args = ap.parse_args()
+    if args.quick:
+        args.events, args.latency_seconds, args.open_tasks = 20_000, 5, 100_000
     work = Path(tempfile.mkdtemp(prefix="taskpulse-bench-"))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
         parts = set(args.only or ["single", "batched", "latency", "correlation", "correlation-memory", "metrics",
-                                  "alerts", "analyst", "http"])
+                                  "alerts", "analyst", "http", "cpu", *([] if args.quick else ["peers"])])
         if "correlation-memory" in parts:  # first, in a process that holds nothing else yet
             console.print(f"[bold]correlation state: memory of {args.open_tasks:,} open tasks (pure correlator)[/]")
             results["correlation-memory"] = correlation_memory(args.open_tasks)
@@ -621,6 +713,10 @@ def main() -> None:
             console.print(f"[bold]generating {args.events:,} demo events[/]")
             events = events_for(args.events)
             results["avg_event_bytes"] = round(statistics.mean(len(orjson.dumps(e)) for e in events[:5000]))
+        if "cpu" in parts:
+            console.print("[bold]CPU per event of the ingest hot path, in process (decode → rows, no Kafka)[/]")
+            results["cpu"] = cpu_per_event(events[:50_000])
+            console.print(results["cpu"])
         if "analyst" in parts:
             console.print("[bold]ingest rate alone, then while a heavy analyst query runs (direct engine)[/]")
             d = work / "analyst"
@@ -665,7 +761,8 @@ def main() -> None:
                 console.print(f"[bold]{engine} engine, {name} messages ({bs} event(s) per message)[/]")
                 d = work / f"{engine}-{name}"
                 d.mkdir()
-                results[f"{engine}-{name}"] = throughput_run(events, bs, d, engine)
+                peers = args.peers_python if "peers" in parts and engine == "direct" else None
+                results[f"{engine}-{name}"] = throughput_run(events, bs, d, engine, peers)
             if "latency" in parts:
                 console.print(f"[bold]{engine} engine, latency at {args.latency_rate:,} events/s "
                               f"for {args.latency_seconds}s[/]")
@@ -675,7 +772,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"taskpulse bench ({results.get('avg_event_bytes')} bytes/event avg, 4 partitions)")
-    for col in ("run", "events/s", "ceiling events/s", "pipeline/ceiling", "peak RSS MiB"):
+    for col in ("run", "events/s", "ceiling", "÷ ceiling", "peak RSS MiB", "Quix Streams (×)",
+                "Faust tables (×)"):
         table.add_column(col, justify="right")
     for r in results.values():
         if not isinstance(r, dict) or "pipeline_events_per_s" not in r:
@@ -686,6 +784,8 @@ def main() -> None:
             f"{r['ceiling_events_per_s']:,}",
             f"{r['ratio']:.2f}",
             f"{r['peak_rss_mib']:,}",
+            *_peer_cells(r.get("peers", {}), "quix"),
+            *_peer_cells(r.get("peers", {}), "faust_tables"),
         )
     if table.row_count:  # a run of other parts only (--only correlation-memory…) has no ingest table
         console.print(table)
@@ -695,10 +795,12 @@ def main() -> None:
                 f"{lat['engine']} engine, publish → visible in ClickHouse at {lat['rate_events_per_s']:,} events/s: "
                 f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
             )
+    rss_table(results)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"written to {out / 'latest.json'}")
+    history.append_and_compare(out / "history.jsonl", ROOT, results, "quick" if args.quick else "full", console)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Wiring only: the work is ``BatchProcessor`` (pure) and ``BatchWriter`` (sinks); the
 checkpoint (``runtime.Checkpoint``) writes each micro-batch everywhere before its offsets
-may be committed.  Two engines read the raw topics (``TASKPULSE_INGEST_ENGINE``): a Faust
-agent (``faust``, the default) or a plain aiokafka loop hosted by the same Faust worker
-(``direct``); both hand their batches to the same ``_Ingest.batch``.
+may be committed.  Two engines read the raw topics (``TASKPULSE_INGEST_ENGINE``): an aiokafka
+batch loop hosted by the Faust worker (``direct``, the default: no per-message Faust cost)
+or a Faust agent (``faust``, kept as a fallback); both hand their batches to the same
+``_Ingest.batch``.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def register(p: Pipeline) -> None:
 
 
 def _register_faust_agent(p: Pipeline, role: _Ingest) -> None:
-    """The default engine: a Faust agent over the raw topics, in ``noack_take`` micro-batches."""
+    """The ``faust`` engine: a Faust agent over the raw topics, in ``noack_take`` micro-batches."""
     app, settings = p.app, p.settings
     source = app.topic(*RAW_TOPICS.values(), value_type=bytes, key_type=bytes)
 
@@ -246,7 +247,7 @@ def _register_faust_agent(p: Pipeline, role: _Ingest) -> None:
 
 
 def _register_direct(p: Pipeline, role: _Ingest) -> None:
-    """The ``direct`` engine: a plain aiokafka consumer loop hosted by the Faust worker.
+    """The ``direct`` engine (the default): a plain aiokafka consumer loop hosted by the Faust worker.
 
     Same processor, same writer, same guarantees; it skips Faust's per-message stream
     machinery (a loop turn, a queue hand-off and ack bookkeeping per message), which on a
@@ -268,7 +269,7 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
     async def direct_ingest() -> None:
         consumer = runtime.consumer(
             p, "ingest", RAW_TOPICS.values(), Rebalance(), auto_commit=False, max_poll_records=50_000,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
         )  # fmt: skip
         await consumer.start()
         p.consumers.append(consumer)
@@ -285,11 +286,13 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
             return commit
 
         # Batches are sized in events, not messages: single-event messages need many per
-        # batch (each batch costs three INSERTs), SDK arrays need few (memory).
-        events_per_msg = 1.0
+        # batch (each batch costs three INSERTs), SDK arrays need few (memory).  Until the
+        # first batch says how many events a message holds, assume big arrays (a first
+        # batch of 20,000 SDK arrays would hold 2,000,000 events at once).
+        events_per_msg = 100.0
         try:
             while True:
-                max_records = max(100, min(50_000, int(settings.batch_events / events_per_msg)))
+                max_records = max(10, min(50_000, int(settings.batch_events / events_per_msg)))
                 batch = await consumer.getmany(
                     timeout_ms=int(settings.batch_within_s * 1000), max_records=max_records
                 )
@@ -301,10 +304,12 @@ def _register_direct(p: Pipeline, role: _Ingest) -> None:
                     for r in records
                 ]
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                del batch
                 out = await role.batch(msgs, committer(offsets))
                 seen = out.accepted + out.rejected_count + out.duplicates
-                if seen:
-                    events_per_msg = 0.7 * events_per_msg + 0.3 * max(1.0, seen / len(msgs))
+                if seen:  # up at once (memory), down by halves
+                    observed = max(1.0, seen / len(msgs))
+                    events_per_msg = max(observed, 0.5 * events_per_msg + 0.5 * observed)
         finally:
             role.checkpoint.cancel()
             await consumer.stop()

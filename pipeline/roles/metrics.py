@@ -55,12 +55,14 @@ def register(p: Pipeline) -> None:
         if s.metrics_port:
             start_http_server(s.metrics_port, addr=s.api_host, registry=p.registry)
         partitions = _Partitions(p, m)
-        consumer = runtime.consumer(p, "metrics", TOPICS, partitions, auto_commit=True)
+        consumer = runtime.consumer(
+            p, "metrics", TOPICS, partitions, auto_commit=True, fetch_max_bytes=16 * 1024 * 1024
+        )  # a normalized message holds up to 64 KiB: 500 of them a batch, at most 16 MiB a fetch
         partitions.consumer = consumer
         await consumer.start()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 now = time.time()
                 for tp, records in batch.items():
                     m.messages.labels(tp.topic).inc(len(records))

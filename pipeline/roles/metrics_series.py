@@ -158,6 +158,7 @@ class ExporterMetrics:
         by_type: Tally[tuple[str, str]] = Tally()  # counted per message: labels() is not free
         transitions: Tally[str] = Tally()
         redelivered = 0
+        self.seen.prefetch(ev.id for _, ev in message.events)  # one lookup step per message
         for index, ev in message.events:
             event_type = ev.event_type
             if not self.seen.first_delivery(ev.id, (*origin, index, "")):  # process-local: one log

@@ -133,7 +133,7 @@ def committed_group(engine: str) -> str:
 def make_worker(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def make(fault_file: Path | None = None, engine: str = "faust", **env: str) -> Worker:
+    def make(fault_file: Path | None = None, engine: str = "direct", **env: str) -> Worker:
         port = free_port()
         full_env = {
             **os.environ,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.core import jsonbytes
 from pipeline.core.ingest.aggregates import Dims, Measures, RollupKey, SketchMapping
 from pipeline.core.ingest.decode import Decoder
 from pipeline.core.ingest.dedup import SeenIds
@@ -189,10 +190,25 @@ class BatchProcessor:
         fold = self.caps.fold
         folded_before = dict(self.caps.folded)
         max_rows, max_bytes, max_event_bytes = self.max_rows, self.max_bytes, self.max_event_bytes
-        dumps = orjson.dumps
+        dumps = jsonbytes.dumps  # kept for the batch's life: right-sized
         grans = list(GRANULARITIES.items())
         max_ts: int | None = None
+        # First every message is decoded (those every sink already wrote are replays, not
+        # decoded), then the batch's ids are looked up in the dedup memory in one step.
+        decoded: list[tuple[RawMessage, bool, bool, bool, list[NormalizedEvent | Rejected]]] = []
         for msg in messages:
+            tp = (msg.topic, msg.partition)
+            off = msg.offset
+            new_events = off > marks_events.get(tp, -1)
+            new_rollups = off > marks_rollups.get(tp, -1)
+            new_dlq = off > marks_dlq.get(tp, -1)
+            if not (new_events or new_rollups or new_dlq):
+                total.replayed += 1
+                continue
+            items = decode(msg.topic, msg.partition, off, msg.value, now_ms)
+            decoded.append((msg, new_events, new_rollups, new_dlq, items))
+        self.seen.prefetch(i.id for *_, items in decoded for i in items if type(i) is NormalizedEvent)
+        for msg, new_events, new_rollups, new_dlq, items in decoded:
             if (seg.events or seg.rejected or seg.rollups) and (
                 seg_bytes >= max_bytes
                 or len(seg.events) >= max_rows
@@ -206,13 +222,7 @@ class BatchProcessor:
             tp = (msg.topic, msg.partition)
             off = msg.offset
             log = logs.get(msg.topic, "")
-            new_events = off > marks_events.get(tp, -1)
-            new_rollups = off > marks_rollups.get(tp, -1)
-            new_dlq = off > marks_dlq.get(tp, -1)
-            if not (new_events or new_rollups or new_dlq):
-                total.replayed += 1
-                continue
-            for index, item in enumerate(decode(msg.topic, msg.partition, off, msg.value, now_ms)):
+            for index, item in enumerate(items):
                 if not isinstance(item, Rejected):
                     try:
                         payload = dumps(vars(item))

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import orjson
 
+from pipeline.core import jsonbytes
 from pipeline.core.ingest.aggregates import Measures, RollupKey
 from pipeline.core.ingest.batch import Accepted
 from pipeline.core.ingest.logs import TP, src_key
@@ -31,47 +32,47 @@ DLQ_COLUMNS = [
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
-_dumps = orjson.dumps
+_dumps = jsonbytes.dumps  # held until the INSERT: right-sized
+_EMPTY_JSON = b"{}"
 
 
 def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
-    rows: list[tuple[object, ...]] = []
-    ingested_ms, ingested_at = -1, ms_to_datetime(0)
-    for a in accepted:
-        e = a.event
-        md = e.metadata
-        if e.ingested_ms != ingested_ms:  # one value per batch: convert it once
-            ingested_ms, ingested_at = e.ingested_ms, ms_to_datetime(e.ingested_ms)
-        rows.append(
-            (
-                e.id,
-                ms_to_datetime(e.event_time_ms),
-                e.timestamp_raw,
-                e.event_type,
-                e.entity_type.value,
-                e.entity_id,
-                e.agent,
-                e.task_type,
-                e.outcome,
-                e.duration_ms,
-                md.get("triggered_by") or "",
-                md.get("correlation_id") or "",
-                md.get("session_id") or "",
-                md.get("tags") or [],
-                _dumps(e.previous_state).decode(),
-                _dumps(e.current_state).decode(),
-                _dumps(md).decode(),
-                _dumps(e.metrics).decode(),
-                _dumps(e.extra).decode() if e.extra else "{}",
-                ingested_at,
-                a.topic,
-                a.partition,
-                a.offset,
-                a.index,
-                a.log,
-            )
+    """One row per event.  Times go in as epoch milliseconds (a ``DateTime64(3)`` column
+    takes the integer as is: no datetime object per event) and the JSON columns as the
+    bytes orjson made (no decode to text and encode back)."""
+    dumps = _dumps
+    return [
+        (
+            e.id,
+            e.event_time_ms,
+            e.timestamp_raw,
+            e.event_type,
+            e.entity_type.value,
+            e.entity_id,
+            e.agent,
+            e.task_type,
+            e.outcome,
+            e.duration_ms,
+            md.get("triggered_by") or "",
+            md.get("correlation_id") or "",
+            md.get("session_id") or "",
+            md.get("tags") or [],
+            dumps(e.previous_state) if e.previous_state else _EMPTY_JSON,
+            dumps(e.current_state) if e.current_state else _EMPTY_JSON,
+            dumps(md) if md else _EMPTY_JSON,
+            dumps(e.metrics) if e.metrics else _EMPTY_JSON,
+            dumps(e.extra) if e.extra else _EMPTY_JSON,
+            e.ingested_ms,
+            a.topic,
+            a.partition,
+            a.offset,
+            a.index,
+            a.log,
         )
-    return rows
+        for a in accepted
+        for e in (a.event,)
+        for md in (e.metadata,)
+    ]
 
 
 def marker_of(offsets: dict[TP, int], logs: dict[str, str]) -> dict[str, int]:
