@@ -142,11 +142,12 @@ def router(ctx: ApiContext) -> APIRouter:
         cols = list(result.column_names)
         return [dict(zip(cols, row, strict=True)) for row in result.result_rows]
 
-    def cursor(text: str | None, sort: str, arity: int) -> tuple[Any, ...] | None:
+    def cursor(text: str | None, sort: str, types: tuple[type, ...]) -> tuple[Any, ...] | None:
+        """The key of a cursor whose parts are of ``types`` (a forged one: 400, not a failed query)."""
         if text is None:
             return None
         try:
-            return Cursor.decode(text, sort, arity).key
+            return Cursor.decode(text, sort, len(types), types).key
         except BadCursor as exc:
             raise ApiError(400, "bad_cursor", str(exc)) from exc
 
@@ -165,7 +166,7 @@ def router(ctx: ApiContext) -> APIRouter:
         f = task_q.TaskFilter(
             values(state), values(agent), values(task_type), values(group), epoch_ms(since), epoch_ms(until), finished
         )
-        after = cursor(cursor_, sort, 2)
+        after = cursor(cursor_, sort, (int, str))
         found = await rows(task_q.tasks_page(db, f, sort, after, limit))  # type: ignore[arg-type]
         shown, nxt = page(found, limit, sort, lambda x: (int(x["k"]), x["task_id"]))
         return m.TaskPage(items=[_task(x) for x in shown], next_cursor=nxt)
@@ -208,7 +209,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/agents", response_model=m.AgentPage, tags=["agents"])
     async def agents(status: Many = None, limit: Limit = 100, cursor_: CursorParam = None) -> m.AgentPage:
         """Agents by name: status, load, utilization and today's work."""
-        after = cursor(cursor_, "agent", 1)
+        after = cursor(cursor_, "agent", (str,))
         found = await rows(task_q.agents_page(db, values(status), after[0] if after else None, limit))
         shown, nxt = page(found, limit, "agent", lambda x: (x["agent"],))
         return m.AgentPage(items=[_agent(x) for x in shown], next_cursor=nxt)
@@ -241,7 +242,7 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/groups", response_model=m.GroupPage, tags=["groups"])
     async def groups(limit: Limit = 100, cursor_: CursorParam = None) -> m.GroupPage:
         """Task groups by key, with progress and ETA."""
-        after = cursor(cursor_, "group", 1)
+        after = cursor(cursor_, "group", (str,))
         found = await rows(task_q.groups_page(db, after[0] if after else None, limit))
         shown, nxt = page(found, limit, "group", lambda x: (x["group_key"],))
         return m.GroupPage(items=[m.Group(**_group(x)) for x in shown], next_cursor=nxt)
@@ -296,7 +297,7 @@ def router(ctx: ApiContext) -> APIRouter:
         rule: Many = None, severity: Many = None, limit: Limit = 100, cursor_: CursorParam = None,
     ) -> m.AlertPage:  # fmt: skip
         """Alerts firing now, or the history of alert state changes, newest first."""
-        after = cursor(cursor_, state, 3)
+        after = cursor(cursor_, state, (int, str, str))
         q = alert_q.alerts_page(db, state == "firing", values(rule), values(severity), after, limit)  # type: ignore[arg-type]
         found = await rows(q)
         shown, nxt = page(found, limit, state, lambda x: (int(x["k"]), x["fingerprint"], x["change"]))
@@ -309,7 +310,7 @@ def router(ctx: ApiContext) -> APIRouter:
         since: When = None, until: When = None, limit: Limit = 100, cursor_: CursorParam = None,
     ) -> m.AnomalyPage:  # fmt: skip
         """What the anomaly rules judged: each evaluation's value, baseline, deviation and z-score, newest first."""
-        after = cursor(cursor_, "anomalies", 3)
+        after = cursor(cursor_, "anomalies", (int, str, str))
         q = alert_q.anomalies_page(
             db, values(rule), breached, epoch_ms(since), epoch_ms(until), after, limit  # type: ignore[arg-type]
         )

@@ -40,6 +40,16 @@ def test_a_cursor_of_another_sort_says_so() -> None:
         Cursor.decode(Cursor("created_at", (1, "a")).encode(), "-last_event_at", 2)
 
 
+@pytest.mark.parametrize("key", [("abc", "t-1"), (1.5, "t-1"), (2**63, "t-1"), (True, "t-1"), (1, 5), (1, 2.5)])
+def test_a_forged_cursor_with_parts_of_the_wrong_type_is_refused(key: tuple[object, ...]) -> None:
+    # attack: a cursor of the right sort and arity but a string where the API puts an Int64 (or a
+    # number where it puts a name) failed the query: 500, or a 503 quoting ClickHouse's exception
+    text = Cursor("-last_event_at", key).encode()
+    with pytest.raises(BadCursor, match="not one this API issued"):
+        Cursor.decode(text, "-last_event_at", 2, (int, str))
+    assert Cursor.decode(Cursor("-last_event_at", (-(2**63), "t")).encode(), "-last_event_at", 2, (int, str))
+
+
 def test_pages_visit_every_row_once() -> None:
     rows = list(range(23))
     seen, after = [], None
