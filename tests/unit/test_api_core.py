@@ -134,6 +134,23 @@ def test_each_event_is_judged_by_the_decoder_sourced_and_routed() -> None:
     assert sent[3]["metadata"]["session_id"] == "s"
 
 
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_an_array_inside_the_array_is_rejected_as_the_pipeline_rejects_it(ndjson: bool) -> None:
+    # attack: [[e1, e2], e3] answered e1 "accepted" (e2 not listed at all) while the ingest role
+    # dead-lettered the nested array ("expected an event object, got list"): acknowledged, never stored
+    nested = [[_event(1), _event(2)], _event(3)]
+    body = orjson.dumps(nested)  # NDJSON: one line holding the array
+    prepared = prepare(split_body(body, ndjson, 10), Decoder(), "s", RAW_TOPICS, RAW_SYSTEM, NOW)
+    answer = prepared.answer()
+    stored = [
+        r.id for _, part, value in batch_messages(prepared.messages, lambda t, k: 0, 10_000, 100)
+        for r in Decoder().decode(RAW_SYSTEM, part, 0, value, NOW) if not hasattr(r, "reason")
+    ]  # fmt: skip
+    assert [r["id"] for r in answer["results"] if r["status"] == "accepted"] == stored == ["e3"]
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    assert answer["results"][0]["reason"] == "schema_violation"
+
+
 @given(st.lists(st.integers(0, 30), min_size=1, max_size=60), st.integers(200, 3000), st.integers(1, 8))
 def test_batches_hold_every_event_once_in_order_per_partition(entities: list[int], max_bytes: int,
                                                              max_elements: int) -> None:  # fmt: skip

@@ -134,7 +134,10 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
     seen: set[str] = set()
     for index, (raw, doc) in enumerate(items):
         value = with_source(raw, doc, source)
-        results = decoder.decode(HTTP_SOURCE_TOPIC, 0, index, value, now_ms)
+        # an item is one event: an array here sits inside the request's array (or NDJSON line's),
+        # where the ingest role finds it, so it is judged there as an element, not as a batch
+        judged = b"[" + value + b"]" if isinstance(doc, list) else value
+        results = decoder.decode(HTTP_SOURCE_TOPIC, 0, index, judged, now_ms)
         doc_id = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
         entity = doc.get("entity_type") if isinstance(doc, dict) else None
         key = doc.get("entity_id") if isinstance(doc, dict) else None
