@@ -274,8 +274,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         api_v1.router(ctx), api_ingest.router(ctx.ingest),
     ]  # fmt: skip
     if importlib.util.find_spec("pipeline.roles.ui") is not None:
-        # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``
-        routers.append(importlib.import_module("pipeline.roles.ui").router(ctx))
+        # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``; first, so
+        # its /tasks/{id}/timeline is matched before /tasks/{id} (ids may hold "/": run_id/task_id)
+        routers.insert(0, importlib.import_module("pipeline.roles.ui").router(ctx))
     for router in routers:
         app.include_router(router)
     #: every route of the app, for the test that the OpenAPI document covers them all

@@ -171,7 +171,7 @@ def router(ctx: ApiContext) -> APIRouter:
         shown, nxt = page(found, limit, sort, lambda x: (int(x["k"]), x["task_id"]))
         return m.TaskPage(items=[_task(x) for x in shown], next_cursor=nxt)
 
-    @r.get("/tasks/{task_id}", response_model=m.TaskDetail, responses=NOT_FOUND, tags=["tasks"])
+    @r.get("/tasks/{task_id:path}", response_model=m.TaskDetail, responses=NOT_FOUND, tags=["tasks"])
     async def task(task_id: str) -> m.TaskDetail:
         """One task: its record, its execution (once finished) and its event timeline in event-time
         order, each transition marked valid or not."""
@@ -214,7 +214,7 @@ def router(ctx: ApiContext) -> APIRouter:
         shown, nxt = page(found, limit, "agent", lambda x: (x["agent"],))
         return m.AgentPage(items=[_agent(x) for x in shown], next_cursor=nxt)
 
-    @r.get("/agents/{agent_id}", response_model=m.AgentDetail, responses=NOT_FOUND, tags=["agents"])
+    @r.get("/agents/{agent_id:path}", response_model=m.AgentDetail, responses=NOT_FOUND, tags=["agents"])
     async def agent(agent_id: str) -> m.AgentDetail:
         """One agent: status, utilization, success rate and average handling time (today), its
         open tasks and its latest finished tasks."""
@@ -247,7 +247,7 @@ def router(ctx: ApiContext) -> APIRouter:
         shown, nxt = page(found, limit, "group", lambda x: (x["group_key"],))
         return m.GroupPage(items=[m.Group(**_group(x)) for x in shown], next_cursor=nxt)
 
-    @r.get("/groups/{group_id}", response_model=m.GroupDetail, responses=NOT_FOUND, tags=["groups"])
+    @r.get("/groups/{group_id:path}", response_model=m.GroupDetail, responses=NOT_FOUND, tags=["groups"])
     async def group(group_id: str) -> m.GroupDetail:
         """One task group: progress, ETA and its tasks by state."""
         found, states = await asyncio.gather(rows(task_q.group_record(db, group_id)), rows(group_states(db, group_id)))
