@@ -232,8 +232,9 @@ class TaskCsv:
             fields = next(csv.reader(io.StringIO(text)), [])
         except csv.Error as exc:
             return _csv_reject(text[:4096], f"not a CSV row: {exc}")
-        if not self.header_seen and [f.strip().lower() for f in fields[:2]] == ["timestamp", "user_id"]:
-            self.header = [f.strip() for f in fields]
+        names = [f.strip().lstrip("\ufeff").strip().lower() for f in fields]  # a BOM: Excel's "CSV UTF-8"
+        if not self.header_seen and {"timestamp", "user_id"} <= set(names):
+            self.header = names
             self.header_seen = True
             return Mapped(skipped="header")
         self.header_seen = True
