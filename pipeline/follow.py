@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,8 @@ class Follower:
         self._open: dict[Path, _Open] = {}
         #: files met (rotated copies finished, truncations seen): for the summary
         self.notes: list[str] = []
+        #: paths that name something other than a regular file (noted once)
+        self._not_files: set[Path] = set()
 
     def add(self, path: Path) -> None:
         """Follow one more path (a file that appeared in a followed directory)."""
@@ -178,9 +181,15 @@ class Follower:
         try:
             st = os.stat(path)
         except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if st is not None and path not in self._not_files:  # a directory (a FIFO, …) now has the name
+                self._not_files.add(path)
+                self.notes.append(f"{path}: not a regular file; waiting for a file to appear under that name")
             if cur is not None:  # renamed away, no new file yet: what it has (a next poll, the rest)
                 out.extend(cur.read_lines(final))
             return out
+        self._not_files.discard(path)
         if cur is None:
             return self._first_open(path, st)
         if (st.st_dev, st.st_ino) != (cur.dev, cur.ino):
