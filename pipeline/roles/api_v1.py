@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 TIMELINE_CAP = 1000
 EVENTS_CAP = 1000
 
+#: ``kpis?end=`` bounds (epoch ms): ClickHouse's DateTime64 range, and the period before it too
+#: (a year-1 end made the previous period's start year 0: a 500)
+KPI_END_RANGE_MS = (
+    int(datetime(1900, 3, 1, tzinfo=UTC).timestamp() * 1000), int(datetime(2262, 4, 11, tzinfo=UTC).timestamp() * 1000)
+)
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such item."}}
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page (1–1000).")]
@@ -263,7 +269,11 @@ def router(ctx: ApiContext) -> APIRouter:
     ) -> m.Kpis:  # fmt: skip
         """Key figures of the last day (24 h), week (7 days) or calendar month to date, each with
         the period before beside it."""
-        p = period(API_PERIODS[period_], int(time.time() * 1000), epoch_ms(end))
+        end_ms = epoch_ms(end)
+        if end_ms is not None and not KPI_END_RANGE_MS[0] <= end_ms <= KPI_END_RANGE_MS[1]:
+            raise ApiError(400, "bad_request", "end: give a time from 1900-03-01 to 2262-04-11 (ClickHouse's "
+                           "DateTime64 range, with the period before)")  # fmt: skip
+        p = period(API_PERIODS[period_], int(time.time() * 1000), end_ms)
         cur, prev, more, more_prev = await asyncio.gather(
             rows(kpi_query(db, p)), rows(kpi_query(db, p.prev)), analytics(p), analytics(p.prev)
         )

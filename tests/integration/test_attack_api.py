@@ -64,3 +64,11 @@ def test_ids_with_a_slash_are_reachable_and_forged_cursors_are_refused(broker: A
         status, _, body = call(w.api, "GET", f"{path}?cursor={forged(sort, key)}")
         assert (status, body["error"]["code"]) == (400, "bad_cursor"), (path, status, body)
         assert "Exception" not in body["error"]["message"]
+
+    # kpis of a period ClickHouse cannot hold: 400, not 500 (year 1: the period before is year 0)
+    for end in ("0001-01-02T00:00:00", "9999-12-31T00:00:00"):
+        for name in ("day", "month"):
+            status, _, body = call(w.api, "GET", f"/api/v1/kpis?period={name}&end={end}")
+            assert (status, body["error"]["code"]) == (400, "bad_request"), (end, status, body)
+    kpis = get(w, "/api/v1/kpis", period="month", end="1960-01-01T00:00:00")  # before 1970, no data
+    assert {k["name"]: k["value"] for k in kpis["kpis"]}["tasks_finished"] == 0
