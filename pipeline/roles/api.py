@@ -86,7 +86,8 @@ def load_tokens(settings: Settings) -> TokenTable:
             raise ConfigError(f"TASKPULSE_API_TOKENS_FILE: cannot read {path}: {exc.strerror}") from exc
     try:
         tokens = TokenTable.build(
-            settings.api_token.get_secret_value(), text, settings.api_metrics_token.get_secret_value()
+            settings.api_token.get_secret_value(), text, settings.api_metrics_token.get_secret_value(),
+            settings.api_session_secret.get_secret_value(),
         )
     except TokenFileError as exc:
         raise ConfigError(f"TASKPULSE_API_TOKENS_FILE ({path}): {exc}") from exc
