@@ -106,6 +106,24 @@ def test_ndjson_lines_and_batches_are_events_blank_lines_are_not() -> None:
         split_body(body, True, 3)
 
 
+def test_an_ndjson_body_of_tiny_lines_is_read_a_line_at_a_time() -> None:
+    # attack: 16 MiB of "ab\n" (16 KiB gzipped) was split into 5.6 million line objects before
+    # the event count was checked: ~330 MB per request, a few at once and the worker is killed
+    import tracemalloc
+
+    body = b"ab\n" * (16 * 1024 * 1024 // 3)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooMany):
+            split_body(body, True, 10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak:,} bytes allocated to read a 16 MiB body"
+    lines = b"\n".join([b"", b"  \t ", orjson.dumps(_event(1)), b"\r", b"  " + orjson.dumps(_event(2)) + b"\r", b"x"])
+    assert [d["id"] if isinstance(d, dict) else d for _, d in split_body(lines, True, 10)] == ["e1", "e2", UNPARSED]
+
+
 @pytest.mark.parametrize("body", [b"nope", b"42", b'"text"'])
 def test_a_json_body_that_is_not_events_is_a_bad_request(body: bytes) -> None:
     with pytest.raises(BodyError):

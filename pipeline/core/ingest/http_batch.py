@@ -13,6 +13,7 @@ dedup by id makes a resent event safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ class TooMany(ValueError):
     """More events than a request may carry; a 413."""
 
 
+#: a line of an NDJSON body that is not blank (its leading whitespace left out)
+_NDJSON_LINE = re.compile(rb"(?m)^[ \t\r\f\v]*+([^\s][^\n]*)")
+
 #: what an NDJSON line that is not JSON parses to (its bytes go to the decoder as sent)
 UNPARSED = object()
 
@@ -45,9 +49,8 @@ def split_body(body: bytes, ndjson: bool, max_events: int) -> list[Item]:
     line holds one event or an array of them (an SDK batch)."""
     items: list[Item] = []
     if ndjson:
-        for line in body.split(b"\n"):
-            if not line.strip():
-                continue
+        for match in _NDJSON_LINE.finditer(body):  # one line at a time: never a list of every line
+            line = match.group(1)
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError:
