@@ -34,3 +34,13 @@ def test_a_header_with_a_bom_or_in_another_order_is_read_as_the_header(bom: str,
     assert events[0]["current_state"]["request"] == ROW["request"]
     assert events[1]["current_state"]["agent_id"] == "researcher"
     assert events[-1]["metrics"]["duration_ms"] == 12_500
+
+
+def test_a_row_that_would_finish_after_year_9999_is_dead_lettered_not_a_crash() -> None:
+    # attack: start + execution_time past 9999-12-31 raised OverflowError out of the parser:
+    # `taskpulse ingest` died, and a follower died again on the same line at every restart
+    parser = TaskCsv()
+    out = parser.feed("9999-12-31T23:59:59Z,u1,req,Grok,92,,true,45.2,\n")
+    assert out is not None and out.dead_letter is not None and "bad_timestamp" in out.problem
+    after = parser.feed("2024-01-15T10:30:00Z,u2,next,Grok,92,,true,1,\n")  # the canary behind it
+    assert after is not None and [e["event_type"] for e in after.events][-1] == "task.completed"
