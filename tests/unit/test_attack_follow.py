@@ -30,3 +30,30 @@ def test_a_followed_file_replaced_by_a_directory_does_not_stop_the_follower(tmp_
     path.rmdir()
     path.write_bytes(b"d\n")
     assert [x.data for x in again.poll()] == [b"d"]
+
+
+def test_a_line_without_end_is_never_held_whole(tmp_path: Path, monkeypatch) -> None:
+    # attack: a followed file with no newline (binary garbage, a runaway writer) was read whole at
+    # every poll: 300 MB of it, 300 MB of memory twice a second; more than memory, the end
+    import tracemalloc
+
+    from pipeline import follow
+
+    monkeypatch.setattr(follow, "MAX_LINE", 2 * 1024 * 1024, raising=False)
+    path = tmp_path / "app.ndjson"
+    path.write_bytes(b"first\n" + b"a" * (40 * 1024 * 1024))
+    f = Follower([path])
+    tracemalloc.start()
+    try:
+        assert [x.data for x in f.poll()] == [b"first"]
+        assert f.poll() == []  # still unfinished
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, f"{peak:,} bytes to follow a 40 MiB line"  # a few chunks, not the line
+    with path.open("ab") as fh:
+        fh.write(b"\r\ncanary\n")
+    got = f.poll() + f.poll()
+    assert [len(x.data) for x in got] == [2 * 1024 * 1024, 6]  # the long line cut, the canary whole
+    assert got[1].data == b"canary" and got[1].lineno == 3
+    f.close()
