@@ -149,7 +149,9 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
         bad = next((r for r in results if isinstance(r, Rejected)), None)
         if bad is not None:
             out.outcomes.append(Outcome(index, doc_id, "rejected", bad.reason.value, bad.detail))
-            out.messages.append((topic, key_bytes, value, doc is not UNPARSED and value[:1] in b"{["))
+            # an array goes as judged, inside one of its own: alone it would be read as a batch
+            batchable = doc is not UNPARSED and not isinstance(doc, list) and value[:1] in b"{["
+            out.messages.append((topic, key_bytes, judged, batchable))
             continue
         event_id = results[0].id if results and not isinstance(results[0], Rejected) else doc_id
         out.outcomes.append(Outcome(index, event_id, "accepted"))
