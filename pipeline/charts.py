@@ -39,6 +39,13 @@ def _svg(fig: Figure) -> str:
     return re.sub(r"^.*?(<svg)", r"\1", text, count=1, flags=re.S)
 
 
+def _plain(text: str) -> str:
+    """A name from the data as literal chart text: a ``$`` pair would be parsed as mathtext
+    (an unparsable one fails the whole report) and a leading ``_`` hides a legend entry."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
 def _fig(width: float = 7.0, height: float = 2.8) -> tuple[Figure, plt.Axes]:
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(width, height))
@@ -61,7 +68,8 @@ def time_series(
         xs = _times(times_ms)
         step = xs[1] - xs[0] if len(xs) > 1 else 1 / 24
         n = max(1, len(series))
-        for i, (name, values) in enumerate(series.items()):
+        for i, (raw_name, values) in enumerate(series.items()):
+            name = _plain(raw_name)
             ys = [float("nan") if v is None else float(v) for v in values]
             if bars:
                 offs = [x + (i - (n - 1) / 2) * step * 0.8 / n for x in xs]
@@ -88,7 +96,7 @@ def bars(
         ys = [0.0 if v is None else float(v) * (100 if percent else 1) for v in values]
         pos = list(range(len(labels)))[::-1]
         ax.barh(pos, ys, color=COLORS[0], height=0.6)
-        ax.set_yticks(pos, [str(label) or "(none)" for label in labels])
+        ax.set_yticks(pos, [_plain(label) or "(none)" for label in labels])
         for y, v, raw in zip(pos, ys, values, strict=True):
             ax.text(v, y, "  –" if raw is None else f"  {v:.1f}{'%' if percent else ''}", va="center", fontsize=8)
         if percent:
@@ -113,7 +121,7 @@ def reliability_diagram(curves: dict[str, list[tuple[float, float, int]]]) -> st
                 continue
             pts = sorted(pts)
             color = COLORS[i % len(COLORS)]
-            ax.plot([p for p, _, _ in pts], [o for _, o, _ in pts], color=color, linewidth=1.3, label=name)
+            ax.plot([p for p, _, _ in pts], [o for _, o, _ in pts], color=color, linewidth=1.3, label=_plain(name))
             ax.scatter([p for p, _, _ in pts], [o for _, o, _ in pts], s=[20 + 120 * n / biggest for _, _, n in pts],
                        color=color, alpha=0.7)  # fmt: skip
         ax.set_xlim(0, 1)

@@ -34,6 +34,7 @@ COMPOSE_SETS: dict[str, str] = {
     "api_port": "6066",
     "api_token": "${TASKPULSE_API_TOKEN} (required)",
     "api_metrics_token": "TASKPULSE_METRICS_TOKEN (required; also written for Prometheus)",
+    "api_session_secret": "${TASKPULSE_API_SESSION_SECRET} (required: every api replica accepts the sessions)",
     "alert_rules": "/app/deploy/alerts/rules.yml (deploy/alerts mounted into `alerting`)",
     "roles": "per service: worker ingest,correlate; alerting alerts; metrics metrics",
     "alertmanager_url": "http://alertmanager:9093 (the alerting service)",
@@ -54,6 +55,7 @@ COMPOSE_VALUES: dict[str, str] = {
     "clickhouse_read_url": "http://taskpulse_reader@clickhouse:8123",
     "partitions": "12",
     "api_token": "CHANGE_ME_api_token",
+    "api_session_secret": "CHANGE_ME_api_session_secret",
     "alert_webhook_url": "",
     "alert_webhook_format": "json",
 }

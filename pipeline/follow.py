@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ import orjson
 HEAD_BYTES = 256
 #: the most bytes read from one file per poll
 READ_CHUNK = 4 * 1024 * 1024
+#: the most bytes of one line held in memory: a longer one (a file with no newlines, binary
+#: garbage) is passed on cut to this length, never read whole
+MAX_LINE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -93,9 +97,17 @@ class _Open:
                 break
             data = os.pread(self.fd, min(left, READ_CHUNK), self.offset)
             end = data.rfind(b"\n")
-            if end < 0 and len(data) < left:  # one line longer than a chunk: read it whole
-                data = os.pread(self.fd, left, self.offset)
-                end = data.rfind(b"\n")
+            if end < 0 and len(data) < left:  # one line longer than a chunk: find its end, keep its start
+                nl = self._newline(self.offset + len(data), self.offset + left)
+                if nl < 0 and not final:
+                    break  # the rest of it is not written yet
+                stop = nl if nl >= 0 else self.offset + left
+                self.lineno += 1
+                # at most MAX_LINE bytes of it (the decoder refuses it as oversized either way)
+                keep = os.pread(self.fd, min(stop - self.offset, MAX_LINE), self.offset)
+                out.append(Line(self.path, self.lineno, keep.rstrip(b"\r")))
+                self.offset = stop + (1 if nl >= 0 else 0)
+                continue
             if end < 0 and not final:
                 break
             body = data[: end + 1] if end >= 0 else data
@@ -110,6 +122,19 @@ class _Open:
             self.head_n = min(self.offset, HEAD_BYTES)
             self.head = _head(self.fd, self.head_n)
         return out
+
+    def _newline(self, start: int, stop: int) -> int:
+        """The position of the first newline in ``[start, stop)``, read a chunk at a time; -1: none."""
+        pos = start
+        while pos < stop:
+            chunk = os.pread(self.fd, min(READ_CHUNK, stop - pos), pos)
+            if not chunk:
+                break
+            i = chunk.find(b"\n")
+            if i >= 0:
+                return pos + i
+            pos += len(chunk)
+        return -1
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -126,6 +151,8 @@ class Follower:
         self._open: dict[Path, _Open] = {}
         #: files met (rotated copies finished, truncations seen): for the summary
         self.notes: list[str] = []
+        #: paths that name something other than a regular file (noted once)
+        self._not_files: set[Path] = set()
 
     def add(self, path: Path) -> None:
         """Follow one more path (a file that appeared in a followed directory)."""
@@ -178,9 +205,15 @@ class Follower:
         try:
             st = os.stat(path)
         except FileNotFoundError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if st is not None and path not in self._not_files:  # a directory (a FIFO, …) now has the name
+                self._not_files.add(path)
+                self.notes.append(f"{path}: not a regular file; waiting for a file to appear under that name")
             if cur is not None:  # renamed away, no new file yet: what it has (a next poll, the rest)
                 out.extend(cur.read_lines(final))
             return out
+        self._not_files.discard(path)
         if cur is None:
             return self._first_open(path, st)
         if (st.st_dev, st.st_ino) != (cur.dev, cur.ino):

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     api_metrics_token: SecretStr = Field(
         SecretStr(""), description="A reader token named `metrics` for the Prometheus scraper; empty: none."
     )
+    api_session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key that signs `taskpulse_session` cookies; give every API process of a deployment (each "
+        "`api` replica) the same one. Empty: a random key per process (its sessions end when it restarts).",
+    )
     api_session_ttl_s: int = Field(
         43_200, ge=60, description="Lifetime of the `taskpulse_session` cookie `POST /api/v1/session` issues."
     )
@@ -360,7 +365,7 @@ class Settings(BaseSettings):
         out["alert_webhook_url"] = "***" if self.alert_webhook_url.get_secret_value() else ""
         out["report_webhook_url"] = "***" if self.report_webhook_url.get_secret_value() else ""
         for key in ("clickhouse_read_password", "kafka_ssl_key_password", "kafka_sasl_password",
-                    "api_token", "api_metrics_token"):
+                    "api_token", "api_metrics_token", "api_session_secret"):
             out[key] = "***" if getattr(self, key).get_secret_value() else ""
         for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url", "api_url"):
             out[key] = redact(out[key])
@@ -494,6 +499,7 @@ def secret_values(settings: Settings) -> list[str]:
     """The secret strings in ``settings``: tokens, passwords, the webhook URL and its path."""
     out = [
         settings.api_token.get_secret_value(), settings.api_metrics_token.get_secret_value(),
+        settings.api_session_secret.get_secret_value(),
         settings.clickhouse_password.get_secret_value(), settings.clickhouse_read_password.get_secret_value(),
         settings.kafka_sasl_password.get_secret_value(), settings.kafka_ssl_key_password.get_secret_value(),
     ]  # fmt: skip

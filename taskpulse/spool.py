@@ -180,9 +180,16 @@ class Spool:
             if self._closed:
                 raise SpoolError(f"the spool {self.directory} is closed")
             view = memoryview(data)
-            while view:
-                n = os.write(self._wfd, view)
-                view = view[n:]
+            try:
+                while view:
+                    n = os.write(self._wfd, view)
+                    view = view[n:]
+            except OSError as exc:  # disk full: the bytes that made it would glue onto the next record
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._wfd, self._sizes[self._wseg])
+                raise SpoolError(f"cannot write to the spool {self.directory}: {exc.strerror}; these "
+                                 f"{len(records)} events were not kept (free space there or set "
+                                 "TASKPULSE_SPOOL_DIR)") from exc  # fmt: skip
             self._sizes[self._wseg] += len(data)
             self.pending += len(records)
             self._dirty = True

@@ -45,6 +45,27 @@ class ConfigError(Exception):
     """The tracker's configuration is missing or wrong (the message names the variable)."""
 
 
+def _dumps(event: Mapping[str, Any]) -> bytes:
+    """The event as JSON; a string JSON cannot carry (a lone surrogate: Python's form of an
+    undecodable file name or argument) is written with the surrogate as ``\\udcff`` text
+    rather than failing the emit (a task's completion would be lost, an agent's own exception
+    masked)."""
+    try:
+        return orjson.dumps(event, default=str)
+    except TypeError:  # orjson.JSONEncodeError
+        return orjson.dumps(_utf8(event), default=lambda o: _utf8(str(o)))
+
+
+def _utf8(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_utf8(str(k)): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8(v) for v in value]
+    return value
+
+
 @dataclass
 class TrackerStats:
     emitted: int = 0
@@ -137,7 +158,7 @@ class _Core:
         if self._closed:
             raise RuntimeError("the tracker is closed; events emitted now would be lost")
         # values JSON has no form for (a custom result object, bytes, a set) are sent as their text
-        lines = [orjson.dumps(e, default=str) for e in events]
+        lines = [_dumps(e) for e in events]
         self.spool.append(lines)
         with self._lock:
             self.stats_.emitted += len(lines)

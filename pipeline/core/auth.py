@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -100,17 +101,26 @@ def parse_tokens(text: str, source: str = "tokens file") -> list[TokenEntry]:
 class TokenTable:
     """The tokens a worker accepts.  Empty: the API is open (allowed on loopback only)."""
 
-    def __init__(self, entries: list[TokenEntry]) -> None:
+    def __init__(self, entries: list[TokenEntry], session_secret: str = "") -> None:
         self.entries = list(entries)
+        #: what signs session cookies: from ``session_secret`` (every API process of a deployment
+        #: given the same one accepts the others' cookies), else random to this table.  Never the
+        #: tokens file's digests alone: whoever reads that file could sign cookies with them.
+        self._session_key = (
+            hashlib.sha256(f"taskpulse-session:{session_secret}".encode()).digest()
+            if session_secret
+            else secrets.token_bytes(32)
+        )
 
     @classmethod
-    def build(cls, api_token: str = "", file_text: str | None = None, metrics_token: str = "") -> TokenTable:
+    def build(cls, api_token: str = "", file_text: str | None = None, metrics_token: str = "",
+              session_secret: str = "") -> TokenTable:  # fmt: skip
         entries = parse_tokens(file_text) if file_text is not None else []
         if api_token:
             entries.append(TokenEntry("api-token", Role.ADMIN, hash_secret(api_token)))
         if metrics_token:
             entries.append(TokenEntry("metrics", Role.READER, hash_secret(metrics_token)))
-        return cls(entries)
+        return cls(entries, session_secret)
 
     @property
     def enabled(self) -> bool:
@@ -127,12 +137,12 @@ class TokenTable:
 
     def session(self, name: str, now_s: int, ttl_s: int) -> str:
         """A session cookie value for the token named ``name``, valid ``ttl_s`` from ``now_s``:
-        ``<name>.<expiry>.<HMAC>``, the HMAC keyed with that token's digest.  Stateless, so
-        every API process of a deployment accepts it; removing the token from the file (or
-        changing its secret) ends its sessions."""
+        ``<name>.<expiry>.<HMAC>``, the HMAC keyed with the session key over the token's digest
+        too.  Stateless, so every API process with the same session secret accepts it; removing
+        the token from the file (or changing its secret) ends its sessions."""
         entry = next(e for e in self.entries if e.name == name)
         expires = now_s + ttl_s
-        return f"{name}.{expires}.{_session_mac(entry.digest, name, expires)}"
+        return f"{name}.{expires}.{_session_mac(self._session_key, entry.digest, name, expires)}"
 
     def from_session(self, value: str, now_s: int) -> Principal | None:
         """The principal of a session cookie value; None when forged, expired or revoked."""
@@ -141,13 +151,15 @@ class TokenTable:
             return None
         head, expires_text, mac = parts
         entry = next((e for e in self.entries if e.name == head), None)
-        if entry is None or not hmac.compare_digest(mac, _session_mac(entry.digest, head, int(expires_text))):
+        if entry is None or not hmac.compare_digest(
+            mac, _session_mac(self._session_key, entry.digest, head, int(expires_text))
+        ):
             return None
         return Principal(entry.name, entry.role)
 
 
-def _session_mac(digest: str, name: str, expires: int) -> str:
-    mac = hmac.new(bytes.fromhex(digest), f"session:{name}.{expires}".encode(), hashlib.sha256).digest()
+def _session_mac(key: bytes, digest: str, name: str, expires: int) -> str:
+    mac = hmac.new(key, f"session:{name}.{expires}.{digest}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 

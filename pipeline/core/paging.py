@@ -30,8 +30,9 @@ class Cursor:
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str, sort: str, arity: int) -> Cursor:
-        """The cursor ``text`` of a list sorted by ``sort`` whose key has ``arity`` parts."""
+    def decode(cls, text: str, sort: str, arity: int, types: tuple[type, ...] | None = None) -> Cursor:
+        """The cursor ``text`` of a list sorted by ``sort`` whose key has ``arity`` parts (of
+        ``types``, when given: an ``int`` part is an Int64, a ``str`` part a string)."""
         try:
             doc = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
@@ -45,7 +46,16 @@ class Cursor:
             )
         if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in doc["k"]):
             raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+        if types is not None and not all(_is(v, t) for v, t in zip(doc["k"], types, strict=False)):
+            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
         return cls(sort, tuple(doc["k"]))
+
+
+def _is(value: Any, kind: type) -> bool:
+    """``value`` is a ``kind`` as an issued cursor holds it (an int within Int64)."""
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+    return isinstance(value, kind)
 
 
 def page(rows: list[Any], limit: int, sort: str, key_of: Any) -> tuple[list[Any], str | None]:

@@ -86,7 +86,8 @@ def load_tokens(settings: Settings) -> TokenTable:
             raise ConfigError(f"TASKPULSE_API_TOKENS_FILE: cannot read {path}: {exc.strerror}") from exc
     try:
         tokens = TokenTable.build(
-            settings.api_token.get_secret_value(), text, settings.api_metrics_token.get_secret_value()
+            settings.api_token.get_secret_value(), text, settings.api_metrics_token.get_secret_value(),
+            settings.api_session_secret.get_secret_value(),
         )
     except TokenFileError as exc:
         raise ConfigError(f"TASKPULSE_API_TOKENS_FILE ({path}): {exc}") from exc
@@ -274,8 +275,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         api_v1.router(ctx), api_ingest.router(ctx.ingest),
     ]  # fmt: skip
     if importlib.util.find_spec("pipeline.roles.ui") is not None:
-        # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``
-        routers.append(importlib.import_module("pipeline.roles.ui").router(ctx))
+        # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``; first, so
+        # its /tasks/{id}/timeline is matched before /tasks/{id} (ids may hold "/": run_id/task_id)
+        routers.insert(0, importlib.import_module("pipeline.roles.ui").router(ctx))
     for router in routers:
         app.include_router(router)
     #: every route of the app, for the test that the OpenAPI document covers them all

@@ -218,7 +218,7 @@ async def _ingest(ingest: Ingest, request: Request) -> dict[str, Any]:
     body = await ingest.read_body(request)
     ndjson = request.headers.get("Content-Type", "").split(";")[0].strip().lower() in NDJSON_TYPES
     try:
-        items = split_body(body, ndjson, ingest.settings.api_ingest_max_events)
+        items = await asyncio.to_thread(split_body, body, ndjson, ingest.settings.api_ingest_max_events)
     except TooMany as exc:
         raise ApiError(413, "too_many_events", str(exc)) from exc
     except BodyError as exc:

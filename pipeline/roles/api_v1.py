@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 TIMELINE_CAP = 1000
 EVENTS_CAP = 1000
 
+#: ``kpis?end=`` bounds (epoch ms): ClickHouse's DateTime64 range, and the period before it too
+#: (a year-1 end made the previous period's start year 0: a 500)
+KPI_END_RANGE_MS = (
+    int(datetime(1900, 3, 1, tzinfo=UTC).timestamp() * 1000), int(datetime(2262, 4, 11, tzinfo=UTC).timestamp() * 1000)
+)
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such item."}}
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page (1–1000).")]
@@ -142,11 +148,12 @@ def router(ctx: ApiContext) -> APIRouter:
         cols = list(result.column_names)
         return [dict(zip(cols, row, strict=True)) for row in result.result_rows]
 
-    def cursor(text: str | None, sort: str, arity: int) -> tuple[Any, ...] | None:
+    def cursor(text: str | None, sort: str, types: tuple[type, ...]) -> tuple[Any, ...] | None:
+        """The key of a cursor whose parts are of ``types`` (a forged one: 400, not a failed query)."""
         if text is None:
             return None
         try:
-            return Cursor.decode(text, sort, arity).key
+            return Cursor.decode(text, sort, len(types), types).key
         except BadCursor as exc:
             raise ApiError(400, "bad_cursor", str(exc)) from exc
 
@@ -165,12 +172,12 @@ def router(ctx: ApiContext) -> APIRouter:
         f = task_q.TaskFilter(
             values(state), values(agent), values(task_type), values(group), epoch_ms(since), epoch_ms(until), finished
         )
-        after = cursor(cursor_, sort, 2)
+        after = cursor(cursor_, sort, (int, str))
         found = await rows(task_q.tasks_page(db, f, sort, after, limit))  # type: ignore[arg-type]
         shown, nxt = page(found, limit, sort, lambda x: (int(x["k"]), x["task_id"]))
         return m.TaskPage(items=[_task(x) for x in shown], next_cursor=nxt)
 
-    @r.get("/tasks/{task_id}", response_model=m.TaskDetail, responses=NOT_FOUND, tags=["tasks"])
+    @r.get("/tasks/{task_id:path}", response_model=m.TaskDetail, responses=NOT_FOUND, tags=["tasks"])
     async def task(task_id: str) -> m.TaskDetail:
         """One task: its record, its execution (once finished) and its event timeline in event-time
         order, each transition marked valid or not."""
@@ -208,12 +215,12 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/agents", response_model=m.AgentPage, tags=["agents"])
     async def agents(status: Many = None, limit: Limit = 100, cursor_: CursorParam = None) -> m.AgentPage:
         """Agents by name: status, load, utilization and today's work."""
-        after = cursor(cursor_, "agent", 1)
+        after = cursor(cursor_, "agent", (str,))
         found = await rows(task_q.agents_page(db, values(status), after[0] if after else None, limit))
         shown, nxt = page(found, limit, "agent", lambda x: (x["agent"],))
         return m.AgentPage(items=[_agent(x) for x in shown], next_cursor=nxt)
 
-    @r.get("/agents/{agent_id}", response_model=m.AgentDetail, responses=NOT_FOUND, tags=["agents"])
+    @r.get("/agents/{agent_id:path}", response_model=m.AgentDetail, responses=NOT_FOUND, tags=["agents"])
     async def agent(agent_id: str) -> m.AgentDetail:
         """One agent: status, utilization, success rate and average handling time (today), its
         open tasks and its latest finished tasks."""
@@ -241,12 +248,12 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/groups", response_model=m.GroupPage, tags=["groups"])
     async def groups(limit: Limit = 100, cursor_: CursorParam = None) -> m.GroupPage:
         """Task groups by key, with progress and ETA."""
-        after = cursor(cursor_, "group", 1)
+        after = cursor(cursor_, "group", (str,))
         found = await rows(task_q.groups_page(db, after[0] if after else None, limit))
         shown, nxt = page(found, limit, "group", lambda x: (x["group_key"],))
         return m.GroupPage(items=[m.Group(**_group(x)) for x in shown], next_cursor=nxt)
 
-    @r.get("/groups/{group_id}", response_model=m.GroupDetail, responses=NOT_FOUND, tags=["groups"])
+    @r.get("/groups/{group_id:path}", response_model=m.GroupDetail, responses=NOT_FOUND, tags=["groups"])
     async def group(group_id: str) -> m.GroupDetail:
         """One task group: progress, ETA and its tasks by state."""
         found, states = await asyncio.gather(rows(task_q.group_record(db, group_id)), rows(group_states(db, group_id)))
@@ -262,7 +269,11 @@ def router(ctx: ApiContext) -> APIRouter:
     ) -> m.Kpis:  # fmt: skip
         """Key figures of the last day (24 h), week (7 days) or calendar month to date, each with
         the period before beside it."""
-        p = period(API_PERIODS[period_], int(time.time() * 1000), epoch_ms(end))
+        end_ms = epoch_ms(end)
+        if end_ms is not None and not KPI_END_RANGE_MS[0] <= end_ms <= KPI_END_RANGE_MS[1]:
+            raise ApiError(400, "bad_request", "end: give a time from 1900-03-01 to 2262-04-11 (ClickHouse's "
+                           "DateTime64 range, with the period before)")  # fmt: skip
+        p = period(API_PERIODS[period_], int(time.time() * 1000), end_ms)
         cur, prev, more, more_prev = await asyncio.gather(
             rows(kpi_query(db, p)), rows(kpi_query(db, p.prev)), analytics(p), analytics(p.prev)
         )
@@ -296,7 +307,7 @@ def router(ctx: ApiContext) -> APIRouter:
         rule: Many = None, severity: Many = None, limit: Limit = 100, cursor_: CursorParam = None,
     ) -> m.AlertPage:  # fmt: skip
         """Alerts firing now, or the history of alert state changes, newest first."""
-        after = cursor(cursor_, state, 3)
+        after = cursor(cursor_, state, (int, str, str))
         q = alert_q.alerts_page(db, state == "firing", values(rule), values(severity), after, limit)  # type: ignore[arg-type]
         found = await rows(q)
         shown, nxt = page(found, limit, state, lambda x: (int(x["k"]), x["fingerprint"], x["change"]))
@@ -309,7 +320,7 @@ def router(ctx: ApiContext) -> APIRouter:
         since: When = None, until: When = None, limit: Limit = 100, cursor_: CursorParam = None,
     ) -> m.AnomalyPage:  # fmt: skip
         """What the anomaly rules judged: each evaluation's value, baseline, deviation and z-score, newest first."""
-        after = cursor(cursor_, "anomalies", 3)
+        after = cursor(cursor_, "anomalies", (int, str, str))
         q = alert_q.anomalies_page(
             db, values(rule), breached, epoch_ms(since), epoch_ms(until), after, limit  # type: ignore[arg-type]
         )

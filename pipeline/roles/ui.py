@@ -210,14 +210,14 @@ def router(ctx: Any, interval_s: float = POLL_S) -> APIRouter:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )  # fmt: skip
 
-    @r.get("/api/v1/tasks/{task_id}/timeline", tags=["ui"], responses=_JSON_ANSWERS)
+    @r.get("/api/v1/tasks/{task_id:path}/timeline", tags=["ui"], responses=_JSON_ANSWERS)
     async def task_timeline(task_id: str) -> Response:
         """A task's page: its current row, its finished record (queue wait, execution and
         review time, the assignment with every agent's confidence) and its events in
         lifecycle order, invalid transitions marked."""
         return await _answer(lambda: _task_page(store, task_id), f"no task {task_id!r} in ClickHouse")
 
-    @r.get("/api/v1/agents/{agent}/activity", tags=["ui"], responses=_JSON_ANSWERS)
+    @r.get("/api/v1/agents/{agent:path}/activity", tags=["ui"], responses=_JSON_ANSWERS)
     async def agent_activity(agent: str) -> Response:
         """An agent's page: its grid entry, its 50 most recent executions and its busy share
         per minute over the last hour."""

@@ -40,6 +40,16 @@ def test_a_cursor_of_another_sort_says_so() -> None:
         Cursor.decode(Cursor("created_at", (1, "a")).encode(), "-last_event_at", 2)
 
 
+@pytest.mark.parametrize("key", [("abc", "t-1"), (1.5, "t-1"), (2**63, "t-1"), (True, "t-1"), (1, 5), (1, 2.5)])
+def test_a_forged_cursor_with_parts_of_the_wrong_type_is_refused(key: tuple[object, ...]) -> None:
+    # attack: a cursor of the right sort and arity but a string where the API puts an Int64 (or a
+    # number where it puts a name) failed the query: 500, or a 503 quoting ClickHouse's exception
+    text = Cursor("-last_event_at", key).encode()
+    with pytest.raises(BadCursor, match="not one this API issued"):
+        Cursor.decode(text, "-last_event_at", 2, (int, str))
+    assert Cursor.decode(Cursor("-last_event_at", (-(2**63), "t")).encode(), "-last_event_at", 2, (int, str))
+
+
 def test_pages_visit_every_row_once() -> None:
     rows = list(range(23))
     seen, after = [], None
@@ -96,6 +106,24 @@ def test_ndjson_lines_and_batches_are_events_blank_lines_are_not() -> None:
         split_body(body, True, 3)
 
 
+def test_an_ndjson_body_of_tiny_lines_is_read_a_line_at_a_time() -> None:
+    # attack: 16 MiB of "ab\n" (16 KiB gzipped) was split into 5.6 million line objects before
+    # the event count was checked: ~330 MB per request, a few at once and the worker is killed
+    import tracemalloc
+
+    body = b"ab\n" * (16 * 1024 * 1024 // 3)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooMany):
+            split_body(body, True, 10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak:,} bytes allocated to read a 16 MiB body"
+    lines = b"\n".join([b"", b"  \t ", orjson.dumps(_event(1)), b"\r", b"  " + orjson.dumps(_event(2)) + b"\r", b"x"])
+    assert [d["id"] if isinstance(d, dict) else d for _, d in split_body(lines, True, 10)] == ["e1", "e2", UNPARSED]
+
+
 @pytest.mark.parametrize("body", [b"nope", b"42", b'"text"'])
 def test_a_json_body_that_is_not_events_is_a_bad_request(body: bytes) -> None:
     with pytest.raises(BodyError):
@@ -122,6 +150,24 @@ def test_each_event_is_judged_by_the_decoder_sourced_and_routed() -> None:
     sent = [orjson.loads(v) for _, _, v, _ in out.messages[:4]]
     assert all(e["metadata"]["source"] == "svc-a" for e in sent)  # the token's name, not what was claimed
     assert sent[3]["metadata"]["session_id"] == "s"
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_an_array_inside_the_array_is_rejected_as_the_pipeline_rejects_it(ndjson: bool) -> None:
+    # attack: [[e1, e2], e3] answered e1 "accepted" (e2 not listed at all) while the ingest role
+    # dead-lettered the nested array ("expected an event object, got list"): acknowledged, never stored
+    nested = [[_event(1), _event(2)], _event(3)]
+    body = orjson.dumps(nested)  # NDJSON: one line holding the array
+    prepared = prepare(split_body(body, ndjson, 10), Decoder(), "s", RAW_TOPICS, RAW_SYSTEM, NOW)
+    answer = prepared.answer()
+    for max_bytes in (10_000, 50):  # batched with the others, or alone (too large to share a message)
+        stored = [
+            r.id for _, part, value in batch_messages(prepared.messages, lambda t, k: 0, max_bytes, 100)
+            for r in Decoder().decode(RAW_SYSTEM, part, 0, value, NOW) if not hasattr(r, "reason")
+        ]  # fmt: skip
+        assert [r["id"] for r in answer["results"] if r["status"] == "accepted"] == stored == ["e3"]
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    assert answer["results"][0]["reason"] == "schema_violation"
 
 
 @given(st.lists(st.integers(0, 30), min_size=1, max_size=60), st.integers(200, 3000), st.integers(1, 8))

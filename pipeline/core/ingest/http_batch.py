@@ -13,6 +13,7 @@ dedup by id makes a resent event safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ class TooMany(ValueError):
     """More events than a request may carry; a 413."""
 
 
+#: a line of an NDJSON body that is not blank (its leading whitespace left out)
+_NDJSON_LINE = re.compile(rb"(?m)^[ \t\r\f\v]*+([^\s][^\n]*)")
+
 #: what an NDJSON line that is not JSON parses to (its bytes go to the decoder as sent)
 UNPARSED = object()
 
@@ -45,9 +49,8 @@ def split_body(body: bytes, ndjson: bool, max_events: int) -> list[Item]:
     line holds one event or an array of them (an SDK batch)."""
     items: list[Item] = []
     if ndjson:
-        for line in body.split(b"\n"):
-            if not line.strip():
-                continue
+        for match in _NDJSON_LINE.finditer(body):  # one line at a time: never a list of every line
+            line = match.group(1)
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -134,7 +137,10 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
     seen: set[str] = set()
     for index, (raw, doc) in enumerate(items):
         value = with_source(raw, doc, source)
-        results = decoder.decode(HTTP_SOURCE_TOPIC, 0, index, value, now_ms)
+        # an item is one event: an array here sits inside the request's array (or NDJSON line's),
+        # where the ingest role finds it, so it is judged there as an element, not as a batch
+        judged = b"[" + value + b"]" if isinstance(doc, list) else value
+        results = decoder.decode(HTTP_SOURCE_TOPIC, 0, index, judged, now_ms)
         doc_id = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
         entity = doc.get("entity_type") if isinstance(doc, dict) else None
         key = doc.get("entity_id") if isinstance(doc, dict) else None
@@ -143,7 +149,9 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
         bad = next((r for r in results if isinstance(r, Rejected)), None)
         if bad is not None:
             out.outcomes.append(Outcome(index, doc_id, "rejected", bad.reason.value, bad.detail))
-            out.messages.append((topic, key_bytes, value, doc is not UNPARSED and value[:1] in b"{["))
+            # an array goes as judged, inside one of its own: alone it would be read as a batch
+            batchable = doc is not UNPARSED and not isinstance(doc, list) and value[:1] in b"{["
+            out.messages.append((topic, key_bytes, judged, batchable))
             continue
         event_id = results[0].id if results and not isinstance(results[0], Rejected) else doc_id
         out.outcomes.append(Outcome(index, event_id, "accepted"))

@@ -232,8 +232,9 @@ class TaskCsv:
             fields = next(csv.reader(io.StringIO(text)), [])
         except csv.Error as exc:
             return _csv_reject(text[:4096], f"not a CSV row: {exc}")
-        if not self.header_seen and [f.strip().lower() for f in fields[:2]] == ["timestamp", "user_id"]:
-            self.header = [f.strip() for f in fields]
+        names = [f.strip().lstrip("\ufeff").strip().lower() for f in fields]  # a BOM: Excel's "CSV UTF-8"
+        if not self.header_seen and {"timestamp", "user_id"} <= set(names):
+            self.header = names
             self.header_seen = True
             return Mapped(skipped="header")
         self.header_seen = True
@@ -291,7 +292,11 @@ def csv_row(row: dict[str, str], text: str = "") -> Mapped:
                            "(0 up to 10 years)", timestamp=ts_text, metrics={"duration_ms": exec_text})  # fmt: skip
     key = csv_task_id(row)
     agent = (row.get("assigned_agent") or "").strip() or None
-    finish = start + timedelta(seconds=seconds)
+    try:
+        finish = start + timedelta(seconds=seconds)
+    except OverflowError:  # finishes after 9999-12-31: no time can say when
+        return _csv_reject(text, f"bad_timestamp: {ts_text!r} plus execution_time {exec_text!r} is past year 9999",
+                           timestamp=ts_text)  # fmt: skip
     end_ts = finish.isoformat().replace("+00:00", "Z")
     base: dict[str, Any] = {"agent_id": agent}
     events = [_event("task.created", key, ts_text, {**base, "request": row.get("request") or None,
