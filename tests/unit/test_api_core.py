@@ -83,7 +83,8 @@ def test_a_forged_or_revoked_session_is_refused() -> None:
     cookie = t.session("ui.user@x", 1000, 60)
     name, expires, mac = cookie.rsplit(".", 2)
     assert t.from_session(f"{name}.{int(expires) + 999}.{mac}", 1001) is None  # longer life: MAC differs
-    assert t.from_session(f"{name}.{expires}.{mac[:-1]}A", 1001) is None
+    flipped = "A" if mac[-1] != "A" else "B"  # the MAC's key is random per process: change its last character
+    assert t.from_session(f"{name}.{expires}.{mac[:-1]}{flipped}", 1001) is None
     assert t.from_session("garbage", 1001) is None
     other = TokenTable(parse_tokens(token_line("ui.user@x", "reader", "a-new-secret-0123456789")))
     assert other.from_session(cookie, 1001) is None  # the token's secret changed: its sessions end
@@ -122,6 +123,25 @@ def test_an_ndjson_body_of_tiny_lines_is_read_a_line_at_a_time() -> None:
     assert peak < 16 * 1024 * 1024, f"{peak:,} bytes allocated to read a 16 MiB body"
     lines = b"\n".join([b"", b"  \t ", orjson.dumps(_event(1)), b"\r", b"  " + orjson.dumps(_event(2)) + b"\r", b"x"])
     assert [d["id"] if isinstance(d, dict) else d for _, d in split_body(lines, True, 10)] == ["e1", "e2", UNPARSED]
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_an_array_body_of_tiny_objects_is_refused_before_it_is_parsed(ndjson: bool) -> None:
+    # attack: 16 MiB of "[{},{},…]" (16 KiB gzipped) took ~520 MB to parse before the 413
+    import tracemalloc
+
+    body = b"[" + b"{}," * (16 * 1024 * 1024 // 3) + b"{}]"
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooMany, match="JSON objects and arrays"):
+            split_body(body, ndjson, 10_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"{peak:,} bytes allocated to refuse a 16 MiB body"
+    # a full request of ordinary events (a few objects each) still passes
+    events = [_event(i) for i in range(10_000)]
+    assert len(split_body(orjson.dumps(events), ndjson, 10_000)) == 10_000
 
 
 @pytest.mark.parametrize("body", [b"nope", b"42", b'"text"'])

@@ -43,11 +43,22 @@ UNPARSED = object()
 
 Item = tuple[bytes, Any]
 
+#: JSON objects and arrays one event may hold, for the size check before parsing
+OBJECTS_PER_EVENT = 64
+
 
 def split_body(body: bytes, ndjson: bool, max_events: int) -> list[Item]:
     """The events of a body, each as (its bytes as sent, its parsed document).  An NDJSON
     line holds one event or an array of them (an SDK batch)."""
     items: list[Item] = []
+    # Parsing costs ~100 bytes of memory per JSON container: a 16 MiB body of ``[{},{},…]``
+    # (16 KiB gzipped) would take ~500 MB before its count is known.  A count in C first:
+    # more containers than the event limit allows (each event with up to
+    # OBJECTS_PER_EVENT of them) is refused unparsed.
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > max_events * OBJECTS_PER_EVENT:
+        raise TooMany(f"the body holds {containers} JSON objects and arrays, more than {max_events} events "
+                      f"(TASKPULSE_API_INGEST_MAX_EVENTS) of up to {OBJECTS_PER_EVENT} each can: split it")  # fmt: skip
     if ndjson:
         for match in _NDJSON_LINE.finditer(body):  # one line at a time: never a list of every line
             line = match.group(1)
