@@ -159,7 +159,8 @@ class KafkaTransport:
 class HttpTransport:
     """``POST /api/v1/events`` with a JSON array (gzip above 1 KiB) and a bearer token.  200:
     delivered (per-event results; rejected ones are logged and counted); 413: the batch is
-    split; 429 / 503 / 5xx / no answer: try again later; 401 / 403: kept in the spool (the
+    split (400, a body that is not JSON — a spool record damaged on disk — too) until the event
+refused alone is dropped and counted; 429 / 503 / 5xx / no answer: try again later; 401 / 403: kept in the spool (the
     token is wrong: fix TASKPULSE_API_TOKEN and the events go out)."""
 
     name = "http"
@@ -180,11 +181,11 @@ class HttpTransport:
     def _send_sync(self, records: list[bytes]) -> Delivery:
         try:
             return self._post(records)
-        except _TooLarge:
+        except _Refused as refused:
             if len(records) == 1:
-                log.error("the endpoint %s refused an event as too large (413); dropped: %s", self.shown,
+                log.error("the endpoint %s refused an event (%s); dropped: %s", self.shown, refused.reason,
                           records[0][:200])  # fmt: skip
-                return Delivery(rejected={"oversized": 1})
+                return Delivery(rejected={refused.reason: 1})
             half = len(records) // 2
             a, b = self._send_sync(records[:half]), self._send_sync(records[half:])
             rejected = dict(a.rejected)
@@ -207,7 +208,9 @@ class HttpTransport:
         except urllib.error.HTTPError as exc:
             detail = _error_text(exc)
             if exc.code == 413:
-                raise _TooLarge() from None
+                raise _Refused("oversized") from None
+            if exc.code == 400:  # the body is not JSON (a spool record damaged on disk): find the record
+                raise _Refused("invalid_json") from None
             retry = exc.headers.get("Retry-After") if exc.headers else None
             if exc.code in (401, 403):
                 raise TransportUnavailable(f"{self.shown} answered {exc.code} ({detail}): set TASKPULSE_API_TOKEN "
@@ -229,8 +232,12 @@ class HttpTransport:
         return None
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """413 or 400: the batch is split until the refused event is alone, then dropped (counted)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:

@@ -37,7 +37,10 @@ class Endpoint:
                 if endpoint.mode == "unavailable":
                     return self._answer(503, {"error": {"code": "broker_unavailable", "message": "down"}},
                                         {"Retry-After": "0"})  # fmt: skip
-                docs = json.loads(body)
+                try:
+                    docs = json.loads(body)
+                except ValueError:
+                    return self._answer(400, {"error": {"code": "bad_request", "message": "not JSON"}})
                 if len(docs) > endpoint.max_events:
                     return self._answer(413, {"error": {"code": "too_large", "message": "split"}})
                 results = []
@@ -131,3 +134,17 @@ def test_a_result_json_cannot_hold_is_sent_as_text_not_raised(tmp_path):
         ep.close()
     done = [e for e in ep.events if e["event_type"] == "task.completed"][0]
     assert done["current_state"]["result"] == {"report": "Report(3 files)", "raw": "b'bytes'"}
+
+
+def test_a_record_damaged_on_disk_is_found_dropped_and_counted_the_rest_delivered():
+    # a 400 (the batch is not JSON) used to be retried forever: the spool stalled behind it
+    ep = Endpoint()
+    try:
+        good = [json.dumps({"id": f"g{i}", "event_type": "system.metric", "entity_type": "system",
+                            "entity_id": "s", "current_state": {"value": i}}).encode() for i in range(5)]  # fmt: skip
+        delivery = HttpTransport(ep.url, "tok")._send_sync([*good[:2], b'{"id": "half-writ', *good[2:]])
+    finally:
+        ep.close()
+    assert [e["id"] for e in ep.events] == ["g0", "g1", "g2", "g3", "g4"]
+    assert delivery.accepted == 5 and delivery.rejected == {"invalid_json": 1}
+    assert 400 in ep.statuses
