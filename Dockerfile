@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The taskpulse production image: `docker run IMAGE worker | migrate | sql "SELECT 1" | status ...`
-# Production installs the package without the `embedded` extra (no Tansu broker, no chDB):
+# Production installs the package with the `worker` extra, without `embedded` (no Tansu broker, no chDB):
 # it talks to Apache Kafka and a ClickHouse server (see deploy/README.md).
 
 # ---------------------------------------------------------------- build: a venv with taskpulse
@@ -12,7 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/taskpulse
 COPY . .
-RUN /opt/taskpulse/bin/pip install . \
+RUN /opt/taskpulse/bin/pip install ".[worker]" \
  && /opt/taskpulse/bin/taskpulse --help > /dev/null \
  && mkdir -p deploy/alerts
 

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[embedded,dev]'
+	$(PY) -m pip install --quiet -e '.[worker,embedded,dev]'
 	touch $(STAMP)
 
 # System packages (Debian): what the suite runs (docker-compose, promtool, amtool, prometheus,

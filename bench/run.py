@@ -600,7 +600,7 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "correlation-memory",
-                                       "metrics", "alerts", "analyst"],
+                                       "metrics", "alerts", "analyst", "http"],
                     action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--open-tasks", type=int, default=1_000_000, help="open tasks for correlation-memory")
@@ -611,7 +611,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
         parts = set(args.only or ["single", "batched", "latency", "correlation", "correlation-memory", "metrics",
-                                  "alerts", "analyst"])
+                                  "alerts", "analyst", "http"])
         if "correlation-memory" in parts:  # first, in a process that holds nothing else yet
             console.print(f"[bold]correlation state: memory of {args.open_tasks:,} open tasks (pure correlator)[/]")
             results["correlation-memory"] = correlation_memory(args.open_tasks)
@@ -627,6 +627,15 @@ def main() -> None:
             d.mkdir()
             results["analyst"] = analyst_run(events[:200_000], d)
             console.print(results["analyst"])
+        if "http" in parts:
+            from bench.http_bench import http_run
+
+            console.print(f"[bold]HTTP ingest of {len(events):,} events (NDJSON, 1,000 per request), then "
+                          "GET /api/v1/tasks and /kpis latency[/]")
+            d = work / "http"
+            d.mkdir()
+            results["http"] = http_run(events, d, WorkerProc, wait_all)
+            console.print(results["http"])
         if "metrics" in parts:
             console.print("[bold]metrics role: series and scrape time on 20,000 demo events[/]")
             d = work / "metrics"

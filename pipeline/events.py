@@ -541,3 +541,10 @@ class TaskExecution(BaseModel):
     history_dropped: int = Field(
         0, description="events dropped from the task's history by its length cap (still counted in events)"
     )
+    cost: float | None = Field(
+        None, description="what the task cost: metrics.cost its events reported, plus their tokens priced "
+        "with TASKPULSE_PRICES (None: no event reported usage)"
+    )
+    currency: str = Field("", description="the currency of cost")
+    tokens: int = Field(0, description="tokens the task's events reported (all models)")
+    unpriced_tokens: int = Field(0, description="tokens of models the price table has no price for")

@@ -91,6 +91,7 @@ async def up_loop(
                 await asyncio.sleep(0.5)
         if status is None:  # stopped while starting
             return
+        console.print(f"[bold]web UI: {api}/[/]  (open it in a browser: cards, task board, agents, charts)")
         if demo:
             from pipeline.publish import new_run_id
 
@@ -99,7 +100,7 @@ async def up_loop(
                           f"{rate:g} tasks/s in real time", soft_wrap=True)  # fmt: skip
             demo_task = asyncio.create_task(demo_traffic(settings, kafka_url, rate, published, run_id))
         rates = RateTracker()
-        hint = "Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
+        hint = f"web UI {api}/ · Ctrl-C to stop · taskpulse sql \"SELECT …\" in another terminal"
         try:
             with Live(render(status, rates), console=console, refresh_per_second=2) as live:
                 while (not duration or time.monotonic() - started < duration) and not stopping.is_set():

@@ -22,6 +22,8 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 def refused(status: int, body: Any) -> None:
     """Fail with the worker's answer to a request it did not authorise."""
     why = body.get("error", "") if isinstance(body, dict) else ""
+    if isinstance(why, dict):  # {"error": {"code", "message"}}
+        why = why.get("message", "")
     fail(
         f"the worker refused the request (HTTP {status}: {why}); set TASKPULSE_API_TOKEN to a token "
         "it accepts with a role that allows this"

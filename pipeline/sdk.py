@@ -1,4 +1,6 @@
-"""The Python SDK: publish taskpulse events to Kafka.
+"""The pipeline's own asynchronous producer of raw events (the CLI, the demo and the tests use
+it).  Agents use the SDK package instead: ``from taskpulse import Tracker`` (a local spool,
+tasks, self-reports, heartbeats; it needs none of the worker's dependencies).
 
     async with TaskpulseProducer("kafka://127.0.0.1:9092") as tp:
         await tp.emit("task.created", "task-42", {"task_type": "research", "request": "…"})

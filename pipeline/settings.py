@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     api_host: str = Field(
         "127.0.0.1", description="Address the HTTP API binds; a non-loopback one needs an API token."
     )
-    api_port: int = Field(6066, description="Worker HTTP API: /metrics, /api/status, /api/sql.")
+    api_port: int = Field(6066, description="HTTP API port (worker and `taskpulse api`): /metrics, /api/…, /api/v1/….")
     api_url: str = Field("", description="Where `taskpulse sql` finds a running worker.")
     api_token: SecretStr = Field(
         SecretStr(""),
@@ -167,6 +167,21 @@ class Settings(BaseSettings):
     )
     api_metrics_token: SecretStr = Field(
         SecretStr(""), description="A reader token named `metrics` for the Prometheus scraper; empty: none."
+    )
+    api_session_ttl_s: int = Field(
+        43_200, ge=60, description="Lifetime of the `taskpulse_session` cookie `POST /api/v1/session` issues."
+    )
+    api_ingest_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024,
+        description="HTTP ingest: largest request body, after gzip is undone (larger: 413).",
+    )
+    api_ingest_max_events: int = Field(
+        10_000, ge=1, description="HTTP ingest: most events in one request (more: 413)."
+    )
+    api_ingest_rate_limit: str = Field(
+        "100/second",
+        description="HTTP ingest requests each token may send (`N/second`, `N/minute`, several with `;`); "
+        "over it: 429 with Retry-After.",
     )
 
     # --- analyst SQL (/api/sql, taskpulse sql, export, report) ------------------------------
@@ -301,6 +316,29 @@ class Settings(BaseSettings):
     )
     ttl_alerts_days: int = Field(365, ge=1, description="Days the `alerts` table keeps alert state changes.")
 
+    # --- analytics: cost, reports ---
+    prices: str = Field(
+        "",
+        description="Price table that turns the tokens events report into cost: a path to a YAML/JSON file, or the "
+        'table inline (JSON/YAML: {"currency": "USD", "models": {"gpt-4o": {"input_per_1m": 2.5, '
+        '"output_per_1m": 10}}}); empty: only metrics.cost counts.',
+    )
+    report_dir: str = Field(
+        "", description="Where scheduled reports are written (HTML + markdown); empty: <data dir>/reports."
+    )
+    report_daily_cron: str = Field("0 6 * * *", description="When the daily report runs (cron, in report_tz); "
+                                   "empty: never.")
+    report_weekly_cron: str = Field("0 8 * * MON", description="When the weekly report runs (cron); empty: never.")
+    report_monthly_cron: str = Field("0 9 1 * *", description="When the monthly report runs (cron); empty: never.")
+    report_tz: str = Field("UTC", description="Time zone of the report schedule, month boundaries and shown times.")
+    reports_enabled: bool = Field(
+        True, description="The leading worker writes the scheduled reports (role alerts); false: only on demand."
+    )
+    report_webhook_url: SecretStr = Field(
+        SecretStr(""), description="POST a JSON summary of each scheduled report here (with the file paths); "
+        "empty: not sent."
+    )
+
     # --- taskpulse doctor ---
     doctor_max_lag: int = Field(
         10_000, ge=0,
@@ -320,12 +358,18 @@ class Settings(BaseSettings):
         out = self.model_dump(mode="json")
         out["clickhouse_password"] = "***" if self.clickhouse_password.get_secret_value() else ""
         out["alert_webhook_url"] = "***" if self.alert_webhook_url.get_secret_value() else ""
+        out["report_webhook_url"] = "***" if self.report_webhook_url.get_secret_value() else ""
         for key in ("clickhouse_read_password", "kafka_ssl_key_password", "kafka_sasl_password",
                     "api_token", "api_metrics_token"):
             out[key] = "***" if getattr(self, key).get_secret_value() else ""
         for key in ("kafka_url", "clickhouse_url", "clickhouse_read_url", "alertmanager_url", "api_url"):
             out[key] = redact(out[key])
         return out
+
+    @property
+    def effective_report_dir(self) -> Path:
+        """Where scheduled reports go: ``report_dir``, else ``<data dir>/reports``."""
+        return Path(self.report_dir) if self.report_dir else self.data_dir / "reports"
 
     @property
     def role_list(self) -> list[str]:
@@ -453,8 +497,9 @@ def secret_values(settings: Settings) -> list[str]:
         settings.clickhouse_password.get_secret_value(), settings.clickhouse_read_password.get_secret_value(),
         settings.kafka_sasl_password.get_secret_value(), settings.kafka_ssl_key_password.get_secret_value(),
     ]  # fmt: skip
-    hook = settings.alert_webhook_url.get_secret_value()
-    if hook:
+    for hook in (settings.alert_webhook_url.get_secret_value(), settings.report_webhook_url.get_secret_value()):
+        if not hook:
+            continue
         out.append(hook)
         try:
             path = urlsplit(hook).path

@@ -191,7 +191,11 @@ CREATE TABLE IF NOT EXISTS taskpulse.task_executions
     events UInt32,
     abandoned_verdicts UInt32,
     history_dropped UInt32,
-    updated_at DateTime64(3, 'UTC')
+    updated_at DateTime64(3, 'UTC'),
+    cost Nullable(Float64),
+    currency LowCardinality(String),
+    tokens UInt64,
+    unpriced_tokens UInt64
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
@@ -260,7 +264,7 @@ FROM taskpulse.tasks FINAL
 WHERE group_key != ''
 GROUP BY group_key;
 
-CREATE VIEW IF NOT EXISTS taskpulse.task_rollups AS
+CREATE VIEW IF NOT EXISTS taskpulse.task_rollups AS 
 SELECT
     multiIf(secs = 60, '1m', secs = 300, '5m', secs = 3600, '1h', '1d') AS granularity,
     toDateTime(intDiv(toUnixTimestamp(finished_at), secs) * secs, 'UTC') AS window_start,
@@ -348,6 +352,147 @@ CREATE TABLE IF NOT EXISTS taskpulse.dlq_replays
 ENGINE = ReplacingMergeTree(replayed_at)
 ORDER BY entry_id
 TTL toDateTime(replayed_at) + toIntervalDay(30);
+
+-- step 8: anomaly_evaluations table (what each anomaly rule judged)
+
+CREATE TABLE IF NOT EXISTS taskpulse.anomaly_evaluations
+(
+    at DateTime64(3, 'UTC'),
+    rule LowCardinality(String),
+    labels Map(String, String),
+    value Nullable(Float64),
+    baseline Float64,
+    stddev Float64,
+    zscore Float64,
+    samples UInt64,
+    breached Bool
+)
+ENGINE = MergeTree
+ORDER BY (rule, at)
+TTL toDateTime(at) + toIntervalDay(365);
+
+-- step 9: task_executions: cost, currency, tokens, unpriced_tokens; task_rollups with cost
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS cost Nullable(Float64);
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS currency LowCardinality(String);
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS tokens UInt64;
+
+ALTER TABLE taskpulse.task_executions ADD COLUMN IF NOT EXISTS unpriced_tokens UInt64;
+
+CREATE OR REPLACE VIEW taskpulse.task_rollups AS 
+SELECT
+    multiIf(secs = 60, '1m', secs = 300, '5m', secs = 3600, '1h', '1d') AS granularity,
+    toDateTime(intDiv(toUnixTimestamp(finished_at), secs) * secs, 'UTC') AS window_start,
+    agent, task_type, outcome,
+    count() AS tasks,
+    sum(retry_count) AS retries,
+    quantilesExactIf(0.5, 0.95, 0.99)(queue_wait_ms, queue_wait_ms IS NOT NULL) AS queue_wait_p50_p95_p99,
+    quantilesExactIf(0.5, 0.95, 0.99)(execution_ms, execution_ms IS NOT NULL) AS execution_p50_p95_p99,
+    quantilesExactIf(0.5, 0.95, 0.99)(cycle_ms, cycle_ms IS NOT NULL) AS cycle_p50_p95_p99,
+    avg(queue_wait_ms) AS queue_wait_avg_ms,
+    avg(execution_ms) AS execution_avg_ms,
+    avg(cycle_ms) AS cycle_avg_ms,
+    sum(cost) AS cost,
+    any(currency) AS currency,
+    sum(tokens) AS tokens
+FROM taskpulse.task_executions FINAL
+ARRAY JOIN [60, 300, 3600, 86400] AS secs
+GROUP BY granularity, window_start, agent, task_type, outcome;
+
+-- step 10: analytics views: KPIs (kpi_*) and calibration
+
+CREATE OR REPLACE VIEW taskpulse.kpi_throughput AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome = 'success' AS completed FROM taskpulse.task_executions FINAL;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_task_times AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome, cycle_ms, queue_wait_ms AS wait_ms,
+    if(execution_ms IS NULL, NULL, greatest(execution_ms - paused_ms, 0)) AS processing_ms
+FROM taskpulse.task_executions FINAL;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_first_time_success AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome = 'success' AND retry_count = 0 AS first_time_success
+FROM taskpulse.task_executions FINAL WHERE outcome IN ('success', 'failure', 'abandoned');
+
+CREATE OR REPLACE VIEW taskpulse.kpi_review AS
+SELECT id, event_time, entity_id AS task_id, agent, task_type, verdict AS passed
+FROM (SELECT id, event_time, entity_id, agent, task_type,
+          JSONExtract(current_state, 'passed', 'Nullable(Bool)') AS verdict
+      FROM (SELECT * FROM taskpulse.events WHERE event_type = 'task.review' LIMIT 1 BY id))
+WHERE verdict IS NOT NULL;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_satisfaction AS
+SELECT id, event_time, JSONExtractString(current_state, 'task_id') AS task_id,
+    JSONExtractString(current_state, 'user_id') AS user_id, JSONExtractFloat(current_state, 'score') AS score
+FROM (SELECT * FROM taskpulse.events WHERE event_type = 'user.feedback' LIMIT 1 BY id);
+
+CREATE OR REPLACE VIEW taskpulse.kpi_defects AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome,
+    arrayExists(x -> startsWith(x, 'COMPLETED->'), invalid_transition_list) AS reopened,
+    task_id IN (SELECT entity_id FROM (SELECT * FROM taskpulse.events WHERE event_type = 'task.review' LIMIT 1 BY id)
+                WHERE JSONExtract(current_state, 'passed', 'Nullable(Bool)') = false) AS failed_review
+FROM taskpulse.task_executions FINAL WHERE outcome = 'success' OR reopened OR failed_review;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_errors AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome, outcome IN ('failure', 'abandoned') AS failed, error
+FROM taskpulse.task_executions FINAL WHERE outcome IN ('success', 'failure', 'abandoned');
+
+CREATE OR REPLACE VIEW taskpulse.kpi_cost AS
+SELECT task_id, finished_at, agent, task_type, group_key, outcome = 'success' AS success, cost, currency, tokens, unpriced_tokens FROM taskpulse.task_executions FINAL;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_agent_uptime AS
+SELECT agent, up, at AS from_time, ifNull(next_at, greatest(now64(3), at)) AS to_time
+FROM (
+    SELECT agent, event_time AS at,
+        NOT (event_type = 'agent.offline'
+             OR (event_type = 'agent.status_changed' AND JSONExtractString(current_state, 'status') = 'offline')) AS up,
+        leadInFrame(toNullable(event_time)) OVER (PARTITION BY agent ORDER BY event_time, id
+                                                  ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS next_at
+    FROM (SELECT * FROM taskpulse.events WHERE entity_type = 'agent' AND agent != '' LIMIT 1 BY id));
+
+CREATE OR REPLACE VIEW taskpulse.kpi_agent_busy AS
+SELECT agent, min(s) AS from_time, max(e) AS to_time
+FROM (
+    SELECT agent, s, e,
+        sum(new_island) OVER (PARTITION BY agent ORDER BY s, task_id ROWS UNBOUNDED PRECEDING) AS island
+    FROM (
+        SELECT agent, task_id, s, e,
+            s > max(e) OVER (PARTITION BY agent ORDER BY s, task_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS new_island
+        FROM (SELECT agent, task_id, assumeNotNull(started_at) AS s, finished_at AS e FROM taskpulse.task_executions FINAL
+              WHERE agent != '' AND started_at IS NOT NULL AND finished_at > started_at)))
+GROUP BY agent, island;
+
+CREATE OR REPLACE VIEW taskpulse.kpi_mttr AS
+SELECT agent, failed_at, finished_at AS recovered_at, dateDiff('millisecond', failed_at, finished_at) AS recovery_ms
+FROM (
+    SELECT agent, finished_at, ok, prev_ok,
+        max(if(NOT ok AND prev_ok, toNullable(finished_at), NULL))
+            OVER (PARTITION BY agent ORDER BY finished_at, task_id ROWS UNBOUNDED PRECEDING) AS failed_at
+    FROM (
+        SELECT agent, task_id, finished_at, outcome = 'success' AS ok,
+            lagInFrame(outcome = 'success', 1, true)
+                OVER (PARTITION BY agent ORDER BY finished_at, task_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+                AS prev_ok
+        FROM taskpulse.task_executions FINAL WHERE agent != '' AND outcome IN ('success', 'failure', 'abandoned')))
+WHERE ok AND NOT prev_ok;
+
+CREATE OR REPLACE VIEW taskpulse.calibration AS
+SELECT task_id, finished_at, agent, task_type, group_key, p AS confidence,
+    toUInt8(least(floor(p * 10), 9)) AS bucket, ok AS success, pow(p - ok, 2) AS squared_error
+FROM (SELECT task_id, finished_at, agent, task_type, group_key, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS p, outcome = 'success' AS ok FROM taskpulse.task_executions FINAL
+      WHERE confidence IS NOT NULL AND agent != '' AND outcome IN ('success', 'failure', 'abandoned'));
+
+CREATE OR REPLACE VIEW taskpulse.calibration_choice AS
+SELECT task_id, finished_at, agent, task_type, group_key, least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) AS confidence,
+    best.1 AS best_alternative, best.2 AS best_alternative_confidence,
+    least(greatest(if(confidence > 1, confidence / 100, confidence), 0), 1) >= best.2 AS chosen_top_rated, outcome = 'success' AS success
+FROM (SELECT *, arrayReduce('argMax', arrayMap((a, c) -> (a, least(greatest(if(c > 1, c / 100, c), 0), 1)), mapKeys(other_agents),
+                                                mapValues(other_agents)),
+                           arrayMap((a, c) -> (least(greatest(if(c > 1, c / 100, c), 0), 1), a), mapKeys(other_agents), mapValues(other_agents)))
+                 AS best
+      FROM taskpulse.task_executions FINAL WHERE confidence IS NOT NULL AND agent != '' AND outcome IN ('success', 'failure', 'abandoned') AND length(other_agents) > 0);
 
 -- the Null-engine twins, replaced at every migration
 

@@ -11,6 +11,8 @@
 #   prometheus-alertmanager  prometheus-alertmanager, amtool (alert delivery, config check)
 #   stunnel4                 stunnel4              (loopback TLS proxy for the Kafka TLS test)
 #   openssl                  openssl               (the TLS test's throw-away CA and certificates)
+#   chromium                 chromium              (the web UI's browser tests, headless)
+#   chromium-driver          chromedriver          (Selenium drives chromium through it; no download)
 #   python3-venv             python3 -m venv       (the Makefile's virtualenv)
 # The Debian prometheus packages start their daemons on install; the tests start their
 # own on free ports, so those daemons are stopped again.
@@ -32,7 +34,7 @@ if [ "$group" = test ]; then
   # command → the Debian package that ships it
   for pair in docker-compose:docker-compose promtool:prometheus prometheus:prometheus \
               amtool:prometheus-alertmanager prometheus-alertmanager:prometheus-alertmanager \
-              stunnel4:stunnel4 openssl:openssl; do
+              stunnel4:stunnel4 openssl:openssl chromium:chromium chromedriver:chromium-driver; do
     cmd="${pair%%:*}" pkg="${pair#*:}"
     command -v "$cmd" >/dev/null 2>&1 && continue
     [[ " ${need[*]-} " == *" $pkg "* ]] || need+=("$pkg")

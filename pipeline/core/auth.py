@@ -10,6 +10,7 @@ secret and its line.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -124,6 +125,31 @@ class TokenTable:
                 found = Principal(e.name, e.role)
         return found
 
+    def session(self, name: str, now_s: int, ttl_s: int) -> str:
+        """A session cookie value for the token named ``name``, valid ``ttl_s`` from ``now_s``:
+        ``<name>.<expiry>.<HMAC>``, the HMAC keyed with that token's digest.  Stateless, so
+        every API process of a deployment accepts it; removing the token from the file (or
+        changing its secret) ends its sessions."""
+        entry = next(e for e in self.entries if e.name == name)
+        expires = now_s + ttl_s
+        return f"{name}.{expires}.{_session_mac(entry.digest, name, expires)}"
+
+    def from_session(self, value: str, now_s: int) -> Principal | None:
+        """The principal of a session cookie value; None when forged, expired or revoked."""
+        parts = value.rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) <= now_s:
+            return None
+        head, expires_text, mac = parts
+        entry = next((e for e in self.entries if e.name == head), None)
+        if entry is None or not hmac.compare_digest(mac, _session_mac(entry.digest, head, int(expires_text))):
+            return None
+        return Principal(entry.name, entry.role)
+
+
+def _session_mac(digest: str, name: str, expires: int) -> str:
+    mac = hmac.new(bytes.fromhex(digest), f"session:{name}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
 
 def bearer(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (None when absent or another scheme)."""
@@ -156,6 +182,19 @@ def required_role(method: str, path: str) -> Role:
     return Role.ADMIN
 
 
+#: Paths any caller may reach: the API's description (no data) and the session login/logout
+#: (the login authenticates with the token it is given).
+OPEN_PATHS = frozenset({"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/session", "/"})
+#: The web UI's page (``/``, in OPEN_PATHS) and its static files hold no data (the numbers come
+#: from ``/api/v1/stream`` and the API, which are guarded): open, so the page can ask for a token.
+OPEN_PREFIXES = ("/ui/",)
+
+
+def is_open(path: str) -> bool:
+    """Whether any caller may reach ``path`` (``OPEN_PATHS``, ``OPEN_PREFIXES``)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 #: Content types a request body may have: JSON or NDJSON, never a form (a web page could
 #: send a form to the API from a browser without a CORS preflight).
 BODY_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson"})
@@ -166,6 +205,6 @@ def body_type_allowed(content_type: str | None) -> bool:
 
 
 __all__ = [
-    "BODY_TYPES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable", "bearer",
-    "body_type_allowed", "hash_secret", "parse_tokens", "required_role", "token_line",
+    "BODY_TYPES", "OPEN_PATHS", "OPEN_PREFIXES", "Principal", "Role", "TokenEntry", "TokenFileError", "TokenTable",
+    "bearer", "body_type_allowed", "hash_secret", "is_open", "parse_tokens", "required_role", "token_line",
 ]  # fmt: skip

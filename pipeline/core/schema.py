@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pipeline.core.alerts.ddl import alerts_steps
 from pipeline.core.alerts.ddl import ttl_expressions as alerts_ttl
+from pipeline.core.analytics.ddl import analytics_steps
 from pipeline.core.ingest.ddl import ingest_steps
 from pipeline.core.ingest.ddl import ttl_expressions as ingest_ttl
 from pipeline.core.migrations import Retention, Step, check_steps, migrations_table_ddl
@@ -34,7 +35,8 @@ def migration_steps(
     """Every numbered step of every domain, in version order."""
     r = retention or Retention()
     return check_steps(
-        [*ingest_steps(database, relative_accuracy, r), *tasks_steps(database, r), *alerts_steps(database, r)]
+        [*ingest_steps(database, relative_accuracy, r), *tasks_steps(database, r), *alerts_steps(database, r),
+         *analytics_steps(database)]
     )
 
 

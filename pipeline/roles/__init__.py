@@ -8,6 +8,9 @@ through topics and tables.
 | correlate | ``correlate`` | normalized | lifecycle topic; tasks, task_executions, agent_status tables |
 | alerts | ``alerting`` | rollups, tasks, agent_status | alerts topic and table; notifiers |
 | metrics | ``exporter`` | normalized, lifecycle, rollups | Prometheus /metrics |
+
+With the alerts role, a worker also runs the report schedule (``reports``): only the group
+leader writes the scheduled reports.
 """
 
 from __future__ import annotations
@@ -35,4 +38,6 @@ def register_roles(p: Pipeline, roles: list[str]) -> None:
         )
     for role in roles:
         importlib.import_module(ROLE_MODULES[role]).register(p)
+    if "alerts" in roles:
+        importlib.import_module("pipeline.roles.reports").register(p)
     importlib.import_module("pipeline.roles.api").register(p)

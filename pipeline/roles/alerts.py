@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.app import Pipeline
 from pipeline.backoff import Backoff
+from pipeline.core.alerts.api_queries import ANOMALY_COLUMNS, anomaly_rows
 from pipeline.core.alerts.queries import latest_states_query, rule_query
 from pipeline.core.alerts.rules import Observation, RulesError, RulesFile, cap_groups, observe, parse_rules
 from pipeline.core.alerts.state import ALERT_COLUMNS, AlertBook, Change, alert_from_row, change_json, change_row
@@ -91,6 +92,8 @@ class _State:
     errors: dict[str, str] = field(default_factory=dict)
     observations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     unwritten_rows: list[Change] = field(default_factory=list)
+    #: anomaly evaluations not yet in ``anomaly_evaluations`` (``ANOMALY_COLUMNS`` rows)
+    unwritten_anomalies: list[list[Any]] = field(default_factory=list)
     dropped_changes: int = 0
     unpublished: list[Change] = field(default_factory=list)
     publish_wanted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -252,6 +255,8 @@ async def _tick(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics
         if folded:
             metrics.folded.labels(rule.name).inc(folded)
         st.observations[rule.name] = [_obs_json(o) for o in obs[:20]]
+        if rule.type == "anomaly":
+            st.unwritten_anomalies += anomaly_rows(rule.name, obs, now_ms)
         changes += book.evaluate(rule, obs, now_ms)
     st.evaluations += 1
     metrics.evaluations.inc()
@@ -266,6 +271,7 @@ async def _tick(p: Pipeline, rules: RulesFile, st: _State, metrics: AlertMetrics
         st.dropped_changes += over
         p.metrics.state_dropped.labels("alerts", "unwritten_changes").inc(over)
     await _write_changes(p, st)
+    await _write_anomalies(p, st)
     if changes:
         st.unpublished += changes
         st.publish_wanted.set()
@@ -288,6 +294,24 @@ async def _write_changes(p: Pipeline, st: _State) -> None:
     except TaskpulseError as exc:
         st.errors["<alerts table>"] = str(exc)[:500]
         log.warning("alerting: %d change(s) not written to the alerts table yet: %s", len(rows), exc)
+
+
+async def _write_anomalies(p: Pipeline, st: _State) -> None:
+    """Write buffered anomaly evaluations (``/api/v1/anomalies`` serves them); keep at most
+    ``alert_buffer_max`` of them across an outage, the oldest dropped first."""
+    over = len(st.unwritten_anomalies) - p.settings.alert_buffer_max
+    if over > 0:
+        del st.unwritten_anomalies[:over]
+        p.metrics.state_dropped.labels("alerts", "unwritten_anomalies").inc(over)
+    if not st.unwritten_anomalies:
+        return
+    try:
+        await asyncio.to_thread(p.store.insert, "anomaly_evaluations", st.unwritten_anomalies, ANOMALY_COLUMNS)
+        st.unwritten_anomalies = []
+        st.errors.pop("<anomaly_evaluations table>", None)
+    except TaskpulseError as exc:
+        st.errors["<anomaly_evaluations table>"] = str(exc)[:500]
+        log.warning("alerting: %d anomaly evaluation(s) not written yet: %s", len(st.unwritten_anomalies), exc)
 
 
 def _refresh_alertmanager(p: Pipeline, rules: RulesFile, st: _State) -> None:

@@ -46,6 +46,7 @@ from pipeline.core.tasks.rows import (
 )
 from pipeline.core.tasks.state import AgentSlot, TaskSlot
 from pipeline.events import NormalizedEvent, Rejected, Source
+from pipeline.prices import load_prices
 from pipeline.roles import runtime
 from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
@@ -67,6 +68,7 @@ def config_from(settings: Settings) -> CorrelationConfig:
         agent_forget_after_s=settings.agent_forget_after_s,
         max_history=settings.task_history_max,
         memory_budget_bytes=settings.correlation_memory_mb * 1024 * 1024,
+        prices=load_prices(settings.prices),
     )
 
 
@@ -153,10 +155,10 @@ class _Role:
             chunk = ids[i : i + 2000]
             rows = await asyncio.to_thread(store.rows, *queries.task_events(db, chunk))
             history: dict[str, list[HistoryEntry]] = {}
-            for task_id, eid, et, t, state, md in rows:
-                history.setdefault(task_id, []).append(
-                    compact(eid, et, int(t), orjson.loads(state), orjson.loads(md), c.config.group_keys)
-                )
+            for task_id, eid, et, t, state, md, metrics in rows:
+                history.setdefault(task_id, []).append(compact(
+                    eid, et, int(t), orjson.loads(state), orjson.loads(md), c.config.group_keys, orjson.loads(metrics)
+                ))  # fmt: skip
             for task_id in chunk:
                 await self.write(c.repair(task_id, history.get(task_id, []), stale[task_id], wall))
 

@@ -9,12 +9,13 @@ finding the rows writes nothing); anything no row split can cure is ``SinkStruct
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -476,6 +477,21 @@ class ClickHouseStore:
         """Run an analyst's query: checked (``core.sql_guard``), then run on the read-only,
         limited session.  ``QueryRefused`` (a ``SinkRejected``) names what is not allowed; a
         query waits for the one before it at most its own time limit."""
+        with self._analyst_session() as client:
+            try:
+                self._check(client, sql)
+            except QueryRefused as exc:
+                raise SinkRejected(str(exc)) from exc
+            return client.query(sql)
+
+    def read(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run one of taskpulse's own read queries (the API's resources) on a read-only,
+        limited analyst session, beside the pipeline's writes rather than behind them."""
+        with self._analyst_session() as client:
+            return client.query(sql, parameters=parameters)
+
+    @contextlib.contextmanager
+    def _analyst_session(self) -> Iterator[Any]:
         if not self._analyst_slots.acquire(timeout=self.limits.max_execution_s):
             raise SinkRejected(
                 f"{self.limits.max_concurrent} analyst queries have been running for "
@@ -489,10 +505,7 @@ class ClickHouseStore:
                 client = self._open(self.limits.session_settings())
                 with self._pool_lock:
                     self._all_analysts.append(client)
-            self._check(client, sql)
-            return client.query(sql)
-        except QueryRefused as exc:
-            raise SinkRejected(str(exc)) from exc
+            yield client
         except (ClickHouseError, OSError) as exc:
             raise _classify(exc, "query") from exc
         finally:

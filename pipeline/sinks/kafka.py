@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -242,6 +242,23 @@ class OutputProducer:
             self._refuse(topic, len(value), exc)
             return
         self._pending.append((topic, fut))
+
+    async def publish_acked(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
+        """Send ``(topic, partition, value)`` messages and return once the broker acknowledged
+        every one of them, independently of other callers' sends; ``SinkUnavailable`` when any
+        was not (none of them counts as stored then)."""
+        futures = []
+        try:
+            for topic, partition, value in messages:
+                futures.append(await self.producer.send(topic, value, partition=partition))
+        except CONTENT_ERRORS as exc:
+            raise SinkUnavailable(f"Kafka refused a message for its content: {exc!r}") from exc
+        except KafkaError as exc:
+            raise SinkUnavailable(f"cannot publish to Kafka: {exc!r}") from exc
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise SinkUnavailable(f"{len(errors)} of {len(futures)} Kafka sends failed, first: {errors[0]!r}")
 
     def _refuse(self, topic: str, size: int, exc: BaseException) -> None:
         self.refused[topic] = self.refused.get(topic, 0) + 1

@@ -23,6 +23,7 @@ from pipeline.embedded import EmbeddedBroker
 from pipeline.sdk import make_event
 from pipeline.topics import ALERTS
 from tests.integration.alerting_fixtures import Alertmanager, Receiver, alertmanager, receiver  # noqa: F401
+from tests.integration.api_client import all_pages, get
 from tests.integration.conftest import ROOT, Worker, publish, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,6 +73,10 @@ def _finished(n: int, success: bool, prefix: str, ts: Any = None) -> list[dict[s
         make_event(etype, f"{prefix}-{i}", state, timestamp=ts, metrics={"duration_ms": 100})
         for i in range(n)
     ]
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _alert_status(w: Worker) -> dict[str, Any]:
@@ -259,6 +264,24 @@ def test_anomaly_rule_ignores_steady_noise_and_fires_on_a_spike(
     alert = fired[0]["alert"]
     assert alert["value"] >= 80
     assert "z=" in alert["summary"]
+
+    # /api/v1/anomalies serves each evaluation's value, baseline and z-score as stored;
+    # /api/v1/alerts the alert firing now and the history of changes
+    until = datetime.now(UTC)
+    time.sleep(2)  # the evaluations before `until` are written by now (each in its own round)
+    served = all_pages(w, "/api/v1/anomalies", rule="failure_spike", until=until.isoformat(), limit=25)
+    stored = w.sql("SELECT toUnixTimestamp64Milli(at), value, baseline, zscore, breached FROM "
+                   "taskpulse.anomaly_evaluations WHERE rule = 'failure_spike' "
+                   f"AND at < '{until:%Y-%m-%d %H:%M:%S.%f}' ORDER BY at DESC")  # fmt: skip
+    assert len(served) == len(stored) > 6
+    assert [[_ms(a["at"]), a["value"], a["baseline"], a["zscore"], a["breached"]] for a in served] == stored
+    spike = [a for a in served if a["breached"]]
+    assert spike and spike[0]["zscore"] > 4 and spike[0]["value"] >= 80
+    firing = get(w, "/api/v1/alerts")["items"]
+    assert [(a["rule"], a["state"]) for a in firing] == [("failure_spike", "firing")]
+    history = all_pages(w, "/api/v1/alerts", state="history", limit=1)
+    changes = w.sql("SELECT rule, change FROM taskpulse.alerts ORDER BY at DESC, fingerprint DESC, change DESC")
+    assert [[a["rule"], a["change"]] for a in history] == changes
 
 
 BAD_RULES = """

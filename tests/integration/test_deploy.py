@@ -126,7 +126,8 @@ def test_compose_defines_the_stack() -> None:
     assert services.returncode == 0, _output(services)
     assert volumes.returncode == 0, _output(volumes)
     assert set(services.stdout.split()) == {
-        "kafka", "clickhouse", "migrate", "worker", "alerting", "metrics", "prometheus", "alertmanager", "grafana",
+        "kafka", "clickhouse", "migrate", "worker", "alerting", "metrics", "api", "prometheus", "alertmanager",
+        "grafana",
     }  # fmt: skip
     assert {"kafka-data", "clickhouse-data", "prometheus-data", "grafana-data"} <= set(volumes.stdout.split())
 
@@ -164,7 +165,7 @@ def _resolved() -> dict[str, Any]:
     return yaml.safe_load(proc.stdout)  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("service", ["worker", "metrics"])
+@pytest.mark.parametrize("service", ["worker", "metrics", "api"])
 def test_role_services_can_be_scaled(service: str) -> None:
     """``--scale worker=N`` / ``--scale metrics=N`` need no fixed container name and no
     published host port."""
@@ -337,7 +338,7 @@ _CLUSTER_CHECK = textwrap.dedent(
     try:
         import chdb  # noqa: F401
     except ImportError:
-        sys.exit("chdb is not installed: pip install -e '.[embedded]'")
+        sys.exit("chdb is not installed: pip install -e '.[worker,embedded]'")
     import clickhouse_connect
 
     _real = clickhouse_connect.get_client
@@ -436,7 +437,7 @@ def test_the_api_binds_every_interface_only_with_tokens_and_prometheus_sends_one
     assert services["prometheus"]["environment"]["TASKPULSE_METRICS_TOKEN"]
 
 
-@pytest.mark.parametrize("service", ["migrate", "worker", "alerting", "metrics"])
+@pytest.mark.parametrize("service", ["migrate", "worker", "alerting", "metrics", "api"])
 def test_every_setting_reaches_the_taskpulse_services_and_parses(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """docker-compose passes each TASKPULSE_* of .env (pipeline/envfile.py) and Settings reads
     what it resolves to; the webhook URL only reaches the alerting service."""

@@ -174,9 +174,21 @@ def test_tokens_guard_every_route_and_roles_limit_them(make_worker, tmp_path):
     for token in ("", "wrong-token", reader[:-1]):
         assert _http(f"{w.api}/api/status", token=token)[0] == 401
         assert _sql(w, "SELECT 1", token=token or "-")[0] == 401
-        assert _http(f"{w.api}/", token=token)[0] == 401  # Faust's own pages too
+        assert _http(f"{w.api}/api/v1/stream", token=token)[0] == 401  # the web UI's data
+        page = _http(f"{w.api}/", token=token)  # the web UI's page holds no data: open, it asks for a token
+        assert page[0] == 200 and "<title>taskpulse" in page[1] and "task-" not in page[1]
         assert _http(f"{w.api}/metrics", token=token)[0] == 401  # not loopback-bound: /metrics needs a token
     assert _http(f"{w.api}/api/status", token=reader)[0] == 200
+    # the UI's open prefix reaches its static files only, however the path is spelt
+    import http.client
+
+    for raw in ("/ui/../api/status", "/ui/%2e%2e/api/status", "/ui/..%2fapi%2fstatus", "/ui//api/status"):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", raw)
+        r = c.getresponse()
+        body = r.read().decode()
+        c.close()
+        assert r.status in (401, 404) and "roles" not in body, (raw, r.status, body[:200])
     assert _sql(w, "SELECT 1", token=reader) == (200, {"columns": ["1"], "rows": [[1]]})
     assert _http(f"{w.api}/metrics", token=scraper)[0] == 200
     assert _sql(w, "SELECT 1", token=scraper)[0] == 200  # the scraper's token is a reader token

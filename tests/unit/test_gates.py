@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
     "argv",
     [
         [str(BIN / "lint-imports")],
-        [str(BIN / "ruff"), "check", "pipeline", "tests", "bench"],
+        [str(BIN / "ruff"), "check", "pipeline", "taskpulse", "tests", "bench"],
         [str(BIN / "mypy")],
         [str(BIN / "pylint"), "pipeline"],
     ],

@@ -1,11 +1,14 @@
-"""Periodic reports: periods, findings, markdown."""
+"""Periodic reports: periods and the advice (recommendations) the report gives."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from pipeline.core.tasks.queries import report_queries as queries
-from pipeline.core.tasks.report import Period, findings, period, render
+from pipeline.core.analytics import kpis
+from pipeline.core.analytics.report import ReportInput, recommendations
+from pipeline.core.periods import Period, period
 
 NOW = 1_762_164_000_000  # 2025-11-03T10:00:00Z
 DAY = 86_400_000
@@ -42,40 +45,32 @@ def test_an_unknown_period_or_zone_says_what_to_use() -> None:
         period("daily", NOW, tz="Mars/Olympus")
 
 
-def test_advice_for_an_empty_period_fits_what_the_data_holds() -> None:
-    empty = [0, 0, 0, 0, 0]
-    assert "range from 2025-10-01" in findings(empty, [], 0, [40, "2025-10-01 10:00:00", "2025-10-02 11:00:00"])[0]
-    assert "120 events arrived" in findings(empty, [], 120, [0, None, None])[0]
-    assert "no event arrived" in findings(empty, [], 0, [0, None, None])[0]
-
-
-def test_findings_flag_abandonment_failures_and_poor_agents() -> None:
-    summary = [100, 60, 15, 12, 13]
-    agents = [["coder", 20, 8, 0.4, 1000.0, 2], ["writer", 3, 1, 0.33, 900.0, 0], ["ops", 40, 39, 0.975, 50.0, 0]]
-    got = findings(summary, agents)
-    assert any(f.startswith("High abandonment: 12.0%") for f in got)
-    assert any(f.startswith("Failure rate 27.0%") for f in got)
-    assert [f for f in got if f.startswith("Agent")] == [
-        "Agent coder succeeded in 40.0% of 20 tasks (< 50%): review its assignments."]  # fmt: skip
-    assert findings([50, 50, 0, 0, 0], []) == ["No issues detected."]
-    assert findings([0, 0, 0, 0, 0], [])[0].startswith("No task finished")
-
-
-def test_render_fills_every_section() -> None:
+def _input(finished: int = 0, **kpi: Any) -> ReportInput:
     p = Period("weekly", MIDNIGHT - 7 * DAY, MIDNIGHT)
-    assert set(queries("taskpulse", p)) >= {"summary", "summary_prev", "by_type", "agents", "dlq", "alerts"}
-    answers = {
-        "summary": [[10, 8, 1, 1, 0, 20_000.0, 45_000.0, 1500.0, 3, 1]],
-        "summary_prev": [[5, 5, 0, 0, 0, 1.0, 1.0, 1.0, 0, 0]],
-        "by_type": [["research", 10, 0.8, 15_000.0, 40_000.0]],
-        "agents": [["researcher", 10, 8, 0.8, 15_000.0, 1]],
-        "dlq": [["invalid_json", 4]], "system_errors": [[2]], "alerts": [["high", 1]],
-        "top_errors": [["OOM", 1]],
-    }  # fmt: skip
-    md = render(p, answers)
-    assert "# taskpulse weekly report" in md
-    assert "- Tasks finished: 10 (+100% vs previous)" in md
-    assert "| research | 10 | 80.0% | 15.0 s | 40.0 s |" in md
-    assert "| researcher | 10 | 8 | 80.0% | 15.0 s | 1 |" in md
-    assert "- Rejected input (DLQ): invalid_json 4" in md and "- Alerts fired: high 1" in md
-    assert "- 1 × OOM" in md and "- No issues detected." in md
+    values = {**kpis.summarize(p, {}), "tasks_finished": finished, **kpi}
+    return ReportInput(p, values, values, [], [], [], [], [], [0, 0, 0, 0], [], 0, [], [])
+
+
+def test_advice_for_an_empty_period_fits_what_the_data_holds() -> None:
+    r = _input()
+    r.finished_span = [40, "2025-10-01 10:00:00", "2025-10-02 11:00:00"]
+    assert "range from 2025-10-01" in recommendations(r)[0]
+    r.finished_span, r.health = [0, None, None], [0, 0, 0, 120]
+    assert "120 events arrived" in recommendations(r)[0]
+    r.health = [0, 0, 0, 0]
+    assert "no event arrived" in recommendations(r)[0]
+
+
+def test_advice_flags_abandonment_failures_and_poor_agents() -> None:
+    r = _input(100, abandoned_rate=0.12, error_rate=0.27)
+    r.agents = [
+        {"agent": "coder", "tasks": 20, "success_rate": 0.4, "calibrated_tasks": 0, "brier_score": None},
+        {"agent": "writer", "tasks": 3, "success_rate": 0.33, "calibrated_tasks": 0, "brier_score": None},
+        {"agent": "ops", "tasks": 40, "success_rate": 0.975, "calibrated_tasks": 0, "brier_score": None},
+    ]
+    got = recommendations(r)
+    assert any(f.startswith("High abandonment: 12.0%") for f in got)
+    assert any(f.startswith("Error rate 27.0%") for f in got)
+    assert [f for f in got if f.startswith("Agent")] == [
+        "Agent coder succeeded in 40.0% of 20 tasks: review what it is assigned."]  # fmt: skip
+    assert recommendations(_input(50, error_rate=0.0)) == ["No issues detected."]

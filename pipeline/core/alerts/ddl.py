@@ -1,4 +1,5 @@
-"""DDL of the alerting tables (``alerts``: every alert state change).
+"""DDL of the alerting tables (``alerts``: every alert state change; ``anomaly_evaluations``:
+what each anomaly rule judged at each evaluation).
 
 One row per change of one alert (rule + group): ``pending``, ``firing``, ``resolved``,
 ``inactive`` (a pending alert whose condition cleared before ``for``) and ``renotify``
@@ -16,13 +17,16 @@ DT = "DateTime64(3, 'UTC')"
 
 
 def ttl_expressions(retention: Retention) -> dict[str, str]:
-    """The TTL of the alerts table (``TASKPULSE_TTL_ALERTS_DAYS``)."""
-    return {"alerts": days_ttl("at", retention.alerts)}
+    """The TTL of the alerts and anomaly tables (``TASKPULSE_TTL_ALERTS_DAYS``)."""
+    return {"alerts": days_ttl("at", retention.alerts), "anomaly_evaluations": days_ttl("at", retention.alerts)}
 
 
 def alerts_steps(db: str, retention: Retention) -> list[Step]:
     """The alerting domain's migration steps."""
-    return [Step.of(3, "alerts table", alerts_ddl(db, retention))]
+    return [
+        Step.of(3, "alerts table", alerts_ddl(db, retention)[:1]),
+        Step.of(8, "anomaly_evaluations table (what each anomaly rule judged)", alerts_ddl(db, retention)[1:]),
+    ]
 
 
 def alerts_ddl(db: str, retention: Retention) -> list[str]:
@@ -51,4 +55,21 @@ def alerts_ddl(db: str, retention: Retention) -> list[str]:
 ENGINE = MergeTree
 ORDER BY (rule, fingerprint, at)
 TTL {ttl_expressions(retention)["alerts"]}""",
+        # One row per anomaly rule, group and evaluation that had a baseline: the value of the
+        # window judged, the EWMA baseline and its deviation, the z-score and the verdict.
+        f"""CREATE TABLE IF NOT EXISTS {db}.anomaly_evaluations
+(
+    at {DT},
+    rule LowCardinality(String),
+    labels Map(String, String),
+    value Nullable(Float64),
+    baseline Float64,
+    stddev Float64,
+    zscore Float64,
+    samples UInt64,
+    breached Bool
+)
+ENGINE = MergeTree
+ORDER BY (rule, at)
+TTL {ttl_expressions(retention)["anomaly_evaluations"]}""",
     ]

@@ -94,3 +94,18 @@ def outcome_query(db: str, published: Iterable[tuple[str, int, int]], since_ms: 
         "AND received_at >= fromUnixTimestamp64Milli(%(since)s, 'UTC') GROUP BY k",
         {"keys": keys, "since": int(since_ms)},
     )
+
+
+def entity_events(db: str, entity_id: str, entity_type: str | None, cap: int) -> Query:
+    """The newest ``cap`` raw events of one entity (``/api/v1/events``), newest first."""
+    params: dict[str, Any] = {"id": entity_id, "cap": int(cap)}
+    where = "entity_id = %(id)s"
+    if entity_type:
+        where += " AND entity_type = %(type)s"
+        params["type"] = entity_type
+    return (
+        "SELECT id, event_time, event_type, entity_type, entity_id, agent, task_type, outcome, duration_ms, "
+        "previous_state, current_state, metadata, metrics, extra, ingested_at "
+        f"FROM {db}.events WHERE {where} ORDER BY event_time DESC, id DESC LIMIT %(cap)s",
+        params,
+    )

@@ -32,6 +32,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.cost import PriceTable
 from pipeline.core.tasks.lifecycle import (
     ACTIVE,
     TERMINAL,
@@ -77,6 +78,8 @@ class CorrelationConfig:
     max_history: int = 500
     #: estimated bytes of task and agent state; beyond it the least recently changed go first
     memory_budget_bytes: int = 1 << 30
+    #: turns the tokens events report into cost (``TASKPULSE_PRICES``)
+    prices: PriceTable | None = None
 
     def abandon_after_ms(self, task_type: str) -> int:
         return int(self.abandon_after_by_type.get(task_type, self.abandon_after_s) * 1000)
@@ -279,7 +282,7 @@ class Correlator:
         if ev.id in ids if ids is not None else any(e.event_id == ev.id for e in h):
             return False  # the same event again (a replay): nothing changes
         h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
-                         self.config.group_keys))  # fmt: skip
+                         self.config.group_keys, ev.metrics))  # fmt: skip
         self.state_bytes += ENTRY_BYTES
         if ids is not None:
             ids.add(ev.id)
@@ -498,7 +501,7 @@ class Correlator:
             return
         self._closed.append((wall_ms, task_id))
         slot.closed_abandoned = slot.verdict_deadline_ms is not None
-        sig_record = view.record(version=0)
+        sig_record = view.record(0, self.config.prices)
         sig = sig_record.model_dump_json()
         if sig == slot.record_signature:
             return

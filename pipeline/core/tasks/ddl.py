@@ -17,6 +17,15 @@ from pipeline.core.migrations import Retention, Step, days_ttl
 
 DT = "DateTime64(3, 'UTC')"
 
+#: the step that added cost to task_executions (numbers are shared between domains; the
+#: analytics domain's steps follow it)
+COST_STEP = 9
+
+#: the cost columns of task_executions (``pipeline.core.cost``), as ``name type``
+COST_COLUMNS = (
+    "cost Nullable(Float64)", "currency LowCardinality(String)", "tokens UInt64", "unpriced_tokens UInt64",
+)
+
 
 def ttl_expressions(retention: Retention) -> dict[str, str]:
     """The TTL each correlation table should have (``TASKPULSE_TTL_*``; agent_status keeps
@@ -37,12 +46,17 @@ def tasks_steps(db: str, retention: Retention) -> list[Step]:
             f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS history_dropped UInt32 "
             "AFTER abandoned_verdicts",
         ]),
+        Step.of(COST_STEP, "task_executions: cost, currency, tokens, unpriced_tokens; task_rollups with cost", [
+            *(f"ALTER TABLE {db}.task_executions ADD COLUMN IF NOT EXISTS {col}" for col in COST_COLUMNS),
+            f"CREATE OR REPLACE VIEW {db}.task_rollups AS {_task_rollups_select(db, with_cost=True)}",
+        ]),
     ]  # fmt: skip
 
 
 def tasks_ddl(db: str, retention: Retention) -> list[str]:
     """The correlation tables and views as they are now (each statement idempotent)."""
     ttl = ttl_expressions(retention)
+    cost_columns = ",\n    ".join(COST_COLUMNS)
     return [
         f"""CREATE TABLE IF NOT EXISTS {db}.tasks
 (
@@ -104,7 +118,8 @@ TTL {ttl["tasks"]}""",
     events UInt32,
     abandoned_verdicts UInt32,
     history_dropped UInt32,
-    updated_at {DT}
+    updated_at {DT},
+    {cost_columns}
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY task_id
@@ -172,7 +187,17 @@ WHERE group_key != ''
 GROUP BY group_key""",
         # Lifecycle window aggregates, computed from the latest version of every finished
         # task (so a corrected record, abandoned then completed, counts once, as completed).
-        f"""CREATE VIEW IF NOT EXISTS {db}.task_rollups AS
+        # (with cost from step COST_STEP on: this statement may run on an older task_executions)
+        f"CREATE VIEW IF NOT EXISTS {db}.task_rollups AS {_task_rollups_select(db, with_cost=False)}",
+    ]
+
+
+def _task_rollups_select(db: str, with_cost: bool) -> str:
+    """Lifecycle window aggregates, computed from the latest version of every finished task
+    (so a corrected record, abandoned then completed, counts once, as completed), with what
+    the tasks cost (``cost``: the sum over tasks that reported usage)."""
+    cost = ",\n    sum(cost) AS cost,\n    any(currency) AS currency,\n    sum(tokens) AS tokens" if with_cost else ""
+    return f"""
 SELECT
     multiIf(secs = 60, '1m', secs = 300, '5m', secs = 3600, '1h', '1d') AS granularity,
     toDateTime(intDiv(toUnixTimestamp(finished_at), secs) * secs, 'UTC') AS window_start,
@@ -184,8 +209,7 @@ SELECT
     quantilesExactIf(0.5, 0.95, 0.99)(cycle_ms, cycle_ms IS NOT NULL) AS cycle_p50_p95_p99,
     avg(queue_wait_ms) AS queue_wait_avg_ms,
     avg(execution_ms) AS execution_avg_ms,
-    avg(cycle_ms) AS cycle_avg_ms
+    avg(cycle_ms) AS cycle_avg_ms{cost}
 FROM {db}.task_executions FINAL
 ARRAY JOIN [60, 300, 3600, 86400] AS secs
-GROUP BY granularity, window_start, agent, task_type, outcome""",
-    ]
+GROUP BY granularity, window_start, agent, task_type, outcome"""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from pipeline.core.cost import PriceTable, Usage, task_cost, usage_of
 from pipeline.core.task_states import TERMINAL, target_state
 from pipeline.events import TaskExecution, TaskState, error_text
 
@@ -96,9 +97,14 @@ def compact(
     state: dict[str, Any],
     metadata: dict[str, Any],
     group_keys: tuple[str, ...] = ("group", "correlation_id"),
+    metrics: dict[str, Any] | None = None,
 ) -> HistoryEntry:
-    """The part of a task event the lifecycle needs."""
+    """The part of a task event the lifecycle needs (``usage``: the cost or tokens its
+    ``metrics`` report, ``pipeline.core.cost``)."""
     data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
+    usage = usage_of(metrics)
+    if usage:
+        data["usage"] = usage
     for k in ("task_type", "agent_id"):
         if state.get(k):
             data[k] = str(state[k])
@@ -149,13 +155,16 @@ class TaskView:
     abandoned_verdicts: int = 0
     #: events dropped from the history by its length cap (counted in ``events``)
     history_dropped: int = 0
+    #: the usage (cost, tokens) each of the task's events reported
+    usages: list[Usage] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL
 
-    def record(self, version: int) -> TaskExecution:
-        """The lifecycle record of a finished task."""
+    def record(self, version: int, prices: PriceTable | None = None) -> TaskExecution:
+        """The lifecycle record of a finished task; ``prices`` turn reported tokens into cost."""
+        spent = task_cost(self.usages, prices)
         assert self.state in TERMINAL and self.finished_ms is not None
         outcome = {
             S.COMPLETED: "success", S.FAILED: "failure", S.CANCELLED: "cancelled", S.ABANDONED: "abandoned",
@@ -196,6 +205,10 @@ class TaskView:
             events=self.events,
             abandoned_verdicts=self.abandoned_verdicts,
             history_dropped=self.history_dropped,
+            cost=spent.cost,
+            currency=spent.currency,
+            tokens=spent.tokens,
+            unpriced_tokens=spent.unpriced_tokens,
         )
 
 
@@ -235,6 +248,8 @@ def derive(
         if v.first_ms is None:
             v.first_ms = t
         v.last_ms = t
+        if "usage" in data:
+            v.usages.append(data["usage"])
         if data.get("task_type") and not v.task_type:
             v.task_type = data["task_type"]
         if data.get("correlation_id") and not v.correlation_id:

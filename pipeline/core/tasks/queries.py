@@ -2,7 +2,7 @@
 the ClickHouse client; the database name is an identifier and is formatted in): what the
 correlation role reads back after a recovery, what the metrics role seeds its gauges from, a
 task group's progress for ``taskpulse status --group``, the pages of ``taskpulse export
-csv`` and the answers of ``taskpulse report``.  Pure.
+csv`` (``taskpulse report``'s queries: ``pipeline.core.analytics.queries``).  Pure.
 
 A literal ``%`` in a query's text is written ``%%`` (the client binds with ``%``); such a
 query always has parameters."""
@@ -10,8 +10,6 @@ query always has parameters."""
 from __future__ import annotations
 
 from typing import Any
-
-from pipeline.core.periods import Period
 
 Query = tuple[str, dict[str, Any]]
 
@@ -32,9 +30,9 @@ def unfinished_tasks(db: str, keep_s: float) -> Query:
 
 
 def task_events(db: str, task_ids: list[str]) -> Query:
-    """(task_id, id, event_type, event time ms, current_state, metadata) of the given tasks' events."""
+    """(task_id, id, event_type, event time ms, current_state, metadata, metrics) of the given tasks' events."""
     return (
-        "SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata "
+        "SELECT entity_id, id, event_type, toUnixTimestamp64Milli(event_time), current_state, metadata, metrics "
         f"FROM {db}.events WHERE entity_type = 'task' AND entity_id IN %(ids)s",
         {"ids": task_ids},
     )
@@ -128,50 +126,3 @@ def export_count(db: str, since_ms: int | None, until_ms: int | None, agent: str
     params: dict[str, Any] = {}
     where = _export_where(since_ms, until_ms, agent, params)
     return f"SELECT count() FROM {db}.task_executions FINAL WHERE {where}", params
-
-
-def _between(col: str) -> str:
-    return f"{col} >= fromUnixTimestamp64Milli(%(start)s, 'UTC') AND {col} < fromUnixTimestamp64Milli(%(end)s, 'UTC')"
-
-
-def report_queries(db: str, p: Period) -> dict[str, Query]:
-    """Name → query of ``taskpulse report`` for period ``p``; each answer is a list of rows
-    (``core.tasks.report.render`` reads them)."""
-    te = f"{db}.task_executions FINAL"
-    fin = _between("finished_at")
-    span = {"start": p.start_ms, "end": p.end_ms}
-    summary = (
-        "SELECT count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), "
-        "countIf(outcome = 'abandoned'), countIf(outcome = 'cancelled'), avg(cycle_ms), "
-        "quantileExact(0.95)(cycle_ms), avg(queue_wait_ms), sum(retry_count), sum(invalid_transitions) "
-        f"FROM {te} WHERE {fin}"
-    )
-    sql = {
-        "by_type": (
-            "SELECT task_type, count(), countIf(outcome = 'success') / count(), avg(execution_ms), "
-            f"quantileExact(0.95)(execution_ms) FROM {te} WHERE {fin} GROUP BY task_type ORDER BY 2 DESC"
-        ),
-        "agents": (
-            "SELECT agent, count(), countIf(outcome = 'success'), countIf(outcome = 'success') / count(), "
-            "avg(execution_ms), countIf(outcome = 'abandoned') "
-            f"FROM {te} WHERE {fin} AND agent != '' GROUP BY agent ORDER BY 3 DESC, 4 DESC"
-        ),
-        "dlq": f"SELECT reason, count() FROM {db}.dlq WHERE {_between('received_at')} GROUP BY reason ORDER BY 2 DESC",
-        "system_errors": (
-            f"SELECT count() FROM {db}.events WHERE event_type = 'system.error' AND {_between('event_time')}"
-        ),
-        "alerts": (
-            f"SELECT severity, count() FROM {db}.alerts WHERE change = 'firing' AND {_between('at')} "
-            "GROUP BY severity ORDER BY 2 DESC"
-        ),
-        "events": f"SELECT count() FROM {db}.events WHERE {_between('event_time')}",
-        "top_errors": (
-            f"SELECT error, count() FROM {te} WHERE {fin} AND error != '' GROUP BY error ORDER BY 2 DESC LIMIT 5"
-        ),
-    }
-    return {
-        "summary": (summary, dict(span)),
-        "summary_prev": (summary, {"start": p.prev.start_ms, "end": p.prev.end_ms}),
-        **{name: (text, dict(span)) for name, text in sql.items()},
-        "finished_span": (f"SELECT count(), min(finished_at), max(finished_at) FROM {te}", {}),
-    }

@@ -24,7 +24,7 @@ EXECUTION_COLUMNS = [
     "agent", "confidence", "other_agents", "outcome", "success", "final_state", "error", "retry_count",
     "queue_wait_ms", "execution_ms", "review_ms", "cycle_ms", "paused_ms", "progress_checkpoints",
     "invalid_transitions", "invalid_transition_list", "events", "abandoned_verdicts", "history_dropped",
-    "updated_at",
+    "updated_at", "cost", "currency", "tokens", "unpriced_tokens",
 ]  # fmt: skip
 
 AGENT_COLUMNS = [
@@ -59,7 +59,7 @@ def execution_rows(records: Iterable[TaskExecution], now: datetime) -> list[tupl
             r.other_agents, r.outcome, r.success, r.final_state.value, r.error, r.retry_count,
             r.queue_wait_ms, r.execution_ms, r.review_ms, r.cycle_ms, r.paused_ms,
             r.progress_checkpoints, r.invalid_transitions, r.invalid_transition_list, r.events,
-            r.abandoned_verdicts, r.history_dropped, now,
+            r.abandoned_verdicts, r.history_dropped, now, r.cost, r.currency, r.tokens, r.unpriced_tokens,
         ))  # fmt: skip
     return rows
 

@@ -1,0 +1,96 @@
+"""The alerting domain's queries behind ``/api/v1/alerts`` and ``/api/v1/anomalies``, and the
+rows of ``anomaly_evaluations`` (what the alerting role stores of each anomaly evaluation).
+Text plus parameters; lists page by keyset (``core.paging``).  Pure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.core.alerts.rules import Observation
+
+Query = tuple[str, dict[str, Any]]
+
+ALERT_COLUMNS = (
+    "at", "rule", "fingerprint", "state", "change", "severity", "group_labels", "labels", "value", "threshold",
+    "active_since", "fired_at", "resolved_at", "summary", "description",
+)  # fmt: skip
+
+ANOMALY_COLUMNS = ["at", "rule", "labels", "value", "baseline", "stddev", "zscore", "samples", "breached"]
+
+
+def _after(where: list[str], params: dict[str, Any], after: tuple[int, str, str] | None, cols: str) -> None:
+    if after is not None:
+        where.append(f"({cols}) < (%(after_t)s, %(after_a)s, %(after_b)s)")
+        params["after_t"], params["after_a"], params["after_b"] = int(after[0]), str(after[1]), str(after[2])
+
+
+def alerts_page(
+    db: str, firing: bool, rules: tuple[str, ...], severities: tuple[str, ...],
+    after: tuple[int, str, str] | None, limit: int,
+) -> Query:  # fmt: skip
+    """``ALERT_COLUMNS`` + key (at ms, fingerprint, change) of up to ``limit + 1`` rows, newest
+    first: every state change (history), or (``firing``) each alert firing now, by its latest change."""
+    params: dict[str, Any] = {"limit": int(limit) + 1}
+    where = ["1"]
+    if rules:
+        where.append("rule IN %(rules)s")
+        params["rules"] = list(rules)
+    if severities:
+        where.append("severity IN %(severities)s")
+        params["severities"] = list(severities)
+    source = f"{db}.alerts"
+    if firing:
+        source = (
+            f"(SELECT * FROM {db}.alerts ORDER BY at DESC, notifications DESC LIMIT 1 BY fingerprint) "
+            "WHERE state = 'firing'"
+        )
+        source = f"(SELECT * FROM {source})"
+    _after(where, params, after, "toUnixTimestamp64Milli(at), fingerprint, change")
+    sql = (
+        f"SELECT {', '.join(ALERT_COLUMNS)}, toUnixTimestamp64Milli(at) AS k FROM {source} "
+        f"WHERE {' AND '.join(where)} ORDER BY k DESC, fingerprint DESC, change DESC LIMIT %(limit)s"
+    )
+    return sql, params
+
+
+def anomalies_page(
+    db: str, rules: tuple[str, ...], breached: bool | None, since_ms: int | None, until_ms: int | None,
+    after: tuple[int, str, str] | None, limit: int,
+) -> Query:  # fmt: skip
+    """``ANOMALY_COLUMNS`` + key (at ms, rule, labels as JSON) of up to ``limit + 1``
+    evaluations, newest first."""
+    params: dict[str, Any] = {"limit": int(limit) + 1}
+    where = ["1"]
+    if rules:
+        where.append("rule IN %(rules)s")
+        params["rules"] = list(rules)
+    if breached is not None:
+        where.append("breached = %(breached)s")
+        params["breached"] = breached
+    if since_ms is not None:
+        where.append("at >= fromUnixTimestamp64Milli(%(since)s, 'UTC')")
+        params["since"] = int(since_ms)
+    if until_ms is not None:
+        where.append("at < fromUnixTimestamp64Milli(%(until)s, 'UTC')")
+        params["until"] = int(until_ms)
+    _after(where, params, after, "toUnixTimestamp64Milli(at), rule, toJSONString(labels)")
+    sql = (
+        f"SELECT {', '.join(ANOMALY_COLUMNS)}, toUnixTimestamp64Milli(at) AS k, toJSONString(labels) AS lk "
+        f"FROM {db}.anomaly_evaluations WHERE {' AND '.join(where)} "
+        "ORDER BY k DESC, rule DESC, lk DESC LIMIT %(limit)s"
+    )
+    return sql, params
+
+
+def anomaly_rows(rule: str, observations: list[Observation], now_ms: int) -> list[list[Any]]:
+    """The ``anomaly_evaluations`` rows (``ANOMALY_COLUMNS`` order) of one
+    anomaly rule's evaluation: one per group that had a baseline to be judged against."""
+    at = datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    return [
+        [at, rule, dict(o.labels), o.value, float(o.extra["baseline"]), float(o.extra["stddev"]),
+         float(o.extra["z"]), int(o.samples), bool(o.breached)]
+        for o in observations
+        if "z" in o.extra
+    ]  # fmt: skip

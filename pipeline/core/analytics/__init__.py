@@ -1,0 +1,1 @@
+"""Analytics: KPI and calibration views, their queries, forecasts and the periodic reports."""

@@ -1,0 +1,57 @@
+"""Keyset pagination for the API's lists: a page ends with an opaque cursor that holds the
+sort order and the last row's key; the next page starts strictly after that key, so every
+row is visited once even while rows are added.  A shared core module (tasks, agents, groups
+and alerts page the same way).  Pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class BadCursor(ValueError):
+    """The cursor was not issued for this list (or was altered)."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: after ``key`` in the order ``sort``."""
+
+    sort: str
+    key: tuple[Any, ...]
+
+    def encode(self) -> str:
+        raw = orjson.dumps({"s": self.sort, "k": list(self.key)})
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, sort: str, arity: int) -> Cursor:
+        """The cursor ``text`` of a list sorted by ``sort`` whose key has ``arity`` parts."""
+        try:
+            doc = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("k"), list) or len(doc["k"]) != arity:
+            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+        if doc.get("s") != sort:
+            raise BadCursor(
+                f"cursor belongs to sort={doc.get('s')!r}, not sort={sort!r}: keep the sort (and filters) "
+                "of the first page"
+            )
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in doc["k"]):
+            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+        return cls(sort, tuple(doc["k"]))
+
+
+def page(rows: list[Any], limit: int, sort: str, key_of: Any) -> tuple[list[Any], str | None]:
+    """The first ``limit`` of ``rows`` (fetched ``limit + 1``) and the cursor after the last
+    one (None: this was the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    shown = rows[:limit]
+    return shown, Cursor(sort, tuple(key_of(shown[-1]))).encode()
