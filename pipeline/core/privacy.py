@@ -47,6 +47,8 @@ DEFAULT_TEXT_NAMES = (
 REDACTED = "[redacted]"
 
 _STATES = ("current_state", "previous_state")
+#: envelope fields that identify the event itself, never a person
+_ENVELOPE_IDS = frozenset({"id", "event_type", "entity_type", "timestamp"})
 
 
 def pseudonym(key: bytes, raw: str) -> str:
@@ -84,7 +86,7 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-_SECRET_KV = r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)\b\s*[:=]\s*)"
+_SECRET_KV = r"(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)\b\s*[:=]\s*)"  # noqa: S105 - a pattern
 _PATTERNS = re.compile(
     "|".join(
         [
@@ -198,15 +200,20 @@ class Privacy:
                 doc["entity_id"] = new
             for path in self.id_paths:
                 changed |= _replace_at(doc, path, hashed)
-            for name in _STATES:
-                node = doc.get(name)
-                if isinstance(node, dict):
+            for name, node in doc.items():
+                if name not in _ENVELOPE_IDS and isinstance(node, dict | list):
                     changed |= self._walk(node, hashed, 0)
         if self.redact:
-            for name in _STATES:
-                node = doc.get(name)
-                if isinstance(node, dict):
-                    changed |= self._redact_walk(node, False, 0)
+            for name, node in list(doc.items()):
+                if name in _ENVELOPE_IDS:
+                    continue
+                if isinstance(node, dict | list):
+                    changed |= self._redact_walk(node, name in self.text_names, 0)
+                elif isinstance(node, str) and name in self.text_names:
+                    new_text = redact_text(node)
+                    if new_text != node:
+                        doc[name] = new_text
+                        changed = True
         return changed
 
     def _walk(self, node: Any, hashed: Any, depth: int) -> bool:
@@ -215,7 +222,9 @@ class Privacy:
             return False
         if isinstance(node, dict):
             for k, v in node.items():
-                if (k in self.id_names or k in self._names_raw) and isinstance(v, str | int) and v != "":
+                if (k in self.id_names or k in self._names_raw) and isinstance(v, str | int) and not isinstance(
+                    v, bool
+                ) and v != "":
                     new = hashed(str(v))
                     if new != v:
                         node[k] = new
@@ -235,7 +244,8 @@ class Privacy:
             return False
         items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
         for k, v in list(items):
-            here = inside or (isinstance(k, str) and (k in self.text_names or k.removesuffix("_raw") in self.text_names))
+            named = isinstance(k, str) and (k in self.text_names or k.removesuffix("_raw") in self.text_names)
+            here = inside or named
             if isinstance(v, str):
                 if here:
                     new = redact_text(v)
@@ -259,12 +269,6 @@ class Privacy:
             changed = False
             for d in docs:
                 changed |= self.apply(d)
-                if isinstance(d, dict) and self.redact:
-                    for k in list(d):
-                        if k not in _STATES and k in self.text_names and isinstance(d[k], str):
-                            new = redact_text(d[k])
-                            changed |= new != d[k]
-                            d[k] = new
             if not changed:
                 return raw, False
             try:
@@ -277,7 +281,9 @@ class Privacy:
             key = self.keys[0]
             names = "|".join(re.escape(n) for n in sorted(self.id_names | {p[-1] for p in self.id_paths}))
             new = re.sub(
-                rf'("(?:{names})"\s*:\s*")([^"\\]*)(")', lambda m: m.group(1) + pseudonym(key, m.group(2)) + m.group(3), new
+                rf'("(?:{names})"\s*:\s*")([^"\\]*)(")',
+                lambda m: m.group(1) + pseudonym(key, m.group(2)) + m.group(3),
+                new,
             )
         if self.redact:
             new = redact_text(new)
@@ -302,3 +308,57 @@ def _replace_at(doc: dict[str, Any], path: Sequence[str], fn: Any) -> bool:
         return False
     node[path[-1]] = new
     return True
+
+
+# --------------------------------------------------------------------------- erasure
+
+_PSEUDONYM_IN_TEXT = re.compile(rf"{PREFIX}[0-9a-f]{{{_DIGEST_HEX}}}")
+
+
+def mentions(text: str, erased: frozenset[str]) -> bool:
+    """Whether ``text`` (a serialized event, a row's cell) names any of ``erased`` (pseudonyms;
+    raw ids when no key is set: then matched as JSON strings or whole cells)."""
+    if not erased or not text:
+        return False
+    if text in erased:
+        return True
+    for found in _PSEUDONYM_IN_TEXT.findall(text):
+        if found in erased:
+            return True
+    raw = [e for e in erased if not is_pseudonym(e)]
+    return any(orjson.dumps(e).decode() in text for e in raw)
+
+
+def erasure_ddl(db: str) -> str:
+    """The erasure list: every person erased (as stored: a pseudonym, or the raw id when no key
+    was set).  Writers drop what names one of them, so a replay never writes it back.  No TTL:
+    Kafka may hold a person's events as long as its retention."""
+    return f"""CREATE TABLE IF NOT EXISTS {db}.erasures
+(
+    subject String,
+    erased_at DateTime64(3, 'UTC'),
+    erased_by String
+)
+ENGINE = ReplacingMergeTree(erased_at)
+ORDER BY subject"""
+
+
+AUDIT_COLUMNS = ["at", "who", "role", "action", "target", "rows", "status", "detail"]
+
+
+def audit_ddl(db: str, ttl: str) -> str:
+    """Who did what, when: every API query, SQL, export, report, replay and erasure."""
+    return f"""CREATE TABLE IF NOT EXISTS {db}.audit
+(
+    at DateTime64(3, 'UTC'),
+    who String,
+    role LowCardinality(String),
+    action LowCardinality(String),
+    target String,
+    rows Int64,
+    status UInt16,
+    detail String
+)
+ENGINE = MergeTree
+ORDER BY at
+TTL {ttl}"""

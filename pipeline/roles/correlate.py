@@ -50,6 +50,7 @@ from pipeline.prices import load_prices
 from pipeline.roles import runtime
 from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
+from pipeline.sinks.privacy import ErasureList
 from pipeline.sinks.writer import Refusals, SinkRetry, dead_letter, unwritable, write_rows
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
 
@@ -104,6 +105,7 @@ class _Role:
         self.batches = 0
         self.exported: dict[str, int] = {}  # drop counters already added to /metrics
         self.unwritable = 0  # records refused for their content (dead-lettered)
+        self.erasures = ErasureList(p.store, p.settings.erasure_refresh_s)
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
@@ -204,7 +206,9 @@ class _Role:
             ("task_executions", execution_rows(out.executions, now), EXECUTION_COLUMNS),
             ("agent_status", agent_rows(out.agent_rows, now, self.correlator.stream_ms(_wall_ms())), AGENT_COLUMNS),
         ]
+        await self.erasures.refresh()
         for table, rows, columns in steps:
+            rows = self.erasures.keep_rows(rows)  # privacy hook: never write an erased person back
             if rows:
                 found = await write_rows(self.retry, store, table, rows, columns, self._refused(table, rows, columns))
                 self.written[table] += len(rows) - len(found)

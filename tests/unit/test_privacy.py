@@ -134,7 +134,8 @@ def test_no_email_survives(local: str, domain: str, before: str, after: str) -> 
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(["user_id", "request", "x", "error", "y"]), c, max_size=4),
+    lambda c: st.lists(c, max_size=4)
+    | st.dictionaries(st.sampled_from(["user_id", "request", "x", "error", "y"]), c, max_size=4),
     max_leaves=30,
 ))  # fmt: skip
 def test_apply_never_raises_and_is_idempotent(state: object) -> None:

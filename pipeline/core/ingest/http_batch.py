@@ -133,6 +133,8 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
     out = Prepared()
     seen: set[str] = set()
     for index, (raw, doc) in enumerate(items):
+        if decoder.privacy is not None and isinstance(doc, dict):
+            decoder.privacy.apply(doc)  # the raw topic gets pseudonyms and redacted text too
         value = with_source(raw, doc, source)
         results = decoder.decode(HTTP_SOURCE_TOPIC, 0, index, value, now_ms)
         doc_id = doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
