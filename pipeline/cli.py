@@ -988,7 +988,7 @@ def _privacy_direct(settings: Settings, action: str, user: str) -> dict[str, Any
             data = priv.export(store, rules, user)
             priv.audit(store, "cli", "admin", "export", ",".join(data["subjects"]), data["rows"])
         else:
-            data = priv.erase(store, rules, user, "cli")
+            data = priv.erase(store, rules, user, "cli", settings.erasure_refresh_s)
             priv.audit(store, "cli", "admin", "erase", ",".join(data["subjects"]), data["rows"], 200,
                        json.dumps(data["deleted"]))
     except (ValueError, RuntimeError, TaskpulseError) as exc:

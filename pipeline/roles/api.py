@@ -282,7 +282,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _docs_router(app), session_router(guard, ctx.settings.api_session_ttl_s), operations_router(ctx),
         api_v1.router(ctx), api_ingest.router(ctx.ingest), api_privacy.router(ctx),
     ]  # fmt: skip
-    api_privacy.install_audit(app, ctx)
+    api_privacy.install_audit(app, ctx, guard)
     if importlib.util.find_spec("pipeline.roles.ui") is not None:
         # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``
         routers.append(importlib.import_module("pipeline.roles.ui").router(ctx))

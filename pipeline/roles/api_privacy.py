@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pipeline.errors import SinkUnavailable, TaskpulseError
-from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, JSONResponse, principal
+from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, Guard, JSONResponse, principal
 from pipeline.settings import redact
 from pipeline.sinks import privacy as priv
 
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 #: paths not audited: ingest (writes, counted on /metrics), the session, the API description,
 #: the UI's event stream (long-lived), and the privacy routes (they audit themselves)
-_NOT_AUDITED = ("/api/v1/events", "/api/v1/session", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/stream",
-                "/api/v1/privacy")  # fmt: skip
+_NOT_AUDITED = ("/api/v1/events", "/api/v1/session", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/stream")
+#: routes that write their own audit row when they answer 200 (refusals are recorded here)
+_SELF_AUDITED = "/api/v1/privacy/"
 _AUDITED = ("/api/v1/", "/api/sql", "/api/dlq")
 #: answers larger than this are audited without counting their rows
 _COUNT_MAX_BYTES = 8 * 1024 * 1024
@@ -39,8 +40,12 @@ class EraseRequest(BaseModel):
     user: str = Field(description="The person's id as producers sent it, or its pseudonym (pn_…).")
 
 
-def _who(request: Request) -> tuple[str, str]:
+def _who(request: Request, guard: Guard | None = None) -> tuple[str, str]:
     p = principal(request)
+    if p is None and guard is not None and guard.tokens.enabled:
+        p = guard.principal_of(request)  # refused before the guard let it in: still name the caller
+        if p is None:
+            return "(unauthenticated)", ""
     return (p.name, p.role.value) if p is not None else ("(open)", "admin")
 
 
@@ -66,7 +71,7 @@ def _rows_of(body: bytes) -> int:
     return 1
 
 
-def install_audit(app: FastAPI, ctx: ApiContext) -> None:
+def install_audit(app: FastAPI, ctx: ApiContext, guard: Guard) -> None:
     """Record every audited request in ``audit`` (after its answer is made)."""
 
     @app.middleware("http")
@@ -75,6 +80,8 @@ def install_audit(app: FastAPI, ctx: ApiContext) -> None:
         if not audited(path):
             return await call_next(request)
         response = await call_next(request)
+        if path.startswith(_SELF_AUDITED) and response.status_code == 200:
+            return response
         rows = -1
         if "json" in response.headers.get("content-type", "") and int(
             response.headers.get("content-length") or 0
@@ -82,10 +89,24 @@ def install_audit(app: FastAPI, ctx: ApiContext) -> None:
             body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
             rows = _rows_of(body)
             response = Response(body, status_code=response.status_code, headers=dict(response.headers))
-        who, role = _who(request)
-        target = f"{request.method} {path}" + (f"?{request.url.query}" if request.url.query else "")
-        await asyncio.to_thread(priv.audit, ctx.writer, who, role, "query", target, rows, response.status_code)
+        who, role = _who(request, guard)
+        query = request.url.query if not path.startswith(_SELF_AUDITED) else ""  # never a raw user id
+        target = f"{request.method} {path}" + (f"?{query}" if query else "")
+        action = _action(path)
+        await asyncio.to_thread(priv.audit, ctx.writer, who, role, action, target, rows, response.status_code)
         return response
+
+
+def _action(path: str) -> str:
+    if path.startswith(_SELF_AUDITED):
+        return path.removeprefix(_SELF_AUDITED).split("/", 1)[0]  # export / erase (refused)
+    if path.startswith("/api/sql"):
+        return "sql"
+    if path.startswith("/api/dlq") or path.startswith("/api/v1/dlq"):
+        return "dlq"
+    if path.startswith("/api/v1/report"):
+        return "report"
+    return "query"
 
 
 def router(ctx: ApiContext) -> APIRouter:
@@ -117,7 +138,7 @@ def router(ctx: ApiContext) -> APIRouter:
         """Delete every row naming one person from every table and the DLQ, waited for and
         verified; the person joins the erasure list (admin; audited)."""
         who, role = _who(request)
-        data = await off_loop(priv.erase, ctx.writer, rules, body.user, f"api:{who}")
+        data = await off_loop(priv.erase, ctx.writer, rules, body.user, f"api:{who}", ctx.settings.erasure_refresh_s)
         await asyncio.to_thread(priv.audit, ctx.writer, who, role, "erase", ",".join(data["subjects"]), data["rows"],
                                 200, orjson.dumps(data["deleted"]).decode())  # fmt: skip
         return JSONResponse(data)

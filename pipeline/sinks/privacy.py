@@ -164,13 +164,17 @@ def export(store: ClickHouseStore, privacy: Privacy, user: str) -> dict[str, Any
     return {"subjects": subjects, "tables": tables, "rows": sum(len(r) for r in tables.values())}
 
 
-def erase(store: ClickHouseStore, privacy: Privacy, user: str, by: str) -> dict[str, Any]:
-    """Delete every row naming ``user`` from every table (mutations, waited for), verify none
-    is left, and put the person on the erasure list."""
+def erase(store: ClickHouseStore, privacy: Privacy, user: str, by: str, settle_s: float = 0.0) -> dict[str, Any]:
+    """Put the person on the erasure list, wait ``settle_s`` (TASKPULSE_ERASURE_REFRESH_S: by
+    then every writer has re-read the list, so nothing written after the deletes can name the
+    person), then delete every row naming them from every table (mutations, waited for) and
+    verify none is left."""
     subjects = subjects_of(privacy, user)
     db = store.database
     now = datetime.now(UTC)
     store.insert("erasures", [(s, now, by) for s in subjects], ["subject", "erased_at", "erased_by"])
+    if settle_s > 0:
+        time.sleep(settle_s + 0.5)
     deleted: dict[str, int] = {}
     for table, cols in _tables(store):
         where, params = _condition(cols, subjects)
