@@ -930,12 +930,17 @@ def _replay_direct(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 def privacy_export(
     user: Annotated[str, typer.Option("--user", help="The person's id as producers sent it, or its pseudonym (pn_…)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the JSON here (default: stdout)")] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="Not through the running worker: straight to ClickHouse "
+                                         "with TASKPULSE_CLICKHOUSE_URL's user (a server's taskpulse_writer may not "
+                                         "ALTER … DELETE; use a user that may)")] = False,
 ) -> None:
     """Everything stored about one person, in every table and the DLQ, as JSON (audited)."""
     from urllib.parse import urlencode
 
     settings = _settings()
-    answer = worker_call(settings, "GET", f"/api/v1/privacy/export?{urlencode({'user': user})}", timeout_s=300)
+    answer = None if direct else worker_call(
+        settings, "GET", f"/api/v1/privacy/export?{urlencode({'user': user})}", timeout_s=300
+    )
     if answer is not None:
         status, data = answer
         if status != 200:
@@ -954,11 +959,14 @@ def privacy_export(
 def privacy_erase(
     user: Annotated[str, typer.Option("--user", help="The person's id as producers sent it, or its pseudonym (pn_…)")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    direct: Annotated[bool, typer.Option("--direct", help="Not through the running worker: straight to ClickHouse "
+                                         "with TASKPULSE_CLICKHOUSE_URL's user (a server's taskpulse_writer may not "
+                                         "ALTER … DELETE; use a user that may)")] = False,
 ) -> None:
     """Delete one person's rows from every table and the DLQ (waited for and verified), and put
     them on the erasure list so nothing brings them back (admin token; audited)."""
     settings = _settings()
-    answer = worker_call(settings, "POST", "/api/v1/privacy/erase", {"user": user}, timeout_s=600)
+    answer = None if direct else worker_call(settings, "POST", "/api/v1/privacy/erase", {"user": user}, timeout_s=600)
     if answer is not None:
         status, data = answer
         if status != 200:

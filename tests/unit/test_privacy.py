@@ -158,3 +158,50 @@ def test_scrub_bytes_for_the_dlq() -> None:
     assert pseudonym(KEY.encode(), "u-1").encode() in out
     plain = b'{"id": 1}'
     assert P.scrub_bytes(plain) == (plain, False)
+
+
+def test_ids_and_text_outside_the_states_too() -> None:
+    doc = _event(task_type="x")
+    doc["metadata"]["user_id"] = "u-1"
+    doc["metadata"]["note"] = {"comment": "write to a@b.io"}
+    doc["error"] = "failed for c@d.io"  # an extra envelope field
+    assert P.apply(doc)
+    text = orjson.dumps(doc).decode()
+    assert "u-1" not in text and "a@b.io" not in text and "c@d.io" not in text
+    assert doc["id"] and doc["entity_id"] == "t-1"  # the event's own ids are not personal
+    flag = _event(user_id=True)
+    P.apply(flag)
+    assert flag["current_state"]["user_id"] is True  # a flag is no id
+
+
+def test_the_decoder_scrubs_what_it_rejects_and_flags_it() -> None:
+    from pipeline.core.ingest.decode import Decoder
+    from pipeline.events import NormalizedEvent, Rejected
+
+    bad = _event(requester_id="u-1", request="mail a@b.io")
+    bad["timestamp"] = "not a time"
+    good = _event(requester_id="u-1", request="mail a@b.io")
+    for keep in (False, True):
+        d = Decoder(privacy=P, keep_original=keep)
+        as_root = d.decode("t", 0, 0, orjson.dumps(bad), 1_800_000_000_000)
+        in_array = d.decode("t", 0, 1, orjson.dumps([copy.deepcopy(bad), copy.deepcopy(good)]), 1_800_000_000_000)
+        rejected = [r for r in [*as_root, *in_array] if isinstance(r, Rejected)]
+        accepted = [e for e in in_array if isinstance(e, NormalizedEvent)]
+        assert len(rejected) == 2 and len(accepted) == 1
+        assert accepted[0].current_state["requester_id"] == pseudonym(KEY.encode(), "u-1")
+        assert accepted[0].current_state["request"] == "mail [email]"
+        for r in rejected:
+            assert r.original_redacted is not keep
+            assert (b"a@b.io" in r.original) is keep and (b"u-1" in r.original) is keep
+
+
+def test_mentions_finds_pseudonyms_and_whole_raw_ids() -> None:
+    from pipeline.core.privacy import mentions
+
+    pn = pseudonym(KEY.encode(), "u-1")
+    erased = frozenset({pn, "raw-7"})
+    assert mentions(f'{{"requester_id":"{pn}"}}', erased)
+    assert mentions("raw-7", erased) and mentions('{"user_id":"raw-7"}', erased)
+    assert not mentions('{"user_id":"raw-77"}', erased)
+    assert not mentions(pseudonym(KEY.encode(), "u-2"), erased)
+    assert not mentions("anything", frozenset())
