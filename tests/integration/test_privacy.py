@@ -26,7 +26,8 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline.embedded import EmbeddedBroker
 from pipeline.sdk import make_event
-from pipeline.topics import DLQ, NORMALIZED, RAW_TOPICS
+from pipeline.sinks.kafka import ensure_topics
+from pipeline.topics import ALL_TOPICS, DLQ, NORMALIZED, RAW_TOPICS
 from tests.integration.api_client import call, get, tokens_file
 from tests.integration.conftest import ROOT, Worker, publish, publish_raw, wait_for
 
@@ -108,6 +109,28 @@ def _start(make_worker: Any, tmp_path: Path) -> Worker:
     return w.start()
 
 
+def _counts(w: Worker) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Completed tasks per agent (rollups), tasks per group, finished tasks per requester."""
+    by_agent = dict(w.sql("SELECT agent, sum(count) FROM taskpulse.rollup_stats WHERE granularity = '1m' "
+                          "AND event_type = 'task.completed' GROUP BY agent"))  # fmt: skip
+    by_group = dict(w.sql("SELECT group_key, count() FROM taskpulse.tasks FINAL GROUP BY group_key"))
+    by_requester = dict(w.sql("SELECT requester_id, count() FROM taskpulse.task_executions FINAL "
+                              "GROUP BY requester_id"))
+    return by_agent, by_group, by_requester
+
+
+def _feed(broker: EmbeddedBroker, w: Worker, events: list[dict[str, Any]], base: datetime) -> int:
+    """The dataset, the rejected input and three HTTP-ingested tasks; returns the number of tasks."""
+    publish(broker, events)
+    publish_raw(broker, _bad(base))
+    http_events = [make_event("task.created", f"t-h{i}", {"task_type": "support", "group": "g9",
+                              "requester": {"id": USERS[1]}, "request": "bob's mail is bob@corp.example"},
+                              timestamp=base + timedelta(seconds=400 + i)) for i in range(3)]  # fmt: skip
+    status, _, answer = call(w.api, "POST", "/api/v1/events", orjson.dumps(http_events), token=WRITER)
+    assert status == 200 and answer["accepted"] == 3, answer
+    return 33
+
+
 def _cli(w: Worker, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**w.env, "TASKPULSE_API_URL": w.api, "TASKPULSE_API_TOKEN": token, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT, capture_output=True,
@@ -163,15 +186,7 @@ def test_privacy_end_to_end(broker: EmbeddedBroker, make_worker: Any, tmp_path: 
     w = _start(make_worker, tmp_path)
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
     events, truth = _dataset(base)
-    publish(broker, events)
-    publish_raw(broker, _bad(base))
-    # HTTP ingest: the same decoder, the raw topic gets pseudonyms too
-    http_events = [make_event("task.created", f"t-h{i}", {"task_type": "support", "group": "g9",
-                              "requester": {"id": USERS[1]}, "request": "bob's mail is bob@corp.example"},
-                              timestamp=base + timedelta(seconds=400 + i)) for i in range(3)]  # fmt: skip
-    status, _, answer = call(w.api, "POST", "/api/v1/events", orjson.dumps(http_events), token=WRITER)
-    assert status == 200 and answer["accepted"] == 3, answer
-    n_tasks = 33
+    n_tasks = _feed(broker, w, events, base)  # HTTP ingest: the same decoder; its raw-topic copy is pseudonymised
     wait_for(lambda: w.scalar("SELECT count() FROM taskpulse.tasks FINAL") == n_tasks
              and w.scalar("SELECT count() FROM taskpulse.task_executions FINAL") == truth["finished"]
              and w.scalar("SELECT count() FROM taskpulse.dlq") == 4, 120, "tasks, executions and the DLQ")  # fmt: skip
@@ -194,12 +209,9 @@ def test_privacy_end_to_end(broker: EmbeddedBroker, make_worker: Any, tmp_path: 
     assert all("redacted" in r["why"] for r in report["refused"]), report["refused"]
 
     # --- pseudonyms: the same person → the same pseudonym, so counts and joins still work
-    got = dict(w.sql("SELECT requester_id, count() FROM taskpulse.task_executions FINAL GROUP BY requester_id"))
-    assert got == {pseudonym(u): n for u, n in truth["tasks_of"].items()}
-    by_agent = dict(w.sql("SELECT agent, sum(count) FROM taskpulse.rollup_stats WHERE granularity = '1m' "
-                          "AND event_type = 'task.completed' GROUP BY agent"))  # fmt: skip
+    by_agent, by_group, by_requester = counts_on = _counts(w)
+    assert by_requester == {pseudonym(u): n for u, n in truth["tasks_of"].items()}
     assert by_agent == dict(truth["completed_by_agent"])
-    by_group = dict(w.sql("SELECT group_key, count() FROM taskpulse.tasks FINAL GROUP BY group_key"))
     assert by_group == {**truth["tasks_by_group"], "g9": 3}
     assert w.scalar("SELECT count() FROM taskpulse.events WHERE entity_type = 'user' AND entity_id = "
                     f"'{pseudonym(USERS[2])}'") == 10  # fmt: skip
@@ -272,3 +284,27 @@ def test_privacy_end_to_end(broker: EmbeddedBroker, make_worker: Any, tmp_path: 
     export_row = next(a for a in audit if a["action"] == "export")
     assert export_row["rows"] == sum(want.values())
     assert not [n for n in NEEDLES if n in json.dumps(audit).lower()]
+
+    # --- the same input with privacy off (its own broker and database): the same counts
+    w.stop()
+    plain_broker = EmbeddedBroker(log_path=tmp_path / "tansu-plain.log").start()
+    try:
+        asyncio.run(ensure_topics(plain_broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 256 * 1024 * 1024))
+        toks = tmp_path / "tokens"
+        plain = make_worker(TASKPULSE_ROLES="ingest,correlate", TASKPULSE_API_TOKENS_FILE=str(toks),
+                            TASKPULSE_KAFKA_URL=plain_broker.url, TASKPULSE_DATA_DIR=str(tmp_path / "data-plain"),
+                            TASKPULSE_REDACT="false", TASKPULSE_REORDER_WINDOW_S="0.5")  # fmt: skip
+        plain.token = READER
+        plain.start()
+        assert _feed(plain_broker, plain, events, base) == n_tasks
+        wait_for(lambda: plain.scalar("SELECT count() FROM taskpulse.tasks FINAL") == n_tasks
+                 and plain.scalar("SELECT count() FROM taskpulse.task_executions FINAL") == truth["finished"],
+                 120, "the tasks without privacy")  # fmt: skip
+        agent_off, group_off, requester_off = _counts(plain)
+        assert (agent_off, group_off) == counts_on[:2]
+        assert {pseudonym(u): n for u, n in requester_off.items()} == counts_on[2]
+        assert plain.scalar("SELECT countIf(original_redacted) FROM taskpulse.dlq") == 0
+        assert _naming(plain, ["alice@corp.example"], BOOKKEEPING)  # the raw ids are there: the scan finds them
+        plain.stop()
+    finally:
+        plain_broker.stop()
