@@ -21,7 +21,7 @@ user id or an e-mail address in a request.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import re
 from collections.abc import Iterable, Sequence
@@ -49,14 +49,21 @@ REDACTED = "[redacted]"
 _STATES = ("current_state", "previous_state")
 #: envelope fields that identify the event itself, never a person
 _ENVELOPE_IDS = frozenset({"id", "event_type", "entity_type", "timestamp"})
+#: exact types (a bool is no id; parsed JSON holds only these containers)
+_CONTAINERS = frozenset({dict, list})
+_ID_TYPES = frozenset({str, int})
 
 
 def pseudonym(key: bytes, raw: str) -> str:
     """The pseudonym of ``raw`` under ``key``; a pseudonym is returned as it is."""
     if is_pseudonym(raw):
         return raw
-    digest = hmac.new(key, raw.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-    return PREFIX + digest[:_DIGEST_HEX]
+    return _pseudonym(key, raw)
+
+
+@functools.lru_cache(maxsize=65_536)  # a fleet's users repeat: most events hash nothing
+def _pseudonym(key: bytes, raw: str) -> str:
+    return PREFIX + hmac.digest(key, raw.encode("utf-8", "surrogatepass"), "sha256").hex()[:_DIGEST_HEX]
 
 
 def is_pseudonym(value: str) -> bool:
@@ -142,9 +149,11 @@ class Privacy:
     drop_paths: tuple[tuple[str, ...], ...] = ()
     redact: bool = True
     _names_raw: frozenset[str] = field(init=False, repr=False, default=frozenset())
+    _text_keys: frozenset[str] = field(init=False, repr=False, default=frozenset())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_names_raw", frozenset(f"{n}_raw" for n in self.id_names))
+        object.__setattr__(self, "_text_keys", self.text_names | {f"{n}_raw" for n in self.text_names})
 
     @classmethod
     def build(
@@ -201,13 +210,13 @@ class Privacy:
             for path in self.id_paths:
                 changed |= _replace_at(doc, path, hashed)
             for name, node in doc.items():
-                if name not in _ENVELOPE_IDS and isinstance(node, dict | list):
+                if name not in _ENVELOPE_IDS and type(node) in _CONTAINERS:
                     changed |= self._walk(node, hashed, 0)
         if self.redact:
             for name, node in list(doc.items()):
                 if name in _ENVELOPE_IDS:
                     continue
-                if isinstance(node, dict | list):
+                if type(node) in _CONTAINERS:
                     changed |= self._redact_walk(node, name in self.text_names, 0)
                 elif isinstance(node, str) and name in self.text_names:
                     new_text = redact_text(node)
@@ -222,18 +231,16 @@ class Privacy:
             return False
         if isinstance(node, dict):
             for k, v in node.items():
-                if (k in self.id_names or k in self._names_raw) and isinstance(v, str | int) and not isinstance(
-                    v, bool
-                ) and v != "":
+                if (k in self.id_names or k in self._names_raw) and type(v) in _ID_TYPES and v != "":
                     new = hashed(str(v))
                     if new != v:
                         node[k] = new
                         changed = True
-                elif isinstance(v, dict | list):
+                elif type(v) in _CONTAINERS:
                     changed |= self._walk(v, hashed, depth + 1)
         elif isinstance(node, list):
             for v in node:
-                if isinstance(v, dict | list):
+                if type(v) in _CONTAINERS:
                     changed |= self._walk(v, hashed, depth + 1)
         return changed
 
@@ -243,16 +250,16 @@ class Privacy:
         if depth > 64:
             return False
         items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
+        text_keys = self._text_keys
         for k, v in list(items):
-            named = isinstance(k, str) and (k in self.text_names or k.removesuffix("_raw") in self.text_names)
-            here = inside or named
-            if isinstance(v, str):
+            here = inside or k in text_keys
+            if type(v) is str:
                 if here:
                     new = redact_text(v)
                     if new != v:
                         node[k] = new
                         changed = True
-            elif isinstance(v, dict | list):
+            elif type(v) in _CONTAINERS:
                 changed |= self._redact_walk(v, here, depth + 1)
         return changed
 

@@ -351,4 +351,6 @@ def standalone(settings: Settings) -> tuple[FastAPI, ApiContext]:
     ctx = ApiContext(
         settings, tokens, store, store, CollectorRegistry(), client_kwargs(KafkaSecurity.from_settings(settings))
     )
+    if not settings.clickhouse_read_url:
+        ctx.writer_store = store  # one user for both: the writer's (audit rows, erasures)
     return create_app(ctx), ctx
