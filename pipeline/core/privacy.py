@@ -5,9 +5,10 @@ downstream — the normalized topic, ClickHouse, exports, reports, the DLQ — e
 user id or an e-mail address in a request.
 
 - **Pseudonyms.**  Every string under a configured identifier name (``user_id``,
-  ``requester_id``, ``session_id`` … at any depth of ``current_state`` / ``previous_state``
-  and at the configured paths such as ``metadata.session_id`` or ``requester.id``), and the
-  ``entity_id`` of a ``user`` entity, is replaced by ``PREFIX + HMAC-SHA256(key, id)`` (the
+  ``requester_id``, ``session_id``, ``email`` … at any depth of the states, the metadata and
+  extra envelope fields; the ``id`` of an object under such a name, ``{"requester": {"id":
+  …}}``; the configured paths such as ``metadata.session_id``), and the ``entity_id`` of a
+  ``user`` entity, is replaced by ``PREFIX + HMAC-SHA256(key, id)`` (the
   first 128 bits, hex).  The same id always maps to the same pseudonym under one key, so
   counts, joins and erasure still work; a value that already is a pseudonym is never hashed
   again.  Without a key nothing is hashed.
@@ -36,7 +37,9 @@ _PSEUDONYM = re.compile(rf"^{PREFIX}[0-9a-f]{{{_DIGEST_HEX}}}$")
 
 #: identifier names replaced wherever they appear in an event's states (and their ``_raw``
 #: twins, which the decoder writes when a value came in another form)
-DEFAULT_ID_NAMES = ("user_id", "requester_id", "session_id")
+DEFAULT_ID_NAMES = (
+    "user_id", "requester_id", "session_id", "user", "requester", "email", "user_email", "requester_email",
+)  # fmt: skip
 #: dotted paths from the event's root that hold identifiers under other names
 DEFAULT_ID_PATHS = ("metadata.session_id", "current_state.requester.id", "previous_state.requester.id")
 #: free-text names whose string values (at any depth of the states) are redacted by pattern
@@ -237,6 +240,11 @@ class Privacy:
                         node[k] = new
                         changed = True
                 elif type(v) in _CONTAINERS:
+                    if type(v) is dict and k in self.id_names and type(v.get("id")) in _ID_TYPES and v["id"] != "":
+                        new = hashed(str(v["id"]))  # {"user": {"id": …}}, {"requester": {"id": …}}
+                        if new != v["id"]:
+                            v["id"] = new
+                            changed = True
                     changed |= self._walk(v, hashed, depth + 1)
         elif isinstance(node, list):
             for v in node:

@@ -205,3 +205,13 @@ def test_mentions_finds_pseudonyms_and_whole_raw_ids() -> None:
     assert not mentions('{"user_id":"raw-77"}', erased)
     assert not mentions(pseudonym(KEY.encode(), "u-2"), erased)
     assert not mentions("anything", frozenset())
+
+
+def test_identifier_objects_and_email_fields() -> None:
+    doc = _event(user={"id": "u-1", "name_shown": "x"}, requester="u-2", contact={"email": "a@b.io"},
+                 user_email="c@d.io")
+    P.apply(doc)
+    st = doc["current_state"]
+    key = KEY.encode()
+    assert st["user"]["id"] == pseudonym(key, "u-1") and st["requester"] == pseudonym(key, "u-2")
+    assert st["contact"]["email"] == pseudonym(key, "a@b.io") and st["user_email"] == pseudonym(key, "c@d.io")
