@@ -93,6 +93,8 @@ class ErasureList:
                 dropped += len(part.events) - len(kept) + len(part.rejected) - len(letters)
             part.events, part.rejected = kept, letters
         self.dropped += dropped
+        if dropped:
+            log.info("dropped %d events / dead letters naming an erased person (erasure list)", dropped)
         return dropped
 
     def keep_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -100,7 +102,9 @@ class ErasureList:
         if not self.erased:
             return rows
         kept = [r for r in rows if not any(isinstance(v, str) and mentions(v, self.erased) for v in r)]
-        self.dropped += len(rows) - len(kept)
+        if len(kept) < len(rows):
+            self.dropped += len(rows) - len(kept)
+            log.info("dropped %d rows naming an erased person (erasure list)", len(rows) - len(kept))
         return kept
 
 
