@@ -214,6 +214,7 @@ class _Role:
                 self.written[table] += len(rows) - len(found)
         if out.executions or out.emitted:
             messages, letters = self._serialize(out)
+            messages = self.erasures.keep_messages(messages)
             await self._dead_letter(letters)
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)

@@ -97,6 +97,14 @@ class ErasureList:
             log.info("dropped %d events / dead letters naming an erased person (erasure list)", dropped)
         return dropped
 
+    def keep_messages(self, messages: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, bytes]]:
+        """The (topic, value, key) messages whose value names no erased person."""
+        if not self.erased:
+            return messages
+        kept = [m for m in messages if not mentions(m[1].decode("utf-8", "replace"), self.erased)]
+        self.dropped += len(messages) - len(kept)
+        return kept
+
     def keep_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows none of whose text cells names an erased person."""
         if not self.erased:

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from pipeline.embedded import EmbeddedBroker
 from pipeline.sdk import make_event
 from pipeline.sinks.kafka import ensure_topics
-from pipeline.topics import ALL_TOPICS, DLQ, NORMALIZED, RAW_TOPICS
+from pipeline.topics import ALL_TOPICS, DLQ, LIFECYCLE, NORMALIZED, RAW_TOPICS
 from tests.integration.api_client import call, get, tokens_file
 from tests.integration.conftest import ROOT, Worker, publish, publish_raw, wait_for
 
@@ -248,6 +248,8 @@ def test_privacy_end_to_end(broker: EmbeddedBroker, make_worker: Any, tmp_path: 
     alice = pseudonym(USERS[0])
     before = {u: _naming(w, [pseudonym(u)], BOOKKEEPING) for u in USERS}
     assert before[USERS[0]]["events"] and before[USERS[0]]["task_executions"]
+    lifecycle_before = [m for m in _topic(broker, LIFECYCLE) if alice.encode() in m]
+    assert lifecycle_before  # Kafka keeps what was published before the erasure (README: until retention)
     done = _cli(w, ADMIN, "privacy", "erase", "--user", USERS[0], "--format", "json")
     assert done.returncode == 0, done.stderr
     erased = json.loads(done.stdout)
@@ -270,6 +272,8 @@ def test_privacy_end_to_end(broker: EmbeddedBroker, make_worker: Any, tmp_path: 
     time.sleep(2)  # the correlation role's batch with the late correction is written by now
     assert _naming(w, [alice], BOOKKEEPING) == {}
     assert _naming(w, NEEDLES) == {}
+    # the correction of her task t-3 named no one, yet its lifecycle record would: not published
+    assert sorted(m for m in _topic(broker, LIFECYCLE) if alice.encode() in m) == sorted(lifecycle_before)
 
     # --- the audit trail: every action, by whom (admin only)
     get(w, "/api/v1/tasks", limit=5)
