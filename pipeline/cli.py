@@ -45,6 +45,8 @@ cli.add_typer(dlq_app, name="dlq")
 cli.add_typer(alerts_app, name="alerts")
 cli.add_typer(export_app, name="export")
 cli.add_typer(token_app, name="token")
+privacy_app = typer.Typer(help="One person's data: export it (portability) or erase it.", no_args_is_help=True)
+cli.add_typer(privacy_app, name="privacy")
 
 
 def _settings() -> Settings:
@@ -922,6 +924,84 @@ def _replay_direct(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TaskpulseError) as exc:
         fail(str(exc))
     return report.to_json()
+
+
+@privacy_app.command("export")
+def privacy_export(
+    user: Annotated[str, typer.Option("--user", help="The person's id as producers sent it, or its pseudonym (pn_…)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the JSON here (default: stdout)")] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="Not through the running worker: straight to ClickHouse "
+                                         "with TASKPULSE_CLICKHOUSE_URL's user (a server's taskpulse_writer may not "
+                                         "ALTER … DELETE; use a user that may)")] = False,
+) -> None:
+    """Everything stored about one person, in every table and the DLQ, as JSON (audited)."""
+    from urllib.parse import urlencode
+
+    settings = _settings()
+    answer = None if direct else worker_call(
+        settings, "GET", f"/api/v1/privacy/export?{urlencode({'user': user})}", timeout_s=300
+    )
+    if answer is not None:
+        status, data = answer
+        if status != 200:
+            fail(_api_error(data, status))
+    else:
+        data = _privacy_direct(settings, "export", user)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"{data['rows']} rows about {user!r} written to {out}")
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    user: Annotated[str, typer.Option("--user", help="The person's id as producers sent it, or its pseudonym (pn_…)")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    direct: Annotated[bool, typer.Option("--direct", help="Not through the running worker: straight to ClickHouse "
+                                         "with TASKPULSE_CLICKHOUSE_URL's user (a server's taskpulse_writer may not "
+                                         "ALTER … DELETE; use a user that may)")] = False,
+) -> None:
+    """Delete one person's rows from every table and the DLQ (waited for and verified), and put
+    them on the erasure list so nothing brings them back (admin token; audited)."""
+    settings = _settings()
+    answer = None if direct else worker_call(settings, "POST", "/api/v1/privacy/erase", {"user": user}, timeout_s=600)
+    if answer is not None:
+        status, data = answer
+        if status != 200:
+            fail(_api_error(data, status))
+    else:
+        data = _privacy_direct(settings, "erase", user)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data) + "\n")
+        return
+    console.print(f"erased {data['rows']} rows naming {', '.join(data['subjects'])}")
+    print_rows(["table", "rows deleted"], [[t, n] for t, n in sorted(data["deleted"].items())])
+
+
+def _api_error(data: Any, status: int) -> str:
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("message") or f"HTTP {status}")
+    return f"HTTP {status}"
+
+
+def _privacy_direct(settings: Settings, action: str, user: str) -> dict[str, Any]:
+    from pipeline.sinks import privacy as priv
+
+    store = _dlq_direct(settings)
+    rules = priv.privacy_of(settings)
+    try:
+        if action == "export":
+            data = priv.export(store, rules, user)
+            priv.audit(store, "cli", "admin", "export", ",".join(data["subjects"]), data["rows"])
+        else:
+            data = priv.erase(store, rules, user, "cli", settings.erasure_refresh_s)
+            priv.audit(store, "cli", "admin", "erase", ",".join(data["subjects"]), data["rows"], 200,
+                       json.dumps(data["deleted"]))
+    except (ValueError, RuntimeError, TaskpulseError) as exc:
+        fail(str(exc))
+    return data
 
 
 def main() -> None:

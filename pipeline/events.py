@@ -455,6 +455,8 @@ class Rejected(BaseModel):
     #: ``original`` is not the message as sent (an array element cut below the depth limit):
     #: such an entry can never be replayed
     original_cut: bool = False
+    #: ``original`` was pseudonymised / redacted (TASKPULSE_DLQ_KEEP_ORIGINAL=false): never replayed
+    original_redacted: bool = False
 
 
 class NormalizedEvent(BaseModel):

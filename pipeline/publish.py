@@ -30,8 +30,10 @@ class BrokerUnreachable(TaskpulseError):
 def decoder_for(settings: Settings) -> Decoder:
     """The decoder the ingest role runs, with the same limits (TASKPULSE_MAX_*)."""
     from pipeline.roles.ingest import decode_limits
+    from pipeline.sinks.privacy import privacy_of
 
-    return Decoder(limits=decode_limits(settings))
+    return Decoder(limits=decode_limits(settings), privacy=privacy_of(settings),
+                   keep_original=settings.dlq_keep_original)
 
 
 def rejects(decoder: Decoder, topic: str, value: bytes, now_ms: int | None = None) -> list[Rejected]:

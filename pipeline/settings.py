@@ -320,6 +320,45 @@ class Settings(BaseSettings):
         730, ge=1, description="Days `task_executions` keeps a finished task's row."
     )
     ttl_alerts_days: int = Field(365, ge=1, description="Days the `alerts` table keeps alert state changes.")
+    ttl_audit_days: int = Field(
+        365, ge=1, description="Days the `audit` table keeps who queried, exported, replayed or erased what."
+    )
+
+    # --- privacy: pseudonyms, redaction, erasure (see README, Privacy) ---
+    pii_key: SecretStr = Field(
+        SecretStr(""),
+        description="Secret key of the HMAC-SHA256 that replaces user ids (user_id, requester_id, requester.id, "
+        "metadata.session_id, user entity ids, TASKPULSE_PII_FIELDS) by pseudonyms `pn_…` at ingest; empty: "
+        "NOTHING is hashed, raw user ids are stored.",
+    )
+    pii_key_previous: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated earlier values of TASKPULSE_PII_KEY (after a rotation): export and erase "
+        "also match the pseudonyms made with them. Never logged.",
+    )
+    pii_fields: str = Field(
+        "",
+        description="More identifier fields to pseudonymise, comma-separated: names at any depth of the states "
+        "(customer_id) or dotted paths from the event root (metadata.client.login).",
+    )
+    redact: bool = Field(
+        True,
+        description="Replace e-mail addresses, phone and card numbers and credentials in free text (request, "
+        "errors, results, messages) by [email] / [phone] / [card] / [token] before storage.",
+    )
+    redact_fields: str = Field(
+        "",
+        description="Dotted paths from the event root whose values are replaced whole by [redacted] "
+        "(current_state.notes), comma-separated.",
+    )
+    dlq_keep_original: bool = Field(
+        False,
+        description="The DLQ keeps rejected input byte for byte (raw ids and e-mails included); false: a "
+        "pseudonymised, redacted copy (such entries cannot be replayed).",
+    )
+    erasure_refresh_s: float = Field(
+        30.0, gt=0, description="How often workers re-read the erasure list (`taskpulse privacy erase`)."
+    )
 
     # --- analytics: cost, reports ---
     prices: str = Field(
@@ -502,6 +541,8 @@ def secret_values(settings: Settings) -> list[str]:
         settings.api_session_secret.get_secret_value(),
         settings.clickhouse_password.get_secret_value(), settings.clickhouse_read_password.get_secret_value(),
         settings.kafka_sasl_password.get_secret_value(), settings.kafka_ssl_key_password.get_secret_value(),
+        settings.pii_key.get_secret_value(),
+        *settings.pii_key_previous.get_secret_value().split(","),
     ]  # fmt: skip
     for hook in (settings.alert_webhook_url.get_secret_value(), settings.report_webhook_url.get_secret_value()):
         if not hook:
@@ -517,7 +558,7 @@ def secret_values(settings: Settings) -> list[str]:
         with_pw = _URL_CREDENTIALS.search(url)
         if with_pw and with_pw["pw"]:
             out.append(with_pw["pw"][1:])
-    return [s for s in out if s]
+    return [s.strip() for s in out if s.strip()]
 
 
 class _RedactedRecord(logging.LogRecord):

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS taskpulse.dlq
     event_id String,
     original String,
     original_cut Bool DEFAULT false,
+    original_redacted Bool DEFAULT false,
     src_topic LowCardinality(String),
     src_partition UInt32,
     src_offset Int64,
@@ -493,6 +494,36 @@ FROM (SELECT *, arrayReduce('argMax', arrayMap((a, c) -> (a, least(greatest(if(c
                            arrayMap((a, c) -> (least(greatest(if(c > 1, c / 100, c), 0), 1), a), mapKeys(other_agents), mapValues(other_agents)))
                  AS best
       FROM taskpulse.task_executions FINAL WHERE confidence IS NOT NULL AND agent != '' AND outcome IN ('success', 'failure', 'abandoned') AND length(other_agents) > 0);
+
+-- step 11: dlq.original_redacted: entries whose original was pseudonymised / redacted are never replayed
+
+ALTER TABLE taskpulse.dlq ADD COLUMN IF NOT EXISTS original_redacted Bool DEFAULT false AFTER original_cut;
+
+-- step 12: privacy: the erasure list (erasures) and the audit trail (audit)
+
+CREATE TABLE IF NOT EXISTS taskpulse.erasures
+(
+    subject String,
+    erased_at DateTime64(3, 'UTC'),
+    erased_by String
+)
+ENGINE = ReplacingMergeTree(erased_at)
+ORDER BY subject;
+
+CREATE TABLE IF NOT EXISTS taskpulse.audit
+(
+    at DateTime64(3, 'UTC'),
+    who String,
+    role LowCardinality(String),
+    action LowCardinality(String),
+    target String,
+    rows Int64,
+    status UInt16,
+    detail String
+)
+ENGINE = MergeTree
+ORDER BY at
+TTL toDateTime(at) + toIntervalDay(365);
 
 -- the Null-engine twins, replaced at every migration
 

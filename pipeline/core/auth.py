@@ -186,6 +186,8 @@ _WRITE_ROUTES: list[tuple[str, Role]] = [
 def required_role(method: str, path: str) -> Role:
     """The role a request needs.  Reads (GET, HEAD) need a reader; a state-changing method
     needs the role of its route, admin when no route lists it (deny by default)."""
+    if path == "/api/v1/audit" or path.startswith("/api/v1/audit/"):
+        return Role.ADMIN  # who looked at what: admins only
     if method.upper() in ("GET", "HEAD", "OPTIONS"):
         return Role.READER
     for prefix, role in _WRITE_ROUTES:

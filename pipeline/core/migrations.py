@@ -71,6 +71,7 @@ class Retention:
     tasks: int = 30
     task_executions: int = 730
     alerts: int = 365
+    audit: int = 365
 
     def rollup_days(self) -> dict[str, int]:
         return {"1m": self.rollups_1m, "5m": self.rollups_5m, "1h": self.rollups_1h, "1d": self.rollups_1d}

@@ -16,7 +16,8 @@ from pipeline.core.alerts.ddl import ttl_expressions as alerts_ttl
 from pipeline.core.analytics.ddl import analytics_steps
 from pipeline.core.ingest.ddl import ingest_steps
 from pipeline.core.ingest.ddl import ttl_expressions as ingest_ttl
-from pipeline.core.migrations import Retention, Step, check_steps, migrations_table_ddl
+from pipeline.core.migrations import Retention, Step, check_steps, days_ttl, migrations_table_ddl
+from pipeline.core.privacy import audit_ddl, erasure_ddl
 from pipeline.core.tasks.ddl import tasks_steps
 from pipeline.core.tasks.ddl import ttl_expressions as tasks_ttl
 
@@ -36,8 +37,20 @@ def migration_steps(
     r = retention or Retention()
     return check_steps(
         [*ingest_steps(database, relative_accuracy, r), *tasks_steps(database, r), *alerts_steps(database, r),
-         *analytics_steps(database)]
+         *analytics_steps(database), *privacy_steps(database, r)]
     )
+
+
+def privacy_steps(db: str, retention: Retention) -> list[Step]:
+    """The erasure list and the audit trail (``pipeline.core.privacy``)."""
+    return [
+        Step.of(12, "privacy: the erasure list (erasures) and the audit trail (audit)",
+                [erasure_ddl(db), audit_ddl(db, privacy_ttl(retention)["audit"])]),
+    ]  # fmt: skip
+
+
+def privacy_ttl(retention: Retention) -> dict[str, str]:
+    return {"audit": days_ttl("at", retention.audit)}
 
 
 def code_version() -> int:
@@ -53,7 +66,7 @@ def bootstrap_statements(database: str = "taskpulse") -> list[str]:
 def ttl_targets(retention: Retention | None = None) -> dict[str, str]:
     """Table → the TTL expression it should have (``TASKPULSE_TTL_*``)."""
     r = retention or Retention()
-    return {**ingest_ttl(r), **tasks_ttl(r), **alerts_ttl(r)}
+    return {**ingest_ttl(r), **tasks_ttl(r), **alerts_ttl(r), **privacy_ttl(r)}
 
 
 def probe_ddl(db: str) -> list[str]:

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pipeline.core.auth import TokenFileError, TokenTable
 from pipeline.core.ingest.replay import Filters
 from pipeline.errors import ConfigError, TaskpulseError
-from pipeline.roles import api_ingest, api_v1, dlq
+from pipeline.roles import api_ingest, api_privacy, api_v1, dlq
 from pipeline.roles.api_auth import Guard, JSONResponse, install_errors, principal, session_router
 from pipeline.settings import Settings, redact
 from pipeline.sinks.clickhouse import ClickHouseStore
@@ -65,12 +65,21 @@ class ApiContext:
     status_sections: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
     #: set by ``create_app``: publishes HTTP-ingested events to the raw topics
     ingest: Any = None
+    #: the writer store: audit rows and erasures (the worker's own; ``taskpulse api`` alone
+    #: opens one with the writer's credentials, TASKPULSE_CLICKHOUSE_URL / _PASSWORD)
+    writer_store: ClickHouseStore | None = None
+
+    @property
+    def writer(self) -> ClickHouseStore:
+        if self.writer_store is None:
+            self.writer_store = ClickHouseStore.from_settings(self.settings)
+        return self.writer_store
 
     @classmethod
     def of_pipeline(cls, p: Pipeline, tokens: TokenTable) -> ApiContext:
         return cls(
             p.settings, tokens, p.store, p.query_store or p.store, p.registry, dict(p.kafka_kwargs),
-            list(p.settings.role_list), p.status_sections,
+            list(p.settings.role_list), p.status_sections, writer_store=p.store,
         )  # fmt: skip
 
 
@@ -272,8 +281,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ctx.ingest = api_ingest.Ingest(ctx)
     routers = [
         _docs_router(app), session_router(guard, ctx.settings.api_session_ttl_s), operations_router(ctx),
-        api_v1.router(ctx), api_ingest.router(ctx.ingest),
+        api_v1.router(ctx), api_ingest.router(ctx.ingest), api_privacy.router(ctx),
     ]  # fmt: skip
+    api_privacy.install_audit(app, ctx, guard)
     if importlib.util.find_spec("pipeline.roles.ui") is not None:
         # the web UI's routes: ``pipeline.roles.ui.router(ctx: ApiContext) -> APIRouter``; first, so
         # its /tasks/{id}/timeline is matched before /tasks/{id} (ids may hold "/": run_id/task_id)
@@ -343,4 +353,6 @@ def standalone(settings: Settings) -> tuple[FastAPI, ApiContext]:
     ctx = ApiContext(
         settings, tokens, store, store, CollectorRegistry(), client_kwargs(KafkaSecurity.from_settings(settings))
     )
+    if not settings.clickhouse_read_url:
+        ctx.writer_store = store  # one user for both: the writer's (audit rows, erasures)
     return create_app(ctx), ctx

@@ -31,6 +31,7 @@ from pipeline.roles.api_auth import COMMON_ERRORS, ApiError, ErrorResponse, JSON
 from pipeline.roles.ingest import decode_limits
 from pipeline.settings import kafka_bootstrap, redact
 from pipeline.sinks.kafka import OutputProducer
+from pipeline.sinks.privacy import privacy_of
 from pipeline.topics import RAW_SYSTEM, RAW_TOPICS
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class Ingest:
                 "100/second;3000/minute"
             ) from exc
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
-        self.decoder = Decoder(limits=decode_limits(s))
+        self.decoder = Decoder(limits=decode_limits(s), privacy=privacy_of(s), keep_original=s.dlq_keep_original)
         self.producer = (
             OutputProducer(kafka_bootstrap(s.kafka_url), linger_ms=2, client_kwargs=ctx.kafka_kwargs)
             if s.kafka_url

@@ -51,6 +51,7 @@ from pipeline.prices import load_prices
 from pipeline.roles import runtime
 from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
+from pipeline.sinks.privacy import ErasureList
 from pipeline.sinks.writer import Refusals, SinkRetry, dead_letter, unwritable, write_rows
 from pipeline.topics import LIFECYCLE, NORMALIZED, RAW_TOPICS
 
@@ -105,6 +106,7 @@ class _Role:
         self.batches = 0
         self.exported: dict[str, int] = {}  # drop counters already added to /metrics
         self.unwritable = 0  # records refused for their content (dead-lettered)
+        self.erasures = ErasureList(p.store, p.settings.erasure_refresh_s)
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
@@ -205,12 +207,15 @@ class _Role:
             ("task_executions", execution_rows(out.executions, now), EXECUTION_COLUMNS),
             ("agent_status", agent_rows(out.agent_rows, now, self.correlator.stream_ms(_wall_ms())), AGENT_COLUMNS),
         ]
+        await self.erasures.refresh()
         for table, rows, columns in steps:
+            rows = self.erasures.keep_rows(rows)  # privacy hook: never write an erased person back
             if rows:
                 found = await write_rows(self.retry, store, table, rows, columns, self._refused(table, rows, columns))
                 self.written[table] += len(rows) - len(found)
         if out.executions or out.emitted:
             messages, letters = self._serialize(out)
+            messages = self.erasures.keep_messages(messages)
             await self._dead_letter(letters)
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)

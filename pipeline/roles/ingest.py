@@ -36,6 +36,7 @@ from pipeline.roles import runtime
 from pipeline.settings import Settings
 from pipeline.sinks.kafka import OutputProducer
 from pipeline.sinks.kafka_identity import topic_identities
+from pipeline.sinks.privacy import ErasureList, privacy_of
 from pipeline.sinks.writer import BatchWriter
 from pipeline.topics import RAW_TOPICS
 
@@ -63,7 +64,7 @@ class _Ingest:
         s = p.settings
         self.p = p
         self.processor = BatchProcessor(
-            Decoder(limits=decode_limits(s)),
+            Decoder(limits=decode_limits(s), privacy=privacy_of(s), keep_original=s.dlq_keep_original),
             SeenIds(s.dedup_capacity),
             SketchMapping(s.sketch_relative_accuracy),
             max_rows=s.insert_max_rows,
@@ -73,6 +74,7 @@ class _Ingest:
         self.producer = OutputProducer(p.kafka_servers, client_kwargs=p.kafka_kwargs)
         self.writer = BatchWriter(p.store, self.producer, self.processor, p.metrics)
         self.checkpoint = runtime.Checkpoint()
+        self.erasures = ErasureList(p.store, s.erasure_refresh_s)
         self.ready = False
         self.reload_watermarks = True
         self.consumed_messages = 0
@@ -91,6 +93,8 @@ class _Ingest:
         await runtime.until_ready(self._prepare, "start-up reads", self._sink_error)
         now = time.time()
         out = self.processor.process(msgs, int(now * 1000))
+        await self.erasures.refresh()  # privacy hook: nothing naming an erased person is written
+        self.erasures.drop_erased(out)
         await self.checkpoint.commit(lambda: self._write_or_exit(out), ack, lambda: self._account(msgs, out, now))
         return out
 

@@ -24,6 +24,7 @@ from pipeline.core.periods import zone_info
 from pipeline.errors import ConfigError
 from pipeline.reports import build_report, check_cron, due, scheduled_period, webhook_payload, write_report
 from pipeline.settings import redact
+from pipeline.sinks.privacy import audit
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ async def _write(p: Pipeline, st: _State, kind: str, run_at: datetime) -> None:
     html_path, md_path = await asyncio.to_thread(write_report, s.effective_report_dir, rendered)
     st.written.append({"report": kind, "period": period.describe(), "html": str(html_path), "at": run_at.isoformat()})
     log.info("reports: wrote the %s report (%s) to %s", kind, period.describe(), html_path)
+    await asyncio.to_thread(audit, p.store, "scheduler", "admin", "report", f"{kind} {period.describe()}", 1, 200,
+                            str(html_path))  # fmt: skip
     hook = s.report_webhook_url.get_secret_value()
     if hook:
         try:

@@ -167,6 +167,7 @@ def retention_from_settings(s: Settings) -> Retention:
         events=s.ttl_events_days, dlq=s.ttl_dlq_days, rollups_1m=s.ttl_rollups_1m_days,
         rollups_5m=s.ttl_rollups_5m_days, rollups_1h=s.ttl_rollups_1h_days, rollups_1d=s.ttl_rollups_1d_days,
         tasks=s.ttl_tasks_days, task_executions=s.ttl_task_executions_days, alerts=s.ttl_alerts_days,
+        audit=s.ttl_audit_days,
     )  # fmt: skip
 
 

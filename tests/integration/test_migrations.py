@@ -172,7 +172,8 @@ def test_a_ttl_setting_change_reaches_the_table(upgraded: dict[str, Any]) -> Non
     ]
     assert "TTL toDateTime(event_time) + toIntervalDay(14)" in upgraded["events_engine"][0][0]
     assert {t["table"]: t["state"] for t in upgraded["ttl_status"]} == dict.fromkeys(
-        ("events", "rollups", "dlq", "dlq_replays", "tasks", "task_executions", "alerts", "anomaly_evaluations"), "ok"
+        ("events", "rollups", "dlq", "dlq_replays", "tasks", "task_executions", "alerts", "anomaly_evaluations",
+             "audit"), "ok"
     )
     assert {t["table"]: t["actual_days"] for t in upgraded["ttl_status"]}["events"] == "14"
 

@@ -82,6 +82,9 @@ def test_roles_grant_what_they_say(role: Role, allowed: set[Role]) -> None:
         ("POST", "/api/v1/dlq/replay", Role.OPERATOR),
         ("POST", "/api/anything-new", Role.ADMIN),
         ("DELETE", "/api/v1/tasks/1", Role.ADMIN),
+        ("GET", "/api/v1/audit", Role.ADMIN),
+        ("POST", "/api/v1/privacy/erase", Role.ADMIN),
+        ("GET", "/api/v1/privacy/export", Role.READER),
         ("POST", "/api/sqlx", Role.ADMIN),
     ],
 )

@@ -83,7 +83,8 @@ def test_ttl_of_reads_engine_full_and_ttl_days_shows_it() -> None:
 def _entry(**kw: object) -> Entry:
     base: dict[str, object] = dict(
         entry_id=1, received_at="", reason="bad_timestamp", detail="", event_id="e", original=b'{"entity_id": "t1"}',
-        original_cut=False, src_topic=RAW_TOPICS["task"], src_partition=0, src_offset=5, src_index=0, src_log="",
+        original_cut=False, original_redacted=False, src_topic=RAW_TOPICS["task"], src_partition=0, src_offset=5,
+        src_index=0, src_log="",
     )  # fmt: skip
     return Entry(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -96,6 +97,7 @@ def _entry(**kw: object) -> Entry:
         ({"src_topic": "taskpulse.events.normalized"}, "not a raw topic"),
         ({"reason": "unwritable"}, "not the message as sent"),
         ({"original_cut": True}, "was cut"),
+        ({"original_redacted": True}, "pseudonymised / redacted"),
         ({"original": b"  "}, "empty"),
     ],
 )

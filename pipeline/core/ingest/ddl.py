@@ -64,6 +64,9 @@ def ingest_steps(db: str, relative_accuracy: float, retention: Retention) -> lis
                 [f"ALTER TABLE {db}.dlq ADD COLUMN IF NOT EXISTS original_cut Bool DEFAULT false AFTER original"]),
         Step.of(7, "dlq_replays: what `taskpulse dlq replay` re-published, one row per DLQ entry",
                 [_dlq_replays_ddl(db, retention)]),
+        Step.of(11, "dlq.original_redacted: entries whose original was pseudonymised / redacted are never replayed",
+                [f"ALTER TABLE {db}.dlq ADD COLUMN IF NOT EXISTS original_redacted Bool DEFAULT false "
+                 "AFTER original_cut"]),
     ]  # fmt: skip
 
 
@@ -175,6 +178,7 @@ TTL {ttl["rollups"]}""",
     event_id String,
     original String,
     original_cut Bool DEFAULT false,
+    original_redacted Bool DEFAULT false,
 {_src_columns()}
 {_src_projection()}
 )

@@ -14,12 +14,14 @@ every accepted event serializes with orjson (254 levels at most) and fits its co
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from pipeline.core.privacy import Privacy
 from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import (
     PAYLOADS,
@@ -89,13 +91,30 @@ class Decoder:
         max_future_skew_ms: int = 300_000,
         *,
         limits: Limits | None = None,
+        privacy: Privacy | None = None,
+        keep_original: bool = False,
     ) -> None:
         self.limits = limits or Limits(max_message_bytes, max_future_skew_ms)
+        #: pseudonymise + redact each event before validation (``core.privacy``); rejected
+        #: originals are scrubbed too unless ``keep_original`` (TASKPULSE_DLQ_KEEP_ORIGINAL)
+        self.privacy = privacy if privacy is not None and privacy.active else None
+        self.keep_original = keep_original
 
     def decode(
         self, topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
     ) -> list[NormalizedEvent | Rejected]:
         """One raw message → one result per event it holds (at least one)."""
+        out = self._decode(topic, partition, offset, value, now_ms)
+        if self.privacy is not None and not self.keep_original:
+            for item in out:  # privacy hook: the one place a DLQ original is made safe to keep
+                if isinstance(item, Rejected) and not item.original_redacted:
+                    item.original, changed = self.privacy.scrub_bytes(item.original)
+                    item.original_redacted = changed
+        return out
+
+    def _decode(
+        self, topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
+    ) -> list[NormalizedEvent | Rejected]:
         raw = value or b""
         src = _Src(topic, partition, offset, 0)
         lim = self.limits
@@ -154,6 +173,10 @@ class Decoder:
         lim = self.limits
         where = f"[{src.position}]" if raw is None else "<root>"
         reject = _Rejector(src, raw, doc, lim.max_depth)
+        if self.privacy is not None and isinstance(doc, dict):  # privacy hook: before validation
+            if self.keep_original and raw is None:
+                reject = _Rejector(src, None, _copy(doc), lim.max_depth)
+            reject.redacted = self.privacy.apply(doc) and not self.keep_original
         if not isinstance(doc, dict):
             return reject(RejectReason.schema_violation, f"{where}: expected an event object, got {type(doc).__name__}")
         event_type = doc.get("event_type")
@@ -221,10 +244,11 @@ class Decoder:
 class _Rejector:
     """Builds an event's rejections; the event's own bytes are made only when needed."""
 
-    __slots__ = ("doc", "max_depth", "raw", "src")
+    __slots__ = ("doc", "max_depth", "raw", "redacted", "src")
 
     def __init__(self, src: _Src, raw: bytes | None, doc: Any, max_depth: int) -> None:
         self.src, self.raw, self.doc, self.max_depth = src, raw, doc, max_depth
+        self.redacted = False  # the doc was pseudonymised / redacted in place (privacy)
 
     def __call__(self, reason: RejectReason, detail: str) -> Rejected:
         if self.raw is not None:
@@ -233,7 +257,17 @@ class _Rejector:
         rejected = _reject(reason, detail, self.src, raw, _id_of(self.doc))
         if cut:
             rejected.original_cut = True
+        if self.redacted:
+            rejected.original_redacted = True
         return rejected
+
+
+def _copy(doc: Any) -> Any:
+    """A copy of an array element as sent (TASKPULSE_DLQ_KEEP_ORIGINAL: its DLQ original)."""
+    try:
+        return copy.deepcopy(doc)
+    except RecursionError:
+        return doc
 
 
 def _dumps_clipped(doc: Any, max_depth: int) -> tuple[bytes, bool]:

@@ -147,6 +147,8 @@ def prepare(items: list[Item], decoder: Decoder, source: str, raw_topics: dict[s
     out = Prepared()
     seen: set[str] = set()
     for index, (raw, doc) in enumerate(items):
+        if decoder.privacy is not None and isinstance(doc, dict):
+            decoder.privacy.apply(doc)  # the raw topic gets pseudonyms and redacted text too
         value = with_source(raw, doc, source)
         # an item is one event: an array here sits inside the request's array (or NDJSON line's),
         # where the ingest role finds it, so it is judged there as an element, not as a batch

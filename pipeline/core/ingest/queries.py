@@ -65,7 +65,8 @@ def entries_query(db: str, f: Filters) -> Query:
         params["entry"] = f.entry_id
     sql = (
         f"SELECT {ENTRY_ID} AS entry_id, toString(min(received_at)) AS first_received, any(reason), any(detail), "
-        "any(event_id), any(original), max(original_cut), any(src_topic), any(src_partition), any(src_offset), "
+        "any(event_id), any(original), max(original_cut), max(original_redacted), any(src_topic), any(src_partition), "
+        "any(src_offset), "
         f"any(src_index), any(src_log) FROM {db}.dlq WHERE {' AND '.join(where)} "
         "GROUP BY entry_id ORDER BY first_received, entry_id LIMIT %(limit)s"
     )

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 _COLUMNS = (
-    "entry_id", "received_at", "reason", "detail", "event_id", "original", "original_cut",
+    "entry_id", "received_at", "reason", "detail", "event_id", "original", "original_cut", "original_redacted",
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 )  # fmt: skip
 
@@ -37,6 +37,7 @@ class Entry:
     event_id: str
     original: bytes
     original_cut: bool
+    original_redacted: bool
     src_topic: str
     src_partition: int
     src_offset: int
@@ -50,7 +51,8 @@ class Entry:
         return cls(
             int(d["entry_id"]), str(d["received_at"]), str(d["reason"]), str(d["detail"]), str(d["event_id"]),
             original if isinstance(original, bytes) else str(original).encode("utf-8", "surrogateescape"),
-            bool(d["original_cut"]), str(d["src_topic"]), int(d["src_partition"]), int(d["src_offset"]),
+            bool(d["original_cut"]), bool(d["original_redacted"]), str(d["src_topic"]), int(d["src_partition"]),
+            int(d["src_offset"]),
             int(d["src_index"]), str(d["src_log"]),
         )  # fmt: skip
 
@@ -71,7 +73,8 @@ class Entry:
         """Everything about the entry (``dlq show``)."""
         return {
             **self.summary(), "detail": self.detail, "original": self.original.decode("utf-8", errors="replace"),
-            "original_bytes": len(self.original), "original_cut": self.original_cut, "src_log": self.src_log,
+            "original_bytes": len(self.original), "original_cut": self.original_cut,
+            "original_redacted": self.original_redacted, "src_log": self.src_log,
         }  # fmt: skip
 
 
@@ -131,6 +134,9 @@ def refusal(e: Entry, raw_topics: Iterable[str]) -> str:
         return "its original is the row taskpulse derived and the database refused, not the message as sent"
     if e.original_cut:
         return "its original was cut (an array element nested past TASKPULSE_MAX_DEPTH): not kept whole"
+    if e.original_redacted:
+        return ("its original was pseudonymised / redacted before it was stored (TASKPULSE_DLQ_KEEP_ORIGINAL=false): "
+                "not the message as sent; have the producer send the event again")
     if not e.original.strip():
         return "its original is empty"
     return ""

@@ -28,7 +28,7 @@ ROLLUP_COLUMNS = [
 ]  # fmt: skip
 
 DLQ_COLUMNS = [
-    "received_at", "reason", "detail", "event_id", "original", "original_cut",
+    "received_at", "reason", "detail", "event_id", "original", "original_cut", "original_redacted",
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
@@ -173,6 +173,7 @@ def dlq_rows(
             _text(r.event_id or ""),
             r.original,
             r.original_cut,
+            r.original_redacted,
             r.source.topic,
             r.source.partition,
             r.source.offset,
