@@ -447,6 +447,50 @@ def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks:
         broker.stop()
 
 
+def scaleout_run(events: list[dict[str, Any]], workdir: Path) -> dict[int, dict[str, Any]]:
+    """Ingest throughput of 1, then 2 workers (direct engine, role ingest) in one consumer
+    group on the same topics, each with its own chDB (a stand-in for one shared server).
+    Per run: a fresh broker; the workers up and in the group first; then the events are
+    published (SDK batches of 100) and the clock runs until the workers' tables hold them
+    all.  Also each run's worker CPU per event.  On a 2-core machine two workers compete
+    with each other and their chDB engines for the same two cores: the ratio there says
+    what one more core is worth, not what a second host adds."""
+    out: dict[int, dict[str, Any]] = {}
+    for n in (1, 2):
+        with EmbeddedBroker(log_path=workdir / f"tansu-{n}.log") as broker:
+            asyncio.run(ensure_topics(broker.bootstrap, ALL_TOPICS, 4, 3_600_000, 1 << 30))
+            ws = []
+            for i in range(n):
+                d = workdir / f"{n}-workers" / f"w{i}"
+                (d / "data").mkdir(parents=True)
+                ws.append(WorkerProc(broker, d / "data", roles="ingest"))
+            try:
+                for w in ws:
+                    _wait_api(w)
+                time.sleep(8)  # the group settles (session timeout 6 s) before the clock starts
+                cpu0 = sum(w.ps.cpu_times().user + w.ps.cpu_times().system for w in ws)
+                t0 = time.perf_counter()
+                asyncio.run(publish(broker.url, events, 100))
+                deadline = time.monotonic() + 600
+                while sum(w.count() or 0 for w in ws) < len(events):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"scale-out: {n} worker(s) did not write {len(events):,} events in 600 s")
+                    time.sleep(0.1)
+                dt = time.perf_counter() - t0
+                cpu = sum(w.ps.cpu_times().user + w.ps.cpu_times().system for w in ws) - cpu0
+                out[n] = {
+                    "workers": n, "events": len(events), "cpus": os.cpu_count(),
+                    "events_per_s": round(len(events) / dt), "seconds": round(dt, 2),
+                    "cpu_us_per_event": round(cpu / len(events) * 1e6, 1),
+                    "rows_per_worker": [w.count() for w in ws],
+                }  # fmt: skip
+            finally:
+                for w in ws:
+                    w.stop()
+    out[2]["speedup"] = round(out[2]["events_per_s"] / out[1]["events_per_s"], 2)
+    return out
+
+
 def _wait_api(w: WorkerProc, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while w.count() is None:
@@ -686,7 +730,7 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=int, default=30)
     ap.add_argument("--only", choices=["single", "batched", "latency", "correlation", "correlation-memory",
-                                       "metrics", "alerts", "analyst", "http", "cpu", "peers"],
+                                       "metrics", "alerts", "analyst", "http", "cpu", "peers", "scaleout"],
                     action="append",
                     help="run only these parts (repeatable); default: all")
     ap.add_argument("--open-tasks", type=int, default=1_000_000, help="open tasks for correlation-memory")
@@ -703,7 +747,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
         parts = set(args.only or ["single", "batched", "latency", "correlation", "correlation-memory", "metrics",
-                                  "alerts", "analyst", "http", "cpu", *([] if args.quick else ["peers"])])
+                                  "alerts", "analyst", "http", "cpu", *([] if args.quick else ["peers", "scaleout"])])
         if "correlation-memory" in parts:  # first, in a process that holds nothing else yet
             console.print(f"[bold]correlation state: memory of {args.open_tasks:,} open tasks (pure correlator)[/]")
             results["correlation-memory"] = correlation_memory(args.open_tasks)
@@ -745,6 +789,14 @@ def main() -> None:
                 d.mkdir()
                 results[f"alerts-{interval:g}s"] = alert_delay_run(d, interval)
                 console.print(results[f"alerts-{interval:g}s"])
+        if "scaleout" in parts:
+            console.print(f"[bold]scale-out: ingest of {len(events):,} events by 1, then 2 workers in one group "
+                          f"({os.cpu_count()} cores bound it)[/]")
+            d = work / "scaleout"
+            d.mkdir()
+            for n, r in scaleout_run(events, d).items():
+                results[f"scaleout-{n}w"] = r
+                console.print(r)
         if "correlation" in parts:
             console.print("[bold]correlation: the pure correlator, then ingest + correlation end to end[/]")
             pure = results["correlation-pure"] = correlation_pure(events)
