@@ -339,6 +339,9 @@ def test_open_tasks_and_agents_survive_a_restart_of_the_metrics_role(make_worker
     wait_for(lambda: worker.scalar(open_in_table) == 4, 90, f"the correlation role to write tasks\n{worker.log()}")
     wait_for(lambda: worker.scalar("SELECT count() FROM taskpulse.agent_status FINAL") == 2, 60, "agent_status")
     wait_for(lambda: _gauges(url).get('taskpulse_tasks{state="QUEUED"}') == 2, 30, "the gauges")
+    # the agents' status comes from the correlation role's own agent events, which travel the
+    # raw and normalized topics after the tasks: compare once the gauges show it
+    wait_for(lambda: _gauges(url).get('taskpulse_agents{status="busy"}') == 2, 60, "the agents' status")
     before = _gauges(url)
     assert before['taskpulse_tasks{state="EXECUTING"}'] == 2
 
@@ -346,6 +349,6 @@ def test_open_tasks_and_agents_survive_a_restart_of_the_metrics_role(make_worker
     worker.start()
     wait_for(lambda: "loaded 4 open tasks and 2 agents from ClickHouse" in worker.log(), 60,
              f"the metrics role to load its state\n{worker.log()}")  # fmt: skip
-    wait_for(lambda: _gauges(url) == before, 30, f"the same gauges after the restart (before: {before})")
+    wait_for(lambda: _gauges(url) == before, 30, f"the same gauges after the restart (before: {before}, after: {_gauges(url)})")
     assert "loaded 0 live alerts from ClickHouse" in worker.log()  # the alerts query runs on the real schema
     assert "not loaded from ClickHouse" not in worker.log(), worker.log()
