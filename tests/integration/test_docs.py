@@ -55,6 +55,7 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("deploy/README.md", "SELECT hostName() AS host"): "a ClickHouse cluster (clusterAllReplicas)",
     ("deploy/README.md", "ALTER TABLE taskpulse.events_local"): "a ClickHouse cluster",
     ("deploy/README.md", "ALTER TABLE taskpulse.task_executions_local"): "a ClickHouse cluster",
+    ("deploy/README.md", "ALTER TABLE taskpulse.dlq_local"): "a ClickHouse cluster",
 }
 _SHELL, _PY, _SQL = {"sh", "bash", "shell", "console"}, {"python", "py"}, {"sql"}
 
