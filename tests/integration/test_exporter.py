@@ -349,6 +349,7 @@ def test_open_tasks_and_agents_survive_a_restart_of_the_metrics_role(make_worker
     worker.start()
     wait_for(lambda: "loaded 4 open tasks and 2 agents from ClickHouse" in worker.log(), 60,
              f"the metrics role to load its state\n{worker.log()}")  # fmt: skip
-    wait_for(lambda: _gauges(url) == before, 30, f"the same gauges after the restart (before: {before}, after: {_gauges(url)})")
+    wait_for(lambda: _gauges(url) == before, 30,
+             f"the same gauges after the restart (before: {before}, after: {_gauges(url)})")  # fmt: skip
     assert "loaded 0 live alerts from ClickHouse" in worker.log()  # the alerts query runs on the real schema
     assert "not loaded from ClickHouse" not in worker.log(), worker.log()
