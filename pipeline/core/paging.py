@@ -13,6 +13,24 @@ from typing import Any
 
 import orjson
 
+_NOT_OURS = "cursor is not one this API issued: pass the `next_cursor` of the previous page"
+
+
+class Filters:
+    """A list query's WHERE clause and its parameters, built one condition at a time."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = ["1"]
+        self.params: dict[str, Any] = {"limit": int(limit) + 1}  # one more: is there a next page?
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.parts.append(condition)
+        self.params.update(params)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.parts)
+
 
 class BadCursor(ValueError):
     """The cursor was not issued for this list (or was altered)."""
@@ -36,18 +54,18 @@ class Cursor:
         try:
             doc = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
-            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page") from exc
+            raise BadCursor(_NOT_OURS) from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("k"), list) or len(doc["k"]) != arity:
-            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+            raise BadCursor(_NOT_OURS)
         if doc.get("s") != sort:
             raise BadCursor(
                 f"cursor belongs to sort={doc.get('s')!r}, not sort={sort!r}: keep the sort (and filters) "
                 "of the first page"
             )
         if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in doc["k"]):
-            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+            raise BadCursor(_NOT_OURS)
         if types is not None and not all(_is(v, t) for v, t in zip(doc["k"], types, strict=False)):
-            raise BadCursor("cursor is not one this API issued: pass the `next_cursor` of the previous page")
+            raise BadCursor(_NOT_OURS)
         return cls(sort, tuple(doc["k"]))
 
 

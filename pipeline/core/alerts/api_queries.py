@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core.alerts.rules import Observation
+from pipeline.core.paging import Filters
 
 Query = tuple[str, dict[str, Any]]
 
@@ -20,10 +21,10 @@ ALERT_COLUMNS = (
 ANOMALY_COLUMNS = ["at", "rule", "labels", "value", "baseline", "stddev", "zscore", "samples", "breached"]
 
 
-def _after(where: list[str], params: dict[str, Any], after: tuple[int, str, str] | None, cols: str) -> None:
+def _after(f: Filters, after: tuple[int, str, str] | None, cols: str) -> None:
     if after is not None:
-        where.append(f"({cols}) < (%(after_t)s, %(after_a)s, %(after_b)s)")
-        params["after_t"], params["after_a"], params["after_b"] = int(after[0]), str(after[1]), str(after[2])
+        f.add(f"({cols}) < (%(after_t)s, %(after_a)s, %(after_b)s)",
+              after_t=int(after[0]), after_a=str(after[1]), after_b=str(after[2]))  # fmt: skip
 
 
 def alerts_page(
@@ -32,14 +33,11 @@ def alerts_page(
 ) -> Query:  # fmt: skip
     """``ALERT_COLUMNS`` + key (at ms, fingerprint, change) of up to ``limit + 1`` rows, newest
     first: every state change (history), or (``firing``) each alert firing now, by its latest change."""
-    params: dict[str, Any] = {"limit": int(limit) + 1}
-    where = ["1"]
+    f = Filters(limit)
     if rules:
-        where.append("rule IN %(rules)s")
-        params["rules"] = list(rules)
+        f.add("rule IN %(rules)s", rules=list(rules))
     if severities:
-        where.append("severity IN %(severities)s")
-        params["severities"] = list(severities)
+        f.add("severity IN %(severities)s", severities=list(severities))
     source = f"{db}.alerts"
     if firing:
         source = (
@@ -47,12 +45,12 @@ def alerts_page(
             "WHERE state = 'firing'"
         )
         source = f"(SELECT * FROM {source})"
-    _after(where, params, after, "toUnixTimestamp64Milli(at), fingerprint, change")
+    _after(f, after, "toUnixTimestamp64Milli(at), fingerprint, change")
     sql = (
         f"SELECT {', '.join(ALERT_COLUMNS)}, toUnixTimestamp64Milli(at) AS k FROM {source} "
-        f"WHERE {' AND '.join(where)} ORDER BY k DESC, fingerprint DESC, change DESC LIMIT %(limit)s"
+        f"WHERE {f.sql} ORDER BY k DESC, fingerprint DESC, change DESC LIMIT %(limit)s"
     )
-    return sql, params
+    return sql, f.params
 
 
 def anomalies_page(
@@ -61,27 +59,22 @@ def anomalies_page(
 ) -> Query:  # fmt: skip
     """``ANOMALY_COLUMNS`` + key (at ms, rule, labels as JSON) of up to ``limit + 1``
     evaluations, newest first."""
-    params: dict[str, Any] = {"limit": int(limit) + 1}
-    where = ["1"]
+    f = Filters(limit)
     if rules:
-        where.append("rule IN %(rules)s")
-        params["rules"] = list(rules)
+        f.add("rule IN %(rules)s", rules=list(rules))
     if breached is not None:
-        where.append("breached = %(breached)s")
-        params["breached"] = breached
+        f.add("breached = %(breached)s", breached=breached)
     if since_ms is not None:
-        where.append("at >= fromUnixTimestamp64Milli(%(since)s, 'UTC')")
-        params["since"] = int(since_ms)
+        f.add("at >= fromUnixTimestamp64Milli(%(since)s, 'UTC')", since=int(since_ms))
     if until_ms is not None:
-        where.append("at < fromUnixTimestamp64Milli(%(until)s, 'UTC')")
-        params["until"] = int(until_ms)
-    _after(where, params, after, "toUnixTimestamp64Milli(at), rule, toJSONString(labels)")
+        f.add("at < fromUnixTimestamp64Milli(%(until)s, 'UTC')", until=int(until_ms))
+    _after(f, after, "toUnixTimestamp64Milli(at), rule, toJSONString(labels)")
     sql = (
         f"SELECT {', '.join(ANOMALY_COLUMNS)}, toUnixTimestamp64Milli(at) AS k, toJSONString(labels) AS lk "
-        f"FROM {db}.anomaly_evaluations WHERE {' AND '.join(where)} "
+        f"FROM {db}.anomaly_evaluations WHERE {f.sql} "
         "ORDER BY k DESC, rule DESC, lk DESC LIMIT %(limit)s"
     )
-    return sql, params
+    return sql, f.params
 
 
 def anomaly_rows(rule: str, observations: list[Observation], now_ms: int) -> list[list[Any]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.paging import Filters
+
 Query = tuple[str, dict[str, Any]]
 
 TASK_COLUMNS = (
@@ -122,18 +124,15 @@ AGENT_COLUMNS = (
 
 def agents_page(db: str, statuses: tuple[str, ...], after: str | None, limit: int) -> Query:
     """``AGENT_COLUMNS`` of up to ``limit + 1`` agents after ``after``, by name."""
-    params: dict[str, Any] = {"limit": int(limit) + 1}
-    where = ["1"]
+    f = Filters(limit)
     if statuses:
-        where.append("status IN %(statuses)s")
-        params["statuses"] = list(statuses)
+        f.add("status IN %(statuses)s", statuses=list(statuses))
     if after is not None:
-        where.append("agent > %(after)s")
-        params["after"] = after
+        f.add("agent > %(after)s", after=after)
     return (
-        f"SELECT {', '.join(AGENT_COLUMNS)} FROM {db}.agent_overview WHERE {' AND '.join(where)} "
+        f"SELECT {', '.join(AGENT_COLUMNS)} FROM {db}.agent_overview WHERE {f.sql} "
         "ORDER BY agent LIMIT %(limit)s",
-        params,
+        f.params,
     )
 
 
