@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import history  # noqa: E402
 from bench.peers.run import peer_runs  # noqa: E402
+from bench.targets import print_targets  # noqa: E402
 from pipeline.core.timestamps import to_epoch_ms  # noqa: E402
 from pipeline.demo import DemoFleet  # noqa: E402
 from pipeline.embedded import EmbeddedBroker, free_port  # noqa: E402
@@ -848,6 +849,7 @@ def main() -> None:
                 f"p50 {lat['p50_s']} s, p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['measured']:,} events)"
             )
     rss_table(results)
+    print_targets(results, console)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
