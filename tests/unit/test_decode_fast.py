@@ -289,3 +289,12 @@ def test_arrays_match(docs: list) -> None:
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_match(raw: bytes) -> None:
     same(raw)
+
+
+def test_privacy_and_tiny_depth_limits_take_the_pydantic_path() -> None:
+    from pipeline.core.privacy import Privacy
+
+    assert Decoder().fast
+    assert not Decoder(privacy=Privacy.build("k" * 32)).fast  # privacy rewrites events before validation
+    assert not Decoder(limits=Limits(max_depth=3)).fast
+    same(raw_json(make_event("d", state={"n": nest(2)})), limits=Limits(max_depth=3))
