@@ -252,7 +252,6 @@ class Decoder:
             )
         return _normalize(doc, env, payload, ts_ms, now_ms, lim.max_dimension_length)
 
-
     def _fast(self, doc: Any, now_ms: int, shallow: bool) -> NormalizedEvent | None:
         """The event normalized when the strict mirrors accept it and it passes every bound;
         else None, and ``doc`` untouched (the pydantic path then decides)."""
@@ -273,6 +272,8 @@ class Decoder:
             if not _exact(state.get(name)):
                 return None
         lim = self.limits
+        # the whole event walked = _event_within's walk (no top-level extras here; metadata's
+        # own fields and metrics' typed ones nest at most 3 levels, and max_depth >= 4)
         if not shallow and not _within(doc, lim.max_depth):
             return None
         n, prefix = lim.max_id_length, event_type.split(".", 1)[0]
