@@ -10,6 +10,12 @@ event (``too_deep``), id length and integer ranges of fields that land in fixed-
 columns (``out_of_range``), event time between a floor and now + skew (``bad_timestamp``).
 Dimension values (agent, task type) longer than their limit are cut, not rejected.  So
 every accepted event serializes with orjson (254 levels at most) and fits its columns.
+
+Fast path: an event the strict msgspec mirrors of the models accept (``strict``: the values
+the models take as sent, no alias, no top-level extra field) and that passes every bound is
+normalized without pydantic; anything else, an element at a time, takes the pydantic path,
+which decides every rejection.  Both give the same NormalizedEvent (a differential test
+holds them to it, ``tests/unit/test_decode_fast.py``).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import copy
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from pipeline.core.ingest.strict import ENVELOPE, PAYLOAD_MIRRORS
 from pipeline.core.privacy import Privacy
 from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import (
     PAYLOADS,
+    EntityType,
     Envelope,
     Metadata,
     NormalizedEvent,
@@ -99,6 +108,8 @@ class Decoder:
         #: originals are scrubbed too unless ``keep_original`` (TASKPULSE_DLQ_KEEP_ORIGINAL)
         self.privacy = privacy if privacy is not None and privacy.active else None
         self.keep_original = keep_original
+        #: the fast path (off with privacy, which rewrites events before validation)
+        self.fast = self.privacy is None and self.limits.max_depth >= 4
 
     def decode(
         self, topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
@@ -137,8 +148,9 @@ class Decoder:
         # Depth: a message with no more brackets than the limit cannot nest deeper (a count
         # in C, no walk); in the others each event's free-form parts are walked.
         shallow = raw.count(b"{") + raw.count(b"[") <= lim.max_depth
+        fast = self._fast if self.fast else _no_fast
         if isinstance(doc, dict):
-            return [self._one(doc, src, raw, now_ms, shallow)]
+            return [fast(doc, now_ms, shallow) or self._one(doc, src, raw, now_ms, shallow)]
         if isinstance(doc, list):
             if not doc:
                 return [_reject(RejectReason.schema_violation, "empty array", src, raw)]
@@ -153,7 +165,7 @@ class Decoder:
                     )
                 ]
             return [
-                self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow)
+                fast(item, now_ms, shallow) or self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow)
                 for i, item in enumerate(doc)
             ]
         return [
@@ -239,6 +251,96 @@ class Decoder:
                 "(TASKPULSE_MIN_EVENT_TIME)",
             )
         return _normalize(doc, env, payload, ts_ms, now_ms, lim.max_dimension_length)
+
+    def _fast(self, doc: Any, now_ms: int, shallow: bool) -> NormalizedEvent | None:
+        """The event normalized when the strict mirrors accept it and it passes every bound;
+        else None, and ``doc`` untouched (the pydantic path then decides)."""
+        if type(doc) is not dict:
+            return None
+        sent_type = doc.get("event_type")
+        fast = PAYLOAD_MIRRORS.get(sent_type) if type(sent_type) is str else None
+        state = doc.get("current_state", _EMPTY)
+        if fast is None or type(state) is not dict or not fast.aliases.isdisjoint(state):
+            return None
+        try:
+            env: Any = msgspec.convert(doc, ENVELOPE)
+            msgspec.convert(state, fast.struct)
+        except Exception:  # noqa: BLE001 (whatever a mirror refuses, the models decide)
+            return None
+        event_type: str = env.event_type
+        for name in fast.floats:  # an int the model's float differs from: written back there
+            if not _exact(state.get(name)):
+                return None
+        lim = self.limits
+        # the whole event walked = _event_within's walk (no top-level extras here; metadata's
+        # own fields and metrics' typed ones nest at most 3 levels, and max_depth >= 4)
+        if not shallow and not _within(doc, lim.max_depth):
+            return None
+        n, prefix = lim.max_id_length, event_type.split(".", 1)[0]
+        md: dict[str, Any] = doc.get("metadata") or _EMPTY
+        if (
+            len(env.id) > n or len(env.entity_id) > n or len(md.get("triggered_by") or "") > n
+            or len(md.get("correlation_id") or "") > n or len(md.get("session_id") or "") > n
+            or prefix != env.entity_type
+        ):  # fmt: skip
+            return None
+        for name in fast.id_fields:
+            value = state.get(name)
+            if value is not None and len(value) > n:
+                return None
+        if event_type == "task.created" and not _deadline_fits(state.get("deadline")):
+            return None
+        timestamp = env.timestamp
+        try:
+            ts_ms = to_epoch_ms(timestamp)
+        except TimestampError:
+            return None
+        if ts_ms - now_ms > lim.max_future_skew_ms or ts_ms < lim.min_event_ms:
+            return None
+        # the models take every value as sent: current_state needs no canonical write-back
+        agent = _text(state.get("agent_id")) or (env.entity_id if prefix == "agent" else "")
+        task_type = _text(state.get("task_type"))
+        dim_len = lim.max_dimension_length
+        if len(agent) > dim_len:
+            agent = _cut(state, "agent_id", agent, dim_len)
+        if len(task_type) > dim_len:
+            task_type = _cut(state, "task_type", task_type, dim_len)
+        if event_type == "task.completed":
+            outcome = "success" if state.get("success", True) else "failure"
+        elif event_type == "agent.self_report":
+            outcome = _SELF_REPORT_OUTCOMES.get(state["status"], "")
+        else:
+            outcome = _TERMINAL_OUTCOMES.get(event_type, "")
+        metrics = doc.get("metrics") or {}
+        return _event(
+            env.id, ts_ms, timestamp, event_type, _ENTITY_TYPES[prefix], env.entity_id, agent, task_type,
+            outcome, env.metrics.duration_ms if metrics else None, doc.get("previous_state") or {},
+            doc.get("current_state") or {}, doc.get("metadata") or {}, metrics, {}, now_ms,
+        )  # fmt: skip
+
+
+def _no_fast(doc: Any, now_ms: int, shallow: bool) -> None:
+    return None
+
+
+def _exact(value: Any) -> bool:
+    """No int in ``value`` that a float holds inexactly (beyond 2**53)."""
+    t = type(value)
+    if t is int:
+        return float(value) == value
+    if t is dict:
+        return all(_exact(v) for v in value.values())
+    if t is list:
+        return all(_exact(v) for v in value)
+    return True
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else ""
+
+
+_EMPTY: dict[str, Any] = {}
+_ENTITY_TYPES = {e.value: e for e in EntityType}
 
 
 class _Rejector:
@@ -416,23 +518,34 @@ def _normalize(
         outcome = _SELF_REPORT_OUTCOMES.get(getattr(payload, "status", ""), "")
     metrics: dict[str, Any] = doc.get("metrics") or {}
     extra = env.__pydantic_extra__ or {}
+    return _event(
+        env.id, ts_ms, env.timestamp, event_type, env.entity_type, env.entity_id, agent, task_type, outcome,
+        env.metrics.duration_ms, env.previous_state, state, doc.get("metadata") or {}, metrics, dict(extra), now_ms,
+    )  # fmt: skip
+
+
+def _event(  # noqa: PLR0913 (the fields of a NormalizedEvent, in order)
+    event_id: str, ts_ms: int, timestamp: Any, event_type: str, entity_type: EntityType, entity_id: str,
+    agent: str, task_type: str, outcome: str, duration_ms: float | None, previous_state: dict[str, Any],
+    state: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any], extra: dict[str, Any], now_ms: int,
+) -> NormalizedEvent:  # fmt: skip
     return _built(
         {
-            "id": env.id,
+            "id": event_id,
             "event_time_ms": ts_ms,
-            "timestamp_raw": env.timestamp if isinstance(env.timestamp, str) else repr(env.timestamp),
+            "timestamp_raw": timestamp if isinstance(timestamp, str) else repr(timestamp),
             "event_type": event_type,
-            "entity_type": env.entity_type,
-            "entity_id": env.entity_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
             "agent": agent,
             "task_type": task_type,
             "outcome": outcome,
-            "duration_ms": env.metrics.duration_ms,
-            "previous_state": env.previous_state,
+            "duration_ms": duration_ms,
+            "previous_state": previous_state,
             "current_state": state,
-            "metadata": doc.get("metadata") or {},
+            "metadata": metadata,
             "metrics": metrics,
-            "extra": dict(extra),
+            "extra": extra,
             "ingested_ms": now_ms,
         }
     )
