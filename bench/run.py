@@ -658,9 +658,12 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     from pipeline.core.ingest.decode import Decoder
     from pipeline.core.ingest.dedup import SeenIds
     from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows
+    from pipeline.settings import Settings
     from pipeline.sinks.clickhouse import ClickHouseStore
+    from pipeline.sinks.privacy import privacy_of
 
     gc.set_threshold(100_000, 50, 100)  # the worker's collector settings (pipeline.worker)
+    privacy = privacy_of(Settings())  # the worker's default: free text redacted, no key
     out: dict[str, Any] = {"events": len(events)}
     with tempfile.TemporaryDirectory(prefix="taskpulse-cpu-") as d:
         store = ClickHouseStore(f"chdb://{d}/ch", "taskpulse")
@@ -675,7 +678,7 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
                 offsets[topic] += 1
             best = float("inf")
             for _ in range(3):
-                proc = BatchProcessor(Decoder(), SeenIds(1_000_000), SketchMapping())
+                proc = BatchProcessor(Decoder(privacy=privacy), SeenIds(1_000_000), SketchMapping())
                 t0 = time.process_time()
                 now_ms = int(time.time() * 1000)
                 for i in range(0, len(msgs), per_batch):

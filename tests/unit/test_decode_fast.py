@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pipeline.core import jsonbytes
 from pipeline.core.ingest.decode import Decoder, Limits
 from pipeline.core.ingest.strict import PAYLOAD_MIRRORS
+from pipeline.core.privacy import Privacy
 from pipeline.demo import DemoFleet
 from pipeline.events import PAYLOADS, NormalizedEvent, Rejected
 from tests.unit.helpers import DAY0_MS, VALID_STATES, iso, make_event
@@ -35,12 +36,16 @@ def _serialized(item: NormalizedEvent) -> bytes | str:
         return f"unserializable: {type(exc).__name__}"
 
 
-def same(raw: bytes | None, now: int = NOW, limits: Limits | None = None) -> list[NormalizedEvent | Rejected]:
+def same(
+    raw: bytes | None, now: int = NOW, limits: Limits | None = None, privacy: Privacy | None = None
+) -> list[NormalizedEvent | Rejected]:
     """Decode ``raw`` on both paths; assert the results are equal; return the fast path's."""
-    reference = Decoder(limits=limits)
+    reference = Decoder(limits=limits, privacy=privacy)
     reference.fast = False
     expected = reference.decode("t", 2, 9, raw, now)
-    got = Decoder(limits=limits).decode("t", 2, 9, raw, now)
+    fast = Decoder(limits=limits, privacy=privacy)
+    assert fast.fast or (limits is not None and limits.max_depth < 4)
+    got = fast.decode("t", 2, 9, raw, now)
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         assert type(g) is type(e)
@@ -291,10 +296,42 @@ def test_arbitrary_bytes_match(raw: bytes) -> None:
     same(raw)
 
 
-def test_privacy_and_tiny_depth_limits_take_the_pydantic_path() -> None:
-    from pipeline.core.privacy import Privacy
+#: the worker's default (redaction of free text, no key) and pseudonyms with a key
+PRIVACY = [Privacy.build(None), Privacy.build("k" * 32, extra_fields=["customer_id"])]
+PRIVATE_DOCS = [
+    make_event("task.created", state={"task_type": "t", "request": "mail me at a.b@example.com, +1 415 555 0100",
+                                      "user_id": "u-1", "requester": {"id": "r-9", "email": "r@example.org"}}),
+    make_event("task.failed", state={"error": "password=hunter2 Bearer abcdefghijklmnop", "customer_id": "c-7"}),
+    make_event("user.created", entity_id="alice@example.com"),
+]
 
+
+@pytest.mark.parametrize("privacy", PRIVACY, ids=["redact", "pseudonyms"])
+def test_privacy_on_both_paths_gives_the_same_results(privacy: Privacy) -> None:
+    """Privacy rewrites the event before either path validates it; the worker runs with it on
+    by default, so the fast path must hold there."""
+    now = max(Decoder().decode("t", 0, 0, raw_json(ev), DEMO_NOW)[0].event_time_ms for ev in DEMO[-50:]) + 1
+    for i in range(0, 1000, 100):
+        assert all(isinstance(x, NormalizedEvent) for x in same(raw_json(DEMO[i : i + 100]), now, privacy=privacy))
+    for doc in PRIVATE_DOCS:  # they take the fast path
+        private = copy.deepcopy(doc)
+        privacy.apply(private)
+        assert Decoder(privacy=privacy)._fast(private, NOW, False) is not None
+    out = same(raw_json([*PRIVATE_DOCS, {"event_type": "task.created", "user_id": "x@example.com"}]), privacy=privacy)
+    assert isinstance(out[-1], Rejected)
+    text = b"".join(jsonbytes.dumps(vars(x)) for x in out if isinstance(x, NormalizedEvent))
+    assert b"example.com" not in text.replace(b"alice@example.com", b"") or privacy.hashing
+
+
+@HYP
+@given(st.lists(variations() | hostile_values, min_size=1, max_size=6))
+def test_arrays_match_with_privacy(docs: list) -> None:
+    same(raw_json(docs), privacy=PRIVACY[1])
+
+
+def test_tiny_depth_limits_and_kept_originals_take_the_pydantic_path() -> None:
     assert Decoder().fast
-    assert not Decoder(privacy=Privacy.build("k" * 32)).fast  # privacy rewrites events before validation
+    assert Decoder(privacy=PRIVACY[1]).fast
+    assert not Decoder(privacy=PRIVACY[1], keep_original=True).fast  # it copies each element as sent first
     assert not Decoder(limits=Limits(max_depth=3)).fast
     same(raw_json(make_event("d", state={"n": nest(2)})), limits=Limits(max_depth=3))

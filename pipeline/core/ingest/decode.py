@@ -108,8 +108,10 @@ class Decoder:
         #: originals are scrubbed too unless ``keep_original`` (TASKPULSE_DLQ_KEEP_ORIGINAL)
         self.privacy = privacy if privacy is not None and privacy.active else None
         self.keep_original = keep_original
-        #: the fast path (off with privacy, which rewrites events before validation)
-        self.fast = self.privacy is None and self.limits.max_depth >= 4
+        #: the fast path (strict msgspec mirrors).  Privacy rewrites an event before it is
+        #: validated on either path; only a DLQ that keeps originals as sent (``keep_original``)
+        #: needs the pydantic path alone, which copies an element before privacy touches it.
+        self.fast = not (self.privacy is not None and keep_original) and self.limits.max_depth >= 4
 
     def decode(
         self, topic: str, partition: int, offset: int, value: bytes | None, now_ms: int
@@ -148,9 +150,9 @@ class Decoder:
         # Depth: a message with no more brackets than the limit cannot nest deeper (a count
         # in C, no walk); in the others each event's free-form parts are walked.
         shallow = raw.count(b"{") + raw.count(b"[") <= lim.max_depth
-        fast = self._fast if self.fast else _no_fast
+        one = self._element if self.fast else self._one
         if isinstance(doc, dict):
-            return [fast(doc, now_ms, shallow) or self._one(doc, src, raw, now_ms, shallow)]
+            return [one(doc, src, raw, now_ms, shallow)]
         if isinstance(doc, list):
             if not doc:
                 return [_reject(RejectReason.schema_violation, "empty array", src, raw)]
@@ -164,10 +166,7 @@ class Decoder:
                         raw,
                     )
                 ]
-            return [
-                fast(item, now_ms, shallow) or self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow)
-                for i, item in enumerate(doc)
-            ]
+            return [one(item, _Src(topic, partition, offset, i), None, now_ms, shallow) for i, item in enumerate(doc)]
         return [
             _reject(
                 RejectReason.schema_violation,
@@ -177,15 +176,27 @@ class Decoder:
             )
         ]
 
-    def _one(
+    def _element(
         self, doc: Any, src: _Src, raw: bytes | None, now_ms: int, shallow: bool
     ) -> NormalizedEvent | Rejected:
+        """The fast path when it decides, else the pydantic path (``_one``); privacy first."""
+        redacted = None
+        if self.privacy is not None and type(doc) is dict:  # privacy hook: before validation
+            redacted = self.privacy.apply(doc)
+        return self._fast(doc, now_ms, shallow) or self._one(doc, src, raw, now_ms, shallow, redacted)
+
+    def _one(
+        self, doc: Any, src: _Src, raw: bytes | None, now_ms: int, shallow: bool, redacted: bool | None = None
+    ) -> NormalizedEvent | Rejected:
         """One event object → NormalizedEvent or Rejected.  ``raw`` is None for an element
-        of an array message: its own bytes are only made for a rejection."""
+        of an array message: its own bytes are only made for a rejection.  ``redacted``: the
+        privacy rules were applied already (by ``_element``), and whether they changed it."""
         lim = self.limits
         where = f"[{src.position}]" if raw is None else "<root>"
         reject = _Rejector(src, raw, doc, lim.max_depth)
-        if self.privacy is not None and isinstance(doc, dict):  # privacy hook: before validation
+        if redacted is not None:
+            reject.redacted = redacted
+        elif self.privacy is not None and isinstance(doc, dict):  # privacy hook: before validation
             if self.keep_original and raw is None:
                 reject = _Rejector(src, None, _copy(doc), lim.max_depth)
             reject.redacted = self.privacy.apply(doc) and not self.keep_original
@@ -317,10 +328,6 @@ class Decoder:
             outcome, env.metrics.duration_ms if metrics else None, doc.get("previous_state") or {},
             doc.get("current_state") or {}, doc.get("metadata") or {}, metrics, {}, now_ms,
         )  # fmt: skip
-
-
-def _no_fast(doc: Any, now_ms: int, shallow: bool) -> None:
-    return None
 
 
 def _exact(value: Any) -> bool:
