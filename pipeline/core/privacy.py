@@ -216,12 +216,13 @@ class Privacy:
                 if name not in _ENVELOPE_IDS and type(node) in _CONTAINERS:
                     changed |= self._walk(node, hashed, 0)
         if self.redact:
-            for name, node in list(doc.items()):
-                if name in _ENVELOPE_IDS:
-                    continue
-                if type(node) in _CONTAINERS:
-                    changed |= self._redact_walk(node, name in self.text_names, 0)
-                elif isinstance(node, str) and name in self.text_names:
+            text_names, walk = self.text_names, self._redact_walk
+            for name, node in doc.items():  # values replaced, never keys added: safe to iterate
+                t = type(node)
+                if t is dict or t is list:
+                    if name not in _ENVELOPE_IDS:
+                        changed |= walk(node, name in text_names, 0)
+                elif t is str and name in text_names and name not in _ENVELOPE_IDS:
                     new_text = redact_text(node)
                     if new_text != node:
                         doc[name] = new_text
@@ -257,18 +258,19 @@ class Privacy:
         changed = False
         if depth > 64:
             return False
-        items: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
+        # values are replaced in place, never keys added: iterating the container itself is safe
+        items: Iterable[tuple[Any, Any]] = node.items() if type(node) is dict else enumerate(node)
         text_keys = self._text_keys
-        for k, v in list(items):
-            here = inside or k in text_keys
-            if type(v) is str:
-                if here:
+        for k, v in items:
+            t = type(v)
+            if t is str:
+                if inside or k in text_keys:
                     new = redact_text(v)
                     if new != v:
                         node[k] = new
                         changed = True
-            elif type(v) in _CONTAINERS:
-                changed |= self._redact_walk(v, here, depth + 1)
+            elif t is dict or t is list:
+                changed |= self._redact_walk(v, inside or k in text_keys, depth + 1)
         return changed
 
     def scrub_bytes(self, raw: bytes) -> tuple[bytes, bool]:
