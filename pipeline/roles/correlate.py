@@ -82,6 +82,28 @@ def decode_events(value: bytes | None) -> list[NormalizedEvent]:
     return [e for _, e in decoded.events]
 
 
+def stage_state(
+    data: Any,
+    slots: dict[str, Any],
+    state_bytes: Callable[[str, Any], bytes | None],
+    partition_of: Callable[[bytes], int],
+) -> list[tuple[int, bytes, bytes | None]]:
+    """Changed state slots into a table's ``data`` (``None``: forgotten, removed), and the
+    changelog records ``(partition, key, value)`` that Faust's ``table[key] = value`` /
+    ``table.pop(key, None)`` would have sent: a tombstone only for a key that was there; a
+    slot that cannot be serialized (``state_bytes`` gives ``None``) is left as it was."""
+    records: list[tuple[int, bytes, bytes | None]] = []
+    for key, slot in slots.items():
+        k = key.encode()
+        if slot is None:
+            if data.pop(k, None) is not None:
+                records.append((partition_of(k), k, None))
+        elif (value := state_bytes(key, slot)) is not None:
+            data[k] = value
+            records.append((partition_of(k), k, value))
+    return records
+
+
 class _Role:
     """The correlator, its tables and its sinks."""
 
@@ -234,16 +256,10 @@ class _Role:
         if parts is None:
             parts = await self.retry("kafka", lambda: self.producer.partitions_for(topic))
             self._changelog_parts[topic] = parts
-        data, partition_of = faust_table.data, self.producer.partition_of
-        records: list[tuple[int, bytes, bytes | None]] = []
-        for key, slot in slots.items():
-            k = key.encode()
-            if slot is None:
-                if data.pop(k, None) is not None:
-                    records.append((partition_of(k, parts), k, None))
-            elif (value := self._state_bytes(name, key, slot)) is not None:
-                data[k] = value
-                records.append((partition_of(k, parts), k, value))
+        records = stage_state(
+            faust_table.data, slots, lambda key, slot: self._state_bytes(name, key, slot),
+            lambda k: self.producer.partition_of(k, parts),
+        )  # fmt: skip
         await self.retry("kafka", lambda: self._send_state(topic, records))
 
     async def _send_state(self, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
