@@ -8,38 +8,45 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.events import EntityType, NormalizedEvent
+from pipeline.events import NormalizedEvent
 
 _MANY: TypeAdapter[list[NormalizedEvent]] = TypeAdapter(list[NormalizedEvent])
 
 
-class _Wire(msgspec.Struct):
-    """``NormalizedEvent``'s fields in its order, for msgspec's strict conversion of what
-    orjson parsed: what it accepts, pydantic accepts with the same values (no coercion but
-    int → float, which pydantic does too); what it refuses goes through pydantic as before."""
+def _wire_type() -> Any:
+    """``NormalizedEvent``'s fields in its order (its annotations and defaults) as a msgspec
+    struct, for msgspec's strict conversion of what orjson parsed: what it accepts, pydantic
+    accepts with the same values (no coercion but int → float, which pydantic does too); what
+    it refuses goes through pydantic as before.  ``None`` when a field carries constraints or
+    validators msgspec would not apply (then pydantic decodes everything)."""
+    if (
+        NormalizedEvent.__pydantic_decorators__.field_validators
+        or NormalizedEvent.__pydantic_decorators__.model_validators
+        or NormalizedEvent.model_config.get("extra", "ignore") != "ignore"
+        or NormalizedEvent.model_config.get("strict")
+    ):
+        return None
+    fields: list[Any] = []
+    for name, f in NormalizedEvent.model_fields.items():
+        if f.metadata or f.alias or f.validation_alias:
+            return None
+        if f.is_required():
+            fields.append((name, f.annotation))
+        elif f.default_factory is not None:
+            fields.append((name, f.annotation, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
+        else:
+            fields.append((name, f.annotation, f.default))
+    return msgspec.defstruct("NormalizedWire", fields)
 
-    id: str
-    event_time_ms: int
-    timestamp_raw: str
-    event_type: str
-    entity_type: EntityType
-    entity_id: str
-    agent: str = ""
-    task_type: str = ""
-    outcome: Literal["", "success", "failure", "cancelled", "abandoned"] = ""
-    duration_ms: float | None = None
-    previous_state: dict[str, Any] = msgspec.field(default_factory=dict)
-    current_state: dict[str, Any] = msgspec.field(default_factory=dict)
-    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-    metrics: dict[str, Any] = msgspec.field(default_factory=dict)
-    extra: dict[str, Any] = msgspec.field(default_factory=dict)
-    ingested_ms: int = 0
+
+_WIRE = _wire_type()
+_WIRES = list[_WIRE] if _WIRE is not None else None  # type: ignore[valid-type]
 
 
 _FIELDS = frozenset(NormalizedEvent.model_fields)
@@ -49,8 +56,10 @@ _asdict = msgspec.structs.asdict
 def _fast(items: list[Any]) -> list[NormalizedEvent] | None:
     """The models pydantic would validate from ``items`` (objects as orjson parsed them), or
     ``None`` when one of them is not plainly valid (then pydantic decides, as before)."""
+    if _WIRES is None:
+        return None
     try:
-        wires = msgspec.convert(items, list[_Wire], strict=True)
+        wires = msgspec.convert(items, _WIRES, strict=True)
     except msgspec.ValidationError:
         return None
     new, setattr_ = NormalizedEvent.__new__, object.__setattr__

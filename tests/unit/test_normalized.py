@@ -140,6 +140,9 @@ def test_the_fast_path_on_hostile_messages_with_canaries_behind() -> None:
 def test_the_fast_path_builds_what_pydantic_builds_on_a_plain_message() -> None:
     full = {**ev("a"), "agent": "ag", "task_type": "t", "outcome": "success", "duration_ms": 12,
             "current_state": {"s": [1, 2.5, None]}, "ingested_ms": 9, "unknown": 1}  # fmt: skip
+    import pipeline.core.normalized as normalized
+
+    assert normalized._WIRE is not None  # the fast path is on (its fields mirror the model's)
     _same(orjson.dumps([full, ev("b", "agent")]))
     [(_, m)] = decode_normalized(orjson.dumps([full])).events
     assert m == NormalizedEvent.model_validate(full) and type(m.duration_ms) is float
