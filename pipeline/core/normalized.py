@@ -10,12 +10,68 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.events import NormalizedEvent
 
 _MANY: TypeAdapter[list[NormalizedEvent]] = TypeAdapter(list[NormalizedEvent])
+
+
+def _wire_type() -> Any:
+    """``NormalizedEvent``'s fields in its order (its annotations and defaults) as a msgspec
+    struct, for msgspec's strict conversion of what orjson parsed: what it accepts, pydantic
+    accepts with the same values (no coercion but int → float, which pydantic does too); what
+    it refuses goes through pydantic as before.  ``None`` when a field carries constraints or
+    validators msgspec would not apply (then pydantic decodes everything)."""
+    if (
+        NormalizedEvent.__pydantic_decorators__.field_validators
+        or NormalizedEvent.__pydantic_decorators__.model_validators
+        or NormalizedEvent.model_config.get("extra", "ignore") != "ignore"
+        or NormalizedEvent.model_config.get("strict")
+    ):
+        return None
+    fields: list[Any] = []
+    for name, f in NormalizedEvent.model_fields.items():
+        if f.metadata or f.alias or f.validation_alias:
+            return None
+        if f.is_required():
+            fields.append((name, f.annotation))
+        elif f.default_factory is not None:
+            fields.append((name, f.annotation, msgspec.field(default_factory=f.default_factory)))  # type: ignore[arg-type]
+        else:
+            fields.append((name, f.annotation, f.default))
+    return msgspec.defstruct("NormalizedWire", fields)
+
+
+_WIRE = _wire_type()
+_WIRES = list[_WIRE] if _WIRE is not None else None  # type: ignore[valid-type]
+
+
+_FIELDS = frozenset(NormalizedEvent.model_fields)
+_asdict = msgspec.structs.asdict
+
+
+def _fast(items: list[Any]) -> list[NormalizedEvent] | None:
+    """The models pydantic would validate from ``items`` (objects as orjson parsed them), or
+    ``None`` when one of them is not plainly valid (then pydantic decides, as before)."""
+    if _WIRES is None:
+        return None
+    try:
+        wires = msgspec.convert(items, _WIRES, strict=True)
+    except msgspec.ValidationError:
+        return None
+    new, setattr_ = NormalizedEvent.__new__, object.__setattr__
+    out = []
+    for item, wire in zip(items, wires, strict=True):
+        m = new(NormalizedEvent)
+        setattr_(m, "__dict__", _asdict(wire))
+        setattr_(m, "__pydantic_fields_set__", _FIELDS.intersection(item))
+        setattr_(m, "__pydantic_extra__", None)
+        setattr_(m, "__pydantic_private__", None)
+        out.append(m)
+    return out
 
 
 @dataclass
@@ -45,7 +101,10 @@ def decode_normalized(value: bytes | None, entity_types: Collection[str] | None 
         if not isinstance(item, dict) or entity_types is None or item.get("entity_type") in entity_types
     ]  # fmt: skip
     try:  # the common case: every item valid, validated in one call
-        models = _MANY.validate_python([item for _, item in wanted])
+        objects = [item for _, item in wanted]
+        models = _fast(objects)
+        if models is None:
+            models = _MANY.validate_python(objects)
         out.events = [(i, m) for (i, _), m in zip(wanted, models, strict=True)]
         return out
     except ValidationError:

@@ -12,7 +12,8 @@ Per batch, in this order, before the batch is acked:
 2. Kafka: lifecycle records to ``taskpulse.tasks.lifecycle`` and the events taskpulse emits
    (``task.abandoned``, ``agent.status_changed``) to the raw topics, with deterministic ids,
    so the ingest role's dedup drops a re-emission after a crash;
-3. the Faust tables (their changelog is flushed by Faust before offsets are committed).
+3. the Faust tables: their changelog records written by this role, one record batch per
+   partition, and flushed (not through Faust's per-key send).
 
 A timer runs the same step on a quiet stream: finalizing tasks after the reordering
 window, abandoning silent tasks, taking silent agents offline.
@@ -21,7 +22,6 @@ window, abandoning silent tasks, taking silent agents offline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +82,28 @@ def decode_events(value: bytes | None) -> list[NormalizedEvent]:
     return [e for _, e in decoded.events]
 
 
+def stage_state(
+    data: Any,
+    slots: dict[str, Any],
+    state_bytes: Callable[[str, Any], bytes | None],
+    partition_of: Callable[[bytes], int],
+) -> list[tuple[int, bytes, bytes | None]]:
+    """Changed state slots into a table's ``data`` (``None``: forgotten, removed), and the
+    changelog records ``(partition, key, value)`` that Faust's ``table[key] = value`` /
+    ``table.pop(key, None)`` would have sent: a tombstone only for a key that was there; a
+    slot that cannot be serialized (``state_bytes`` gives ``None``) is left as it was."""
+    records: list[tuple[int, bytes, bytes | None]] = []
+    for key, slot in slots.items():
+        k = key.encode()
+        if slot is None:
+            if data.pop(k, None) is not None:
+                records.append((partition_of(k), k, None))
+        elif (value := state_bytes(key, slot)) is not None:
+            data[k] = value
+            records.append((partition_of(k), k, value))
+    return records
+
+
 class _Role:
     """The correlator, its tables and its sinks."""
 
@@ -107,15 +129,12 @@ class _Role:
         self.exported: dict[str, int] = {}  # drop counters already added to /metrics
         self.unwritable = 0  # records refused for their content (dead-lettered)
         self.erasures = ErasureList(p.store, p.settings.erasure_refresh_s)
+        self._changelog_parts: dict[str, list[int]] = {}  # changelog topic → its partitions
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
         if not self.producer.started:
             await self.producer.start()
-            # Faust buffers changelog sends and warns ("producer buffer full") past 100 while
-            # it flushes; a batch touches hundreds of tasks, so let it hold a batch's worth.
-            with contextlib.suppress(AttributeError):
-                self.p.app.producer.buffer.max_messages = 20_000
         if self.ready:
             return
         wall = _wall_ms()
@@ -171,7 +190,7 @@ class _Role:
         their next row gets a higher version, their busy / online time goes on."""
         store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
         rows = await asyncio.to_thread(store.rows, *queries.recent_agents(db, c.config.agent_forget_after_s))
-        repaired = 0
+        repaired_slots: dict[str, Any] = {}
         for agent, version, status, since, seen, online_since, active, cpu, mem, busy_s, online_s in rows:
             if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
                 continue
@@ -184,9 +203,9 @@ class _Role:
                 cpu_percent=cpu, memory_mb=mem,
                 busy_ms=round(float(busy_s) * 1000), online_ms=round(float(online_s) * 1000),
             ))  # fmt: skip
-            if (value := self._state_bytes("agents", str(agent), c.agents[agent])) is not None:
-                self.agents[str(agent).encode()] = value
-            repaired += 1
+            repaired_slots[str(agent)] = c.agents[agent]
+        await self._write_state(self.agents, "agents", repaired_slots)
+        repaired = len(repaired_slots)
         if repaired:
             log.warning("%d agents' state was behind ClickHouse after recovery; continued from agent_status", repaired)
 
@@ -220,16 +239,32 @@ class _Role:
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)
             self.written["emitted"] += sum(1 for topic, _, _ in messages if topic != LIFECYCLE)
-        dirty: list[tuple[Any, str, dict[str, Any]]] = [
-            (self.tasks, "tasks", out.dirty_tasks), (self.agents, "agents", out.dirty_agents),
-        ]  # fmt: skip
-        for faust_table, name, slots in dirty:
-            for key, slot in slots.items():
-                if slot is None:
-                    faust_table.pop(key.encode(), None)
-                elif (value := self._state_bytes(name, key, slot)) is not None:
-                    faust_table[key.encode()] = value
+        await self._write_state(self.tasks, "tasks", out.dirty_tasks)
+        await self._write_state(self.agents, "agents", out.dirty_agents)
         self._export_state()
+
+    async def _write_state(self, faust_table: Any, name: str, slots: dict[str, Any]) -> None:
+        """Step 3: changed state slots (``None``: forgotten) into a Faust table, its changelog
+        written here in one record batch per partition and flushed before the batch is acked,
+        instead of Faust's per-key send: the same topic, partition (Kafka's default partitioner
+        on the key, as Faust's producer picks it for ``use_partitioner``), key and value bytes
+        (raw serializers), a ``None`` value deleting, so Faust's recovery reads them unchanged."""
+        if not slots:
+            return
+        topic = faust_table.changelog_topic_name
+        parts = self._changelog_parts.get(topic)
+        if parts is None:
+            parts = await self.retry("kafka", lambda: self.producer.partitions_for(topic))
+            self._changelog_parts[topic] = parts
+        records = stage_state(
+            faust_table.data, slots, lambda key, slot: self._state_bytes(name, key, slot),
+            lambda k: self.producer.partition_of(k, parts),
+        )  # fmt: skip
+        await self.retry("kafka", lambda: self._send_state(topic, records))
+
+    async def _send_state(self, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
+        await self.producer.send_records(topic, records)
+        await self.producer.flush()
 
     def _export_state(self) -> None:
         """State size and what was dropped to keep it bounded, on /metrics."""

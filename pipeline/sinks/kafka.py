@@ -243,6 +243,29 @@ class OutputProducer:
             return
         self._pending.append((topic, fut))
 
+    async def send_records(self, topic: str, records: Iterable[tuple[int, bytes, bytes | None]]) -> None:
+        """Send ``(partition, key, value)`` records (a ``None`` value is a tombstone) to ``topic``
+        as one record batch per partition through aiokafka's batch API (no per-message future);
+        ``flush`` waits for them like for ``send``.  A record too large for a batch goes alone,
+        so a content refusal (logged and counted by ``flush``) costs that record only."""
+        builders: dict[int, Any] = {}
+        try:
+            for partition, key, value in records:
+                batch = builders.get(partition)
+                if batch is None or batch.append(timestamp=None, key=key, value=value) is None:
+                    if batch is not None:
+                        await self._send_built(topic, partition, batch)
+                    batch = builders[partition] = self.producer.create_batch()
+                    batch.append(timestamp=None, key=key, value=value)
+            for partition, batch in builders.items():
+                await self._send_built(topic, partition, batch)
+        except KafkaError as exc:
+            raise SinkUnavailable(f"cannot publish to Kafka: {exc!r}") from exc
+
+    async def _send_built(self, topic: str, partition: int, batch: Any) -> None:
+        batch.close()
+        self._pending.append((topic, await self.producer.send_batch(batch, topic, partition=partition)))
+
     async def publish_acked(self, messages: Sequence[tuple[str, int, bytes]]) -> None:
         """Send ``(topic, partition, value)`` messages and return once the broker acknowledged
         every one of them, independently of other callers' sends; ``SinkUnavailable`` when any
