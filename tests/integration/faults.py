@@ -43,18 +43,27 @@ def install() -> None:
 
 
 def _install_structural(ch_client: Any, flag: str) -> None:
-    original = ch_client.Client.insert
+    original_insert, original_command = ch_client.Client.insert, ch_client.Client.command
     state = {"renamed": False}
 
-    def insert(self: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+    def follow(self: Any) -> None:
         want = os.path.exists(flag)
         if want != state["renamed"]:
             a, b = ("agent", "agent_gone") if want else ("agent_gone", "agent")
-            self.command(f"ALTER TABLE taskpulse.events RENAME COLUMN {a} TO {b}")
+            original_command(self, f"ALTER TABLE taskpulse.events RENAME COLUMN {a} TO {b}")
             state["renamed"] = want
-        return original(self, table, *args, **kwargs)
+
+    def insert(self: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+        follow(self)
+        return original_insert(self, table, *args, **kwargs)
+
+    def command(self: Any, cmd: str, *args: Any, **kwargs: Any) -> Any:
+        if cmd.startswith("INSERT"):  # the events table's rows go as JSONEachRow lines (a command)
+            follow(self)
+        return original_command(self, cmd, *args, **kwargs)
 
     ch_client.Client.insert = insert
+    ch_client.Client.command = command
 
 
 if __name__ == "__main__":
