@@ -74,7 +74,7 @@ def test_a_line_is_the_normalized_json_with_the_source_added(
 
 def test_an_event_without_its_normalized_json_gets_it_made_again() -> None:
     [a] = _accepted([make_event("x", duration_ms=2.5)])
-    for payload in (b"", b'{"original":"bytes"}'):
+    for payload in (b"", b'{"original":"bytes"}', b'{"id":"x","timestamp":1}'):
         [line] = event_lines([Accepted(a.event, a.topic, a.partition, a.offset, a.index, payload, a.log)])
         assert line == event_lines([a])[0]
 
