@@ -657,7 +657,7 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     from pipeline.core.ingest.batch import BatchProcessor, RawMessage
     from pipeline.core.ingest.decode import Decoder
     from pipeline.core.ingest.dedup import SeenIds
-    from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows
+    from pipeline.core.ingest.rows import EVENT_JSON, ROLLUP_COLUMNS, event_lines, rollup_rows
     from pipeline.settings import Settings
     from pipeline.sinks.clickhouse import ClickHouseStore
     from pipeline.sinks.privacy import privacy_of
@@ -685,7 +685,7 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
                     batch = proc.process(msgs[i : i + per_batch], now_ms)
                     for seg in batch.segments:
                         b"[" + b",".join(a.payload for a in seg.events) + b"]"
-                        store.insert("events", event_rows(seg.events), EVENT_COLUMNS)
+                        store.insert("events", event_lines(seg.events), EVENT_JSON)
                         rows = rollup_rows(seg.rollups, seg.offsets.get("rollups", {}), datetime.now(UTC), seg.logs)
                         store.insert("rollups", rows, ROLLUP_COLUMNS)
                 best = min(best, time.process_time() - t0)

@@ -1,6 +1,8 @@
 """ClickHouse through clickhouse-connect: an HTTP server, or chDB in-process (``chdb:///path``).
 
-Blocking calls; callers run them off the event loop.  Connection-level failures become
+Blocking calls; callers run them off the event loop.  Rows go in as tuples (Native, encoded
+by the client), or as JSONEachRow lines that ClickHouse parses itself (``JsonRows``: the
+``events`` table, fed from the normalized JSON the processor already made).  Connection-level failures become
 ``SinkUnavailable`` (retry the same batch later); refusals of the data itself (a value a
 column or the client's serializer cannot hold) become ``SinkRejected``, which the writer
 isolates row by row with ``refused_rows`` against each table's ``Null``-engine twin (so
@@ -14,6 +16,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +39,7 @@ from pipeline.core import schema_queries
 from pipeline.core.ingest import queries as ingest_queries
 from pipeline.core.ingest.dedup import Origin
 from pipeline.core.ingest.logs import StoredMarks, TPLog, parse_src_key
-from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_COLUMNS, ROLLUP_COLUMNS
+from pipeline.core.ingest.rows import DLQ_COLUMNS, EVENT_JSON, ROLLUP_COLUMNS, JsonRows
 from pipeline.core.isolate import isolate
 from pipeline.core.migrations import MIGRATIONS_TABLE, Retention, TableTTL, plan, status_json, ttl_of
 from pipeline.core.schema import bootstrap_statements, migration_steps, probe_ddl, ttl_targets
@@ -406,17 +409,38 @@ class ClickHouseStore:
         return self.migrate(applied_by=applied_by)
 
     # ------------------------------------------------------------------ writes
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
+    def insert(self, table: str, rows: Sequence[Any], columns: list[str] | JsonRows) -> None:
+        """Insert ``rows``: tuples in the order of ``columns`` (Native, encoded by the client),
+        or JSONEachRow lines that ``columns`` (a ``JsonRows``) maps to the table's columns."""
         if not rows:
             return
         try:
             with self._lock:
-                self.client.insert(f"{self.database}.{table}", rows, column_names=columns)
+                if isinstance(columns, JsonRows):
+                    self._insert_lines(table, rows, columns)
+                else:
+                    self.client.insert(f"{self.database}.{table}", rows, column_names=columns)
         except Exception as exc:  # noqa: BLE001 - every failure is classified: outage, content or structure
             raise _classify(exc, f"insert into {table}") from exc
 
+    def _insert_lines(self, table: str, lines: Sequence[bytes], spec: JsonRows) -> None:
+        """One INSERT … SELECT over the lines: a server gets them as the request's body
+        (``input()``); chDB, which has no request body, reads them from a file (as the client
+        does with Native blocks for chDB)."""
+        body = b"\n".join(lines)
+        if not self.url.startswith("chdb"):
+            self.client.command(ingest_queries.json_insert(self.database, table, spec), data=body)
+            return
+        with tempfile.NamedTemporaryFile(prefix="taskpulse-", suffix=".jsonl", delete=False) as fh:
+            fh.write(body)
+        try:
+            self.client.command(ingest_queries.json_insert(self.database, table, spec, fh.name))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(fh.name)
+
     def refused_rows(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: list[str], max_probes: int = 100_000
+        self, table: str, rows: Sequence[Any], columns: list[str] | JsonRows, max_probes: int = 100_000
     ) -> list[tuple[int, SinkRejected]]:
         """The rows of ``rows`` that ``table`` refuses for their content, each with the
         refusal (naming the column where it can be told).  Probes the table's ``Null``
@@ -438,19 +462,24 @@ class ClickHouseStore:
             out.append((i, SinkRejected(str(one).replace(twin, table), column=one.column)))
         return out
 
-    def _column_of(self, twin: str, row: Sequence[Any], columns: list[str], exc: SinkRejected) -> SinkRejected:
+    def _column_of(self, twin: str, row: Any, columns: list[str] | JsonRows, exc: SinkRejected) -> SinkRejected:
         """Which column of a refused row the engine refuses (one probe per column)."""
-        for col, value in zip(columns, row, strict=False):
+        probes: list[tuple[str, Any, list[str] | JsonRows]]
+        if isinstance(columns, JsonRows):
+            probes = [(col, row, columns.only(col)) for col in columns.columns]
+        else:
+            probes = [(col, (value,), [col]) for col, value in zip(columns, row, strict=False)]
+        for col, one_row, one_column in probes:
             try:
-                self.insert(twin, [(value,)], [col])
+                self.insert(twin, [one_row], one_column)
             except SinkRejected as one:
                 return SinkRejected(str(one), column=col)
             except SinkStructural:
                 continue  # e.g. a column that cannot be inserted alone
         return exc
 
-    def insert_events(self, rows: Sequence[Sequence[Any]]) -> None:
-        self.insert("events", rows, EVENT_COLUMNS)
+    def insert_events(self, lines: Sequence[bytes]) -> None:
+        self.insert("events", lines, EVENT_JSON)
 
     def insert_rollups(self, rows: Sequence[Sequence[Any]]) -> None:
         self.insert("rollups", rows, ROLLUP_COLUMNS)

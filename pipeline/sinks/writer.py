@@ -32,10 +32,11 @@ from pipeline.backoff import Backoff
 from pipeline.core.ingest.batch import MAX_EVENT_BYTES, BatchOutput, BatchProcessor
 from pipeline.core.ingest.rows import (
     DLQ_COLUMNS,
-    EVENT_COLUMNS,
+    EVENT_JSON,
     ROLLUP_COLUMNS,
+    JsonRows,
     dlq_rows,
-    event_rows,
+    event_lines,
     rollup_json,
     rollup_rows,
     rows_without,
@@ -51,6 +52,7 @@ from pipeline.worker_metrics import PipelineMetrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 Row = tuple[Any, ...]
 #: (row index, the sink's refusal)
 Refusals = list[tuple[int, SinkRejected]]
@@ -150,14 +152,14 @@ def unwritable(where: str, exc: SinkRejected | Exception, source: Source, origin
 
 
 def build_rows(
-    build: Callable[[Sequence[T]], list[Row]], items: Sequence[T]
-) -> tuple[list[Row], list[T], list[tuple[T, Exception]]]:
+    build: Callable[[Sequence[T]], list[R]], items: Sequence[T]
+) -> tuple[list[R], list[T], list[tuple[T, Exception]]]:
     """Rows for ``items``; an item the row builder raises on is set apart with its error
     (per item, only when the whole batch fails).  Returns (rows, their items, failures)."""
     try:
         return build(items), list(items), []
     except Exception:  # noqa: BLE001 - a builder that refuses a value: find the item
-        rows: list[Row] = []
+        rows: list[R] = []
         kept: list[T] = []
         failed: list[tuple[T, Exception]] = []
         for item in items:
@@ -173,14 +175,15 @@ async def write_rows(
     retry: SinkRetry,
     store: ClickHouseStore,
     table: str,
-    rows: list[Row],
-    columns: list[str],
+    rows: list[R],
+    columns: list[str] | JsonRows,
     dead_letter: Callable[[Refusals], Awaitable[None]],
-    keep: Callable[[list[Row], set[int]], list[Row]] | None = None,
+    keep: Callable[[list[R], set[int]], list[R]] | None = None,
 ) -> Refusals:
-    """Insert ``rows``; if the table refuses some for their content, dead-letter those first
-    (``dead_letter``), then insert the rest (``keep`` picks them; default: every other row)
-    in one INSERT.  Outages and structural errors are retried by ``retry``."""
+    """Insert ``rows`` (tuples, or JSONEachRow lines for a ``JsonRows``); if the table refuses
+    some for their content, dead-letter those first (``dead_letter``), then insert the rest
+    (``keep`` picks them; default: every other row) in one INSERT.  Outages and structural
+    errors are retried by ``retry``."""
     if not rows:
         return []
 
@@ -272,7 +275,7 @@ class BatchWriter:
         return result
 
     async def _events(self, seg: BatchOutput, total: BatchOutput, now: datetime) -> None:
-        rows, items, failed = build_rows(event_rows, seg.events)
+        rows, items, failed = build_rows(event_lines, seg.events)
         letters = [
             unwritable("events", exc, Source(topic=a.topic, partition=a.partition, offset=a.offset, index=a.index),
                        a.payload, a.event.id)
@@ -293,7 +296,7 @@ class BatchWriter:
             )  # fmt: skip
 
         found = await self._timed(
-            "events", len(rows), write_rows(self.retry, self.store, "events", rows, EVENT_COLUMNS, refused)
+            "events", len(rows), write_rows(self.retry, self.store, "events", rows, EVENT_JSON, refused)
         )
         self.rows_written["events"] -= len(found)
         self.processor.committed(seg, "events")

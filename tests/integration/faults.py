@@ -17,14 +17,22 @@ import sys
 from typing import Any
 
 
-def install() -> None:
+def _defining(name: str) -> list[type]:
+    """The client classes that define method ``name`` (a subclass may override its base's:
+    ``command`` is the backend client's own), so that a patch reaches every call."""
+    from clickhouse_connect.driver import _backendclient
     from clickhouse_connect.driver import client as ch_client
+
+    return [c for c in (ch_client.Client, _backendclient.SyncBackendClient) if name in vars(c)]
+
+
+def install() -> None:
     from clickhouse_connect.driver.exceptions import OperationalError
 
     flag = os.environ.get("TASKPULSE_TEST_CH_FAULT", "/nonexistent/taskpulse-fault")
 
-    def wrap(name: str) -> None:
-        original = getattr(ch_client.Client, name)
+    def wrap(cls: type, name: str) -> None:
+        original = vars(cls)[name]
 
         def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
             if os.path.exists(flag):
@@ -34,27 +42,39 @@ def install() -> None:
                 )
             return original(self, *args, **kwargs)
 
-        setattr(ch_client.Client, name, failing)
+        setattr(cls, name, failing)
 
     for name in ("insert", "query", "command"):
-        wrap(name)
+        for cls in _defining(name):
+            wrap(cls, name)
     if os.environ.get("TASKPULSE_TEST_CH_STRUCTURAL"):
-        _install_structural(ch_client, os.environ["TASKPULSE_TEST_CH_STRUCTURAL"])
+        _install_structural(os.environ["TASKPULSE_TEST_CH_STRUCTURAL"])
 
 
-def _install_structural(ch_client: Any, flag: str) -> None:
-    original = ch_client.Client.insert
+def _install_structural(flag: str) -> None:
+    [insert_cls] = _defining("insert")
+    command_cls = _defining("command")[-1]  # the most derived: the one a call reaches
+    original_insert, original_command = vars(insert_cls)["insert"], vars(command_cls)["command"]
     state = {"renamed": False}
 
-    def insert(self: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+    def follow(self: Any) -> None:
         want = os.path.exists(flag)
         if want != state["renamed"]:
             a, b = ("agent", "agent_gone") if want else ("agent_gone", "agent")
-            self.command(f"ALTER TABLE taskpulse.events RENAME COLUMN {a} TO {b}")
+            original_command(self, f"ALTER TABLE taskpulse.events RENAME COLUMN {a} TO {b}")
             state["renamed"] = want
-        return original(self, table, *args, **kwargs)
 
-    ch_client.Client.insert = insert
+    def insert(self: Any, table: str, *args: Any, **kwargs: Any) -> Any:
+        follow(self)
+        return original_insert(self, table, *args, **kwargs)
+
+    def command(self: Any, cmd: str, *args: Any, **kwargs: Any) -> Any:
+        if cmd.startswith("INSERT"):  # the events table's rows go as JSONEachRow lines (a command)
+            follow(self)
+        return original_command(self, cmd, *args, **kwargs)
+
+    setattr(insert_cls, "insert", insert)  # noqa: B010
+    setattr(command_cls, "command", command)  # noqa: B010
 
 
 if __name__ == "__main__":

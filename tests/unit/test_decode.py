@@ -921,13 +921,13 @@ def hostile_events(draw: st.DrawFn) -> Any:
 def assert_fits(ev: NormalizedEvent) -> None:
     """An accepted event serializes as the sinks do and its numbers fit their columns."""
     from pipeline.core.ingest.batch import Accepted
-    from pipeline.core.ingest.rows import event_rows
+    from pipeline.core.ingest.rows import event_lines
     from pipeline.core.tasks.lifecycle import compact, derive
     from pipeline.core.tasks.rows import execution_rows, task_rows
     from pipeline.core.timestamps import ms_to_datetime
 
     orjson.dumps(vars(ev))
-    event_rows([Accepted(ev, "t", 0, 1, 0)])
+    event_lines([Accepted(ev, "t", 0, 1, 0)])
     assert 946_684_800_000 <= ev.event_time_ms <= NOW + SKEW
     assert len(ev.id) <= 256 and len(ev.entity_id) <= 256
     assert len(ev.agent) <= 128 and len(ev.task_type) <= 128

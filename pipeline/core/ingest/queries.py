@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.core.ingest.replay import Filters
+from pipeline.core.ingest.rows import JsonRows
 
 Query = tuple[str, dict[str, Any]]
 
@@ -36,6 +37,34 @@ def recent_ids(db: str, limit: int) -> Query:
         f"SELECT id, src_topic, src_partition, src_offset, src_index, src_log FROM {db}.events "
         "ORDER BY ingested_at DESC, src_offset DESC LIMIT {limit:UInt64}",
         {"limit": limit},
+    )
+
+
+#: How an INSERT of JSONEachRow lines reads them, pinned (not left to the server's defaults):
+#: objects are taken as their text (the JSON columns), floats are parsed to the nearest double
+#: (what orjson wrote: the value the Python float had), keys the table does not take are
+#: skipped, and one thread parses a block of a few MiB.
+JSON_INSERT_SETTINGS = (
+    "input_format_json_read_objects_as_strings = 1, precise_float_parsing = 1, "
+    "input_format_skip_unknown_fields = 1, input_format_parallel_parsing = 0"
+)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def json_insert(db: str, table: str, spec: JsonRows, path: str | None = None) -> str:
+    """The INSERT of JSONEachRow lines into ``table`` as ``spec`` maps them: sent as the
+    request's body (``input()``, a server over HTTP), or read from the file at ``path`` (chDB
+    in process, which has no request body: the same SELECT over ``file()``)."""
+    if path is None:
+        source = f"input({_quoted(spec.structure)}) FORMAT JSONEachRow"
+    else:
+        source = f"file({_quoted(path)}, 'JSONEachRow', {_quoted(spec.structure)})"
+    return (
+        f"INSERT INTO {db}.{table} ({', '.join(spec.columns)}) SETTINGS {JSON_INSERT_SETTINGS} "
+        f"SELECT {', '.join(spec.exprs)} FROM {source}"
     )
 
 

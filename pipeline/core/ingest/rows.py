@@ -1,13 +1,14 @@
-"""Pipeline values → ClickHouse column names and row tuples."""
+"""Pipeline values → ClickHouse column names and rows: tuples (Native), or for ``events``
+JSONEachRow lines made from the normalized JSON the processor already wrote."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
-from pipeline.core import jsonbytes
 from pipeline.core.ingest.aggregates import Measures, RollupKey
 from pipeline.core.ingest.batch import Accepted
 from pipeline.core.ingest.logs import TP, src_key
@@ -32,47 +33,72 @@ DLQ_COLUMNS = [
     "src_topic", "src_partition", "src_offset", "src_index", "src_log",
 ]  # fmt: skip
 
-_dumps = jsonbytes.dumps  # held until the INSERT: right-sized
-_EMPTY_JSON = b"{}"
+@dataclass(frozen=True)
+class JsonRows:
+    """How a table takes its rows as JSONEachRow lines (``rows`` of ``ClickHouseStore.insert``):
+    ``structure`` declares the keys of a line and their types (as ``input()`` takes them),
+    ``exprs`` computes each of ``columns`` from those keys.  ClickHouse parses and converts the
+    lines in C++ (outside the GIL), where Native rows are encoded value by value in Python."""
+
+    columns: tuple[str, ...]
+    exprs: tuple[str, ...]
+    structure: str
+
+    def only(self, column: str) -> JsonRows:
+        """The same lines, written to ``column`` alone (to tell which column a row breaks)."""
+        i = self.columns.index(column)
+        return JsonRows((column,), (self.exprs[i],), self.structure)
 
 
-def event_rows(accepted: Iterable[Accepted]) -> list[tuple[object, ...]]:
-    """One row per event.  Times go in as epoch milliseconds (a ``DateTime64(3)`` column
-    takes the integer as is: no datetime object per event) and the JSON columns as the
-    bytes orjson made (no decode to text and encode back)."""
-    dumps = _dumps
-    return [
-        (
-            e.id,
-            e.event_time_ms,
-            e.timestamp_raw,
-            e.event_type,
-            e.entity_type.value,
-            e.entity_id,
-            e.agent,
-            e.task_type,
-            e.outcome,
-            e.duration_ms,
-            md.get("triggered_by") or "",
-            md.get("correlation_id") or "",
-            md.get("session_id") or "",
-            md.get("tags") or [],
-            dumps(e.previous_state) if e.previous_state else _EMPTY_JSON,
-            dumps(e.current_state) if e.current_state else _EMPTY_JSON,
-            dumps(md) if md else _EMPTY_JSON,
-            dumps(e.metrics) if e.metrics else _EMPTY_JSON,
-            dumps(e.extra) if e.extra else _EMPTY_JSON,
-            e.ingested_ms,
-            a.topic,
-            a.partition,
-            a.offset,
-            a.index,
-            a.log,
-        )
-        for a in accepted
-        for e in (a.event,)
-        for md in (e.metadata,)
-    ]
+#: An event's line is its normalized JSON (``Accepted.payload``: the NormalizedEvent's fields
+#: as orjson wrote them) with its source appended.  The JSON columns take the objects'
+#: text as it stands in the line (``input_format_json_read_objects_as_strings``): the same
+#: bytes as ``orjson.dumps`` of each dict, not parsed and written again.
+_EVENT_KEYS = (
+    ("id", "String"), ("event_time_ms", "Int64"), ("timestamp_raw", "String"), ("event_type", "String"),
+    ("entity_type", "String"), ("entity_id", "String"), ("agent", "String"), ("task_type", "String"),
+    ("outcome", "String"), ("duration_ms", "Nullable(Float64)"), ("previous_state", "String"),
+    ("current_state", "String"), ("metadata", "String"), ("metrics", "String"), ("extra", "String"),
+    ("ingested_ms", "Int64"), ("src_topic", "String"), ("src_partition", "UInt32"), ("src_offset", "Int64"),
+    ("src_index", "UInt32"), ("src_log", "String"),
+)  # fmt: skip
+_EVENT_EXPRS = {
+    "event_time": "fromUnixTimestamp64Milli(event_time_ms, 'UTC')",
+    "ingested_at": "fromUnixTimestamp64Milli(ingested_ms, 'UTC')",
+    "triggered_by": "JSONExtractString(metadata, 'triggered_by')",
+    "correlation_id": "JSONExtractString(metadata, 'correlation_id')",
+    "session_id": "JSONExtractString(metadata, 'session_id')",
+    "tags": "JSONExtract(metadata, 'tags', 'Array(String)')",
+}
+EVENT_JSON = JsonRows(
+    tuple(EVENT_COLUMNS),
+    tuple(_EVENT_EXPRS.get(c, c) for c in EVENT_COLUMNS),
+    ", ".join(f"{key} {type_}" for key, type_ in _EVENT_KEYS),
+)
+#: how every normalized event's JSON begins and ends (its first and last fields); a payload
+#: that is anything else (none, or an event's original bytes) is made again
+_PAYLOAD_HEAD = b'{"id":'
+_PAYLOAD_TAIL = b',"ingested_ms":'
+
+
+def event_lines(accepted: Iterable[Accepted]) -> list[bytes]:
+    """One JSONEachRow line per event (``EVENT_JSON``): its payload, the normalized JSON the
+    processor made once for the normalized topic, with the ``src_*`` keys added before the
+    closing brace.  No dict is walked or serialized again per event."""
+    tails: dict[tuple[str, int, str], bytes] = {}
+    lines = []
+    for a in accepted:
+        payload = a.payload
+        if not (payload.startswith(_PAYLOAD_HEAD) and _PAYLOAD_TAIL in payload[-40:]):
+            payload = orjson.dumps(vars(a.event))
+        where = (a.topic, a.partition, a.log)
+        tail = tails.get(where)
+        if tail is None:
+            tail = tails[where] = b',"src_topic":%b,"src_partition":%d,"src_log":%b,"src_offset":' % (
+                orjson.dumps(a.topic), a.partition, orjson.dumps(a.log)
+            )
+        lines.append(b'%b%b%d,"src_index":%d}' % (payload[:-1], tail, a.offset, a.index))
+    return lines
 
 
 def marker_of(offsets: dict[TP, int], logs: dict[str, str]) -> dict[str, int]:
