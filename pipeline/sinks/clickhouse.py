@@ -161,15 +161,6 @@ def bind_parameters(sql: str, parameters: dict[str, Any]) -> str:
     return str(finalize_query(sql, parameters))
 
 
-def _release(context: Any) -> None:
-    """Free an insert's rows now.  clickhouse-connect's ``InsertContext`` keeps a bound method
-    of itself (``_next_block_data``): a reference cycle that holds the rows (a batch's
-    20,000 tuples and their JSON bytes) until the cyclic collector's next full pass, which
-    the worker's GC thresholds make rare; taken together, hundreds of MiB of RSS."""
-    vars(context).pop("_next_block_data", None)
-    context.data = None
-
-
 def retention_from_settings(s: Settings) -> Retention:
     """The TTLs ``TASKPULSE_TTL_*`` ask for."""
     return Retention(
@@ -418,15 +409,18 @@ class ClickHouseStore:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if not rows:
             return
+        # clickhouse-connect's InsertContext keeps a bound method of itself: a reference cycle
+        # that would hold the rows (a batch's 20,000 tuples and their JSON) until the cyclic
+        # collector's next full pass, rare under the worker's GC thresholds.  It gets a copy
+        # of the list, emptied once the call returns: the rows go with the caller's list.
+        data = list(rows)
         try:
             with self._lock:
-                context = self.client.create_insert_context(f"{self.database}.{table}", columns, data=rows)
-                try:
-                    self.client.insert(context=context)
-                finally:
-                    _release(context)
+                self.client.insert(f"{self.database}.{table}", data, column_names=columns)
         except Exception as exc:  # noqa: BLE001 - every failure is classified: outage, content or structure
             raise _classify(exc, f"insert into {table}") from exc
+        finally:
+            data.clear()
 
     def refused_rows(
         self, table: str, rows: Sequence[Sequence[Any]], columns: list[str], max_probes: int = 100_000

@@ -6,6 +6,7 @@ up as garbage between two full passes: the soak's RSS sawtooth of several hundre
 from __future__ import annotations
 
 import gc
+import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -80,10 +81,11 @@ def test_an_insert_frees_its_rows(tmp_path: Path, no_collector: None) -> None:
         now_ms = int(time.time() * 1000)
         out = proc.process(_messages(20, 5, now_ms - 3_600_000), now_ms)  # within the events' TTL
         rows = _Rows(event_rows(out.events))
-        alive = weakref.ref(rows)
+        alive, first = weakref.ref(rows), rows[0]
         store.insert_events(rows)
         del rows
         assert alive() is None
+        assert sys.getrefcount(first) == 2  # ``first`` and the call's argument: no list holds the row
         gc.enable()  # chDB's result streams are freed by the collector: a query's must be closed
         assert store.rows("SELECT count(), uniqExact(id) FROM taskpulse.events") == [(100, 100)]
         stored = store.rows("SELECT id, metadata FROM taskpulse.events ORDER BY id")
