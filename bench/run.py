@@ -683,7 +683,7 @@ def cpu_per_event(events: list[dict[str, Any]]) -> dict[str, Any]:
                 now_ms = int(time.time() * 1000)
                 for i in range(0, len(msgs), per_batch):
                     batch = proc.process(msgs[i : i + per_batch], now_ms)
-                    for seg in batch.segments:
+                    for seg in batch.parts:
                         b"[" + b",".join(a.payload for a in seg.events) + b"]"
                         store.insert("events", event_lines(seg.events), EVENT_JSON)
                         rows = rollup_rows(seg.rollups, seg.offsets.get("rollups", {}), datetime.now(UTC), seg.logs)

@@ -85,7 +85,7 @@ class ErasureList:
         if not self.erased:
             return 0
         erased, dropped = self.erased, 0
-        parts = out.segments or [out]
+        parts = out.parts
         for part in [*parts, *([] if any(p is out for p in parts) else [out])]:
             kept = [a for a in part.events if not mentions(_payload(a), erased)]
             letters = [r for r in part.rejected if not mentions(r.original.decode("utf-8", "replace"), erased)]

@@ -1,6 +1,6 @@
 """Write one processed batch to every sink, in order, before its offsets may be acked.
 
-Per segment of the batch (``BatchOutput.segments``: each within the INSERT limits, cut at
+Per segment of the batch (``BatchOutput.parts``: each within the INSERT limits, cut at
 Kafka-message boundaries), in order: Kafka outputs (normalized events, DLQ, rollups), then
 the ``dlq``, ``events`` and ``rollups`` tables.  A sink that is unavailable, or that refuses
 every write for a structural reason (unknown table or column, access, read-only, disk),
@@ -251,7 +251,7 @@ class BatchWriter:
         self.retry.last_error = redact(value)
 
     async def write(self, out: BatchOutput) -> None:
-        for seg in out.segments or [out]:
+        for seg in out.parts:
             await self._write_segment(seg, out)
 
     async def _write_segment(self, seg: BatchOutput, total: BatchOutput) -> None:

@@ -76,7 +76,7 @@ def _accepted(docs: list[Any], topic: str = "taskpulse.events.task", log: str = 
     msgs = [RawMessage(topic, i % 3, 1000 + i, d if isinstance(d, bytes) else json.dumps(d).encode())
             for i, d in enumerate(docs)]  # fmt: skip
     out = bp.process(msgs, NOW)
-    return [a for seg in out.segments for a in seg.events]
+    return [a for seg in out.parts for a in seg.events]
 
 
 #: every column, floats as their bits and strings as their bytes (hex), so that equality is exact

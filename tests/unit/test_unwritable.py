@@ -113,7 +113,7 @@ def test_segments_respect_the_row_limit_at_message_boundaries() -> None:
     whole = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping()).process(msgs, NOW)
     bp = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping(), max_rows=20)
     out = bp.process(msgs, NOW)
-    assert len(out.segments) > 1 and len(whole.segments) == 1
+    assert len(out.segments) > 1 and whole.segments == [] and whole.parts == [whole]
     for seg in out.segments:
         offsets = {a.offset for a in seg.events}
         for off in offsets:  # a message is never split between segments

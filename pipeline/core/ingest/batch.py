@@ -88,10 +88,19 @@ class BatchOutput:
     max_event_time_ms: int | None = None
     #: rollup updates folded into ``other`` by the dimension cap, per dimension
     folded: dict[str, int] = field(default_factory=dict)
-    #: the segments the writer writes in order (``[self]`` for a batch within the limits)
+    #: the segments the writer writes in order; empty for a batch within the limits (it is
+    #: its one segment: ``parts``).  Never ``[self]``: a batch holding itself is a reference
+    #: cycle, and every batch (20,000 events, their dicts and JSON) would wait for the
+    #: cyclic collector's rare full pass instead of being freed when written.
     segments: list[BatchOutput] = field(default_factory=list)
     #: rows a sink refused at write time, dead-lettered by the writer (filled by it)
     unwritable: list[Rejected] = field(default_factory=list)
+
+
+    @property
+    def parts(self) -> list[BatchOutput]:
+        """The segments to write, in order: ``segments``, or the batch itself."""
+        return self.segments or [self]
 
 
 def unserializable(event: NormalizedEvent, exc: Exception, source: Source, raw: bytes | None) -> Rejected:
@@ -280,12 +289,12 @@ class BatchProcessor:
 
 
 def _combine(total: BatchOutput, segments: list[BatchOutput]) -> BatchOutput:
-    """The batch's totals with its segments' rows (one segment: the batch is that segment)."""
+    """The batch's totals with its segments' rows (one segment: the batch is that segment,
+    ``segments`` stays empty)."""
     if len(segments) == 1:
         seg = segments[0]
         total.events, total.rejected, total.rollups = seg.events, seg.rejected, seg.rollups
         total.rollup_origins, total.offsets = seg.rollup_origins, seg.offsets
-        total.segments = [total]
         return total
     for seg in segments:
         total.events.extend(seg.events)
