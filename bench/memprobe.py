@@ -36,7 +36,7 @@ from pipeline.core.ingest.aggregates import SketchMapping  # noqa: E402
 from pipeline.core.ingest.batch import BatchProcessor, RawMessage  # noqa: E402
 from pipeline.core.ingest.decode import Decoder  # noqa: E402
 from pipeline.core.ingest.dedup import SeenIds  # noqa: E402
-from pipeline.core.ingest.rows import EVENT_COLUMNS, ROLLUP_COLUMNS, event_rows, rollup_rows  # noqa: E402
+from pipeline.core.ingest.rows import EVENT_JSON, ROLLUP_COLUMNS, event_lines, rollup_rows  # noqa: E402
 from pipeline.demo import DemoFleet  # noqa: E402
 from pipeline.sinks.clickhouse import ClickHouseStore  # noqa: E402
 from pipeline.topics import RAW_TOPICS  # noqa: E402
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
             offsets[topic] = offsets.get(topic, 0) + 1
         batch = proc.process(msgs, int(time.time() * 1000))
         for seg in batch.parts:
-            store.insert("events", event_rows(seg.events), EVENT_COLUMNS)
+            store.insert("events", event_lines(seg.events), EVENT_JSON)
             rows = rollup_rows(seg.rollups, seg.offsets.get("rollups", {}), batch_now(), seg.logs)
             store.insert("rollups", rows, ROLLUP_COLUMNS)
             for sink in ("events", "rollups"):

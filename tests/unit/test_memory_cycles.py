@@ -10,6 +10,7 @@ import sys
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from pipeline.core.ingest.aggregates import SketchMapping
 from pipeline.core.ingest.batch import BatchProcessor, RawMessage
 from pipeline.core.ingest.decode import Decoder
 from pipeline.core.ingest.dedup import SeenIds
-from pipeline.core.ingest.rows import event_rows
+from pipeline.core.ingest.rows import event_lines, rollup_rows
 from tests.unit.helpers import DAY0_MS, TOPIC, dumps, iso, make_event
 
 NOW = DAY0_MS + 2 * 86_400_000
@@ -80,13 +81,19 @@ def test_an_insert_frees_its_rows(tmp_path: Path, no_collector: None) -> None:
         proc = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping())
         now_ms = int(time.time() * 1000)
         out = proc.process(_messages(20, 5, now_ms - 3_600_000), now_ms)  # within the events' TTL
-        rows = _Rows(event_rows(out.events))
+        # the rollups go in as Native row tuples through the client's InsertContext (the
+        # events as JSON lines, which no client object keeps)
+        rows = _Rows(rollup_rows(out.rollups, out.offsets.get("rollups", {}), datetime.now(UTC), out.logs))
+        n = len(rows)
         alive, first = weakref.ref(rows), rows[0]
-        store.insert_events(rows)
+        store.insert_rollups(rows)
         del rows
         assert alive() is None
         assert sys.getrefcount(first) == 2  # ``first`` and the call's argument: no list holds the row
         gc.enable()  # chDB's result streams are freed by the collector: a query's must be closed
+        assert store.rows("SELECT count() FROM taskpulse.rollups") == [(n,)]
+        assert store.rows("SELECT sum(count) FROM taskpulse.rollups WHERE granularity = '1m'") == [(100,)]
+        store.insert_events(event_lines(out.events))
         assert store.rows("SELECT count(), uniqExact(id) FROM taskpulse.events") == [(100, 100)]
         stored = store.rows("SELECT id, metadata FROM taskpulse.events ORDER BY id")
         assert stored == sorted((a.event.id, dumps(a.event.metadata).decode()) for a in out.events)
