@@ -231,7 +231,7 @@ class Privacy:
 
     def _walk(self, node: Any, hashed: Any, depth: int) -> bool:
         changed = False
-        if depth > 64:
+        if depth > _WALK_DEPTH:
             return False
         if isinstance(node, dict):
             for k, v in node.items():
@@ -256,7 +256,7 @@ class Privacy:
     def _redact_walk(self, node: Any, inside: bool, depth: int) -> bool:
         """Redact string values under text names (and everything below one)."""
         changed = False
-        if depth > 64:
+        if depth > _WALK_DEPTH:
             return False
         # values are replaced in place, never keys added: iterating the container itself is safe
         items: Iterable[tuple[Any, Any]] = node.items() if type(node) is dict else enumerate(node)
@@ -284,21 +284,27 @@ class Privacy:
         if isinstance(doc, dict | list):
             docs = doc if isinstance(doc, list) else [doc]
             changed = False
-            for d in docs:
+            for i, d in enumerate(docs):
+                if _deeper(d, _WALK_LEVELS):  # the walks stop there: what lies below is not kept
+                    docs[i] = d = _clip(d, _WALK_LEVELS)
+                    changed = True
                 changed |= self.apply(d)
+            if not isinstance(doc, list):
+                doc = docs[0]
             if not changed:
                 return raw, False
             try:
                 return orjson.dumps(doc), True
             except (TypeError, orjson.JSONEncodeError):
                 pass
-        text = raw.decode("utf-8", "replace")
+        # escapes read as the characters they stand for: "\\u0075ser_id", "a\\u0040b.com"
+        text = _unescape(raw.decode("utf-8", "replace"))
         new = text
         if self.hashing:
             key = self.keys[0]
             names = "|".join(re.escape(n) for n in sorted(self.id_names | {p[-1] for p in self.id_paths}))
             new = re.sub(
-                rf'("(?:{names})"\s*:\s*")([^"\\]*)(")',
+                rf'("(?:{names})"\s*:\s*")((?:[^"\\]|\\.)*)(")',
                 lambda m: m.group(1) + pseudonym(key, m.group(2)) + m.group(3),
                 new,
             )
@@ -307,6 +313,46 @@ class Privacy:
         if new == text:
             return raw, False
         return new.encode("utf-8"), True
+
+
+#: container depth below an event's top level that ``apply``'s walks visit: every level of the
+#: deepest event TASKPULSE_MAX_DEPTH lets through (at most 250); the levels of an event (its
+#: object the first) that they cover, below which a DLQ original is cut
+_WALK_DEPTH = 250
+_WALK_LEVELS = _WALK_DEPTH + 2
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _unescape(text: str) -> str:
+    """``\\uXXXX`` escapes replaced by their characters (surrogates left as they are)."""
+    if "\\u" not in text:
+        return text
+    def char(m: re.Match[str]) -> str:
+        code = int(m.group(1), 16)
+        return m.group(0) if 0xD800 <= code <= 0xDFFF else chr(code)
+
+    return _ESCAPE.sub(char, text)
+
+
+def _deeper(node: Any, levels: int) -> bool:
+    """``node`` nests more than ``levels`` levels of containers."""
+    if type(node) not in _CONTAINERS:
+        return False
+    if levels <= 0:
+        return True
+    values = node.values() if type(node) is dict else node
+    return any(_deeper(v, levels - 1) for v in values)
+
+
+def _clip(node: Any, levels: int) -> Any:
+    """``node`` with every container below ``levels`` levels replaced by ``"…"``."""
+    if type(node) not in _CONTAINERS:
+        return node
+    if levels <= 0:
+        return "…"
+    if type(node) is dict:
+        return {k: _clip(v, levels - 1) for k, v in node.items()}
+    return [_clip(v, levels - 1) for v in node]
 
 
 def _replace_at(doc: dict[str, Any], path: Sequence[str], fn: Any) -> bool:

@@ -438,9 +438,10 @@ class ClickHouseStore:
         if not self.url.startswith("chdb"):
             self.client.command(ingest_queries.json_insert(self.database, table, spec), data=body)
             return
-        with tempfile.NamedTemporaryFile(prefix="taskpulse-", suffix=".jsonl", delete=False) as fh:
-            fh.write(body)
-        try:
+        fh = tempfile.NamedTemporaryFile(prefix="taskpulse-", suffix=".jsonl", delete=False)  # noqa: SIM115
+        try:  # removed whatever fails, the write included (a full disk is retried: no file per attempt)
+            with fh:
+                fh.write(body)
             self.client.command(ingest_queries.json_insert(self.database, table, spec, fh.name))
         finally:
             with contextlib.suppress(OSError):
