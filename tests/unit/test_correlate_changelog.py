@@ -66,3 +66,31 @@ def test_the_records_and_contents_are_faust_s(first: dict[str, Any], second: dic
     assert our_sent == faust_sent
     assert dict(ours.data) == dict(faust_table.data)
     assert ours.changelog_topic_name == "taskpulse-test-tasks-changelog"
+
+
+def test_after_a_rebalance_only_the_owned_partitions_keys_stay() -> None:
+    """A worker that lost partitions in a rebalance forgets their tasks and agents before it
+    restores its correlator: another worker owns (and finalizes, abandons) them now."""
+    from aiokafka.structs import TopicPartition
+
+    from pipeline.roles.correlate import _Role
+    from pipeline.sinks.kafka import OutputProducer
+    from pipeline.topics import NORMALIZED
+
+    producer = OutputProducer("127.0.0.1:1")  # only its partitioner is used: nothing connects
+    parts = list(range(4))
+    keys = [f"task-{i}".encode() for i in range(200)]
+    role = _Role.__new__(_Role)
+    role.producer = producer
+    role.tasks = SimpleNamespace(data={k: b"{}" for k in keys})
+    role.agents = SimpleNamespace(data={b"agent-" + k: b"{}" for k in keys})
+    mine = {1, 3}
+    assignment = {TopicPartition(NORMALIZED, p) for p in mine} | {TopicPartition("other", 0)}
+    role.p = SimpleNamespace(
+        settings=SimpleNamespace(partitions=4),
+        app=SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: assignment)),
+    )
+    role._forget_others()
+    for table, expected in ((role.tasks, keys), (role.agents, [b"agent-" + k for k in keys])):
+        kept = {k for k in expected if producer.partition_of(k, parts) in mine}
+        assert set(table.data) == kept and 0 < len(kept) < len(expected)
