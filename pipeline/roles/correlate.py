@@ -138,29 +138,26 @@ class _Role:
         if self.ready:
             return
         wall = _wall_ms()
-        self._forget_others()
-        tasks = {k.decode(): orjson.loads(v) for k, v in self.tasks.items() if v}
-        agents = {k.decode(): orjson.loads(v) for k, v in self.agents.items() if v}
+        owned = self._owned()
+        tasks = {k.decode(): orjson.loads(v) for k, v in self.tasks.items() if v and owned(k)}
+        agents = {k.decode(): orjson.loads(v) for k, v in self.agents.items() if v and owned(k)}
         self.correlator = Correlator(self.correlator.config)
         self.correlator.restore(tasks, agents, wall)
         log.warning("correlation state restored: %d tasks, %d agents", len(tasks), len(agents))
         await self._repair()
         self.ready = True
 
-    def _forget_others(self) -> None:
-        """Drop from the tables' memory the keys of partitions this worker does not own (any
-        more): after a rebalance they belong to another worker, which acts on them; kept
-        here, this worker would restore them and abandon or finalize its peer's tasks.  Faust
+    def _owned(self) -> Callable[[bytes], bool]:
+        """Whether a table key belongs to a partition this worker owns.  After a rebalance (and
+        for standby replicas) the tables also hold keys of partitions another worker owns and
+        acts on: restored here, this worker would abandon or finalize its peer's tasks.  Faust
         drops on revocation only the keys it read back at recovery, not those written since."""
         mine = self._my_partitions()
         if mine is None:
-            return
+            return lambda key: True
         parts = list(range(self.p.settings.partitions))
         partition_of = self.producer.partition_of
-        for table in (self.tasks, self.agents):
-            data = table.data
-            for key in [k for k in data if partition_of(k, parts) not in mine]:
-                del data[key]
+        return lambda key: partition_of(key, parts) in mine
 
     async def _repair(self) -> None:
         """Cross-check the recovered state with ClickHouse: a task whose ``tasks`` row is newer

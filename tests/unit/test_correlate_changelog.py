@@ -68,9 +68,9 @@ def test_the_records_and_contents_are_faust_s(first: dict[str, Any], second: dic
     assert ours.changelog_topic_name == "taskpulse-test-tasks-changelog"
 
 
-def test_after_a_rebalance_only_the_owned_partitions_keys_stay() -> None:
-    """A worker that lost partitions in a rebalance forgets their tasks and agents before it
-    restores its correlator: another worker owns (and finalizes, abandons) them now."""
+def test_after_a_rebalance_only_the_owned_partitions_keys_are_restored() -> None:
+    """A worker that lost partitions in a rebalance (or holds standby replicas) restores only
+    the tasks and agents of the partitions it owns: another worker finalizes, abandons them."""
     from aiokafka.structs import TopicPartition
 
     from pipeline.roles.correlate import _Role
@@ -82,15 +82,12 @@ def test_after_a_rebalance_only_the_owned_partitions_keys_stay() -> None:
     keys = [f"task-{i}".encode() for i in range(200)]
     role = _Role.__new__(_Role)
     role.producer = producer
-    role.tasks = SimpleNamespace(data={k: b"{}" for k in keys})
-    role.agents = SimpleNamespace(data={b"agent-" + k: b"{}" for k in keys})
     mine = {1, 3}
     assignment = {TopicPartition(NORMALIZED, p) for p in mine} | {TopicPartition("other", 0)}
-    role.p = SimpleNamespace(
-        settings=SimpleNamespace(partitions=4),
-        app=SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: assignment)),
-    )
-    role._forget_others()
-    for table, expected in ((role.tasks, keys), (role.agents, [b"agent-" + k for k in keys])):
-        kept = {k for k in expected if producer.partition_of(k, parts) in mine}
-        assert set(table.data) == kept and 0 < len(kept) < len(expected)
+    consumer = SimpleNamespace(assignment=lambda: assignment)
+    role.p = SimpleNamespace(settings=SimpleNamespace(partitions=4), app=SimpleNamespace(consumer=consumer))
+    owned = role._owned()
+    kept = {k for k in keys if owned(k)}
+    assert kept == {k for k in keys if producer.partition_of(k, parts) in mine} and 0 < len(kept) < len(keys)
+    role.p.app = SimpleNamespace()  # no consumer yet: every key is taken as owned
+    assert all(role._owned()(k) for k in keys)
