@@ -164,9 +164,8 @@ class _Role:
         than its recovered state (or open there and missing here) gets its history back from
         the ``events`` table.  Guards against a changelog whose tail was not recovered."""
         store, db, c = self.p.store, self.p.settings.clickhouse_database, self.correlator
-        mine = self._my_partitions()
-        parts = list(range(self.p.settings.partitions))
-        await self._repair_agents(mine, parts)
+        owned = self._owned()
+        await self._repair_agents(owned)
         open_ids = [k for k, s in c.tasks.items() if s.closed_wall_ms is None]
         known: dict[str, int] = {}
         for i in range(0, len(open_ids), 5000):
@@ -178,8 +177,7 @@ class _Role:
             known.setdefault(str(t), int(v))
         stale = {
             t: v for t, v in known.items()
-            if (mine is None or self.producer.partition_of(t.encode(), parts) in mine)
-            and (t not in c.tasks or c.tasks[t].version < v)
+            if owned(t.encode()) and (t not in c.tasks or c.tasks[t].version < v)
         }  # fmt: skip
         if not stale:
             return
@@ -197,7 +195,7 @@ class _Role:
             for task_id in chunk:
                 await self.write(c.repair(task_id, history.get(task_id, []), stale[task_id], wall))
 
-    async def _repair_agents(self, mine: set[int] | None, parts: list[int]) -> None:
+    async def _repair_agents(self, owned: Callable[[bytes], bool]) -> None:
         """Agents whose ``agent_status`` row is newer than the recovered state (or missing from
         it: a fresh embedded broker starts with an empty changelog) continue from that row:
         their next row gets a higher version, their busy / online time goes on."""
@@ -205,7 +203,7 @@ class _Role:
         rows = await asyncio.to_thread(store.rows, *queries.recent_agents(db, c.config.agent_forget_after_s))
         repaired_slots: dict[str, Any] = {}
         for agent, version, status, since, seen, online_since, active, cpu, mem, busy_s, online_s in rows:
-            if mine is not None and self.producer.partition_of(str(agent).encode(), parts) not in mine:
+            if not owned(str(agent).encode()):
                 continue
             known = c.agents.get(agent)
             if known is not None and known.version >= version:
