@@ -114,9 +114,11 @@ _PATTERNS = re.compile(
         ]
     )
 )
-# A cheap look before the regex: text without '@', a digit, ':' or '=', "bearer" or a long
-# word has nothing to redact.
-_MAYBE = re.compile(r"[@\d:=]|[A-Za-z0-9_+/-]{16}|(?i:bearer)|eyJ")
+# A cheap look before the regex (which costs ~10 µs on a line of text): text without '@',
+# ':' or '=', a run of 5+ digits and separators (the shortest phone; a card has 13), "bearer",
+# "eyJ", "xox" or a 16-character word has nothing to redact.  A few digits ("step 4 of 8")
+# are no reason to run it.  tests/unit/test_privacy_guard.py holds it to the patterns.
+_MAYBE = re.compile(r"[@:=]|\d[\d\s().-]{3,}\d|[A-Za-z0-9_+/-]{16}|(?i:bearer)|eyJ|xox")
 
 
 def _replacement(m: re.Match[str]) -> str:
@@ -194,13 +196,21 @@ class Privacy:
 
     def apply(self, doc: Any) -> bool:
         """Pseudonymise and redact one event document in place; True when anything changed."""
-        if not isinstance(doc, dict) or not self.active:
-            return False
+        return bool(self.apply_measured(doc, _NO_LIMIT) & CHANGED)
+
+    def apply_measured(self, doc: Any, max_depth: int) -> int:
+        """``apply``, telling in flags what it saw: ``CHANGED``; ``TOO_DEEP`` when the event
+        nests deeper than ``max_depth`` levels (the event object is level 1); ``UNMEASURED``
+        when its walks did not visit every container (redaction off, a container under an
+        envelope id), so the depth is not known.  One walk does both (the decoder's fast path
+        then needs no depth walk of its own)."""
+        if type(doc) is not dict or not self.active:
+            return UNMEASURED
         changed = False
         if self.drop_paths:
             for path in self.drop_paths:
                 changed |= _replace_at(doc, path, lambda _v: REDACTED)
-        if self.hashing:
+        if self.keys:
             key = self.keys[0]
 
             def hashed(value: Any) -> Any:
@@ -215,19 +225,29 @@ class Privacy:
             for name, node in doc.items():
                 if name not in _ENVELOPE_IDS and type(node) in _CONTAINERS:
                     changed |= self._walk(node, hashed, 0)
-        if self.redact:
-            text_names, walk = self.text_names, self._redact_walk
-            for name, node in doc.items():  # values replaced, never keys added: safe to iterate
-                t = type(node)
-                if t is dict or t is list:
-                    if name not in _ENVELOPE_IDS:
-                        changed |= walk(node, name in text_names, 0)
-                elif t is str and name in text_names and name not in _ENVELOPE_IDS:
-                    new_text = redact_text(node)
-                    if new_text != node:
-                        doc[name] = new_text
-                        changed = True
-        return changed
+        flags = CHANGED if changed else 0
+        if not self.redact:
+            return flags | UNMEASURED
+        # a container at walk depth d is at level d + 2 (the event object is level 1)
+        text_keys, deep = self._text_keys, max_depth - 2
+        for name, node in doc.items():  # values replaced, never keys added: safe to iterate
+            t = type(node)
+            if t is dict or t is list:
+                if name in _ENVELOPE_IDS:
+                    flags |= UNMEASURED
+                elif not node:  # nothing to redact in it ({} states, metrics): no call
+                    if deep < 0:
+                        flags |= TOO_DEEP
+                elif name in text_keys:
+                    flags |= _redact_inside(node, 0, deep)
+                else:
+                    flags |= _redact_outside(node, text_keys, 0, deep)
+            elif t is str and name in text_keys and name not in _ENVELOPE_IDS:
+                new_text = redact_text(node)
+                if new_text != node:
+                    doc[name] = new_text
+                    flags |= CHANGED
+        return flags
 
     def _walk(self, node: Any, hashed: Any, depth: int) -> bool:
         changed = False
@@ -251,26 +271,6 @@ class Privacy:
             for v in node:
                 if type(v) in _CONTAINERS:
                     changed |= self._walk(v, hashed, depth + 1)
-        return changed
-
-    def _redact_walk(self, node: Any, inside: bool, depth: int) -> bool:
-        """Redact string values under text names (and everything below one)."""
-        changed = False
-        if depth > _WALK_DEPTH:
-            return False
-        # values are replaced in place, never keys added: iterating the container itself is safe
-        items: Iterable[tuple[Any, Any]] = node.items() if type(node) is dict else enumerate(node)
-        text_keys = self._text_keys
-        for k, v in items:
-            t = type(v)
-            if t is str:
-                if inside or k in text_keys:
-                    new = redact_text(v)
-                    if new != v:
-                        node[k] = new
-                        changed = True
-            elif t is dict or t is list:
-                changed |= self._redact_walk(v, inside or k in text_keys, depth + 1)
         return changed
 
     def scrub_bytes(self, raw: bytes) -> tuple[bytes, bool]:
@@ -321,6 +321,59 @@ class Privacy:
 _WALK_DEPTH = 250
 _WALK_LEVELS = _WALK_DEPTH + 2
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+#: ``Privacy.apply_measured``'s flags
+CHANGED, TOO_DEEP, UNMEASURED = 1, 2, 4
+_NO_LIMIT = _WALK_DEPTH + 4
+
+
+def _redact_outside(node: Any, text_keys: frozenset[str], depth: int, deep: int) -> int:
+    """Redact the strings under text names in ``node`` (a container not under one); flags."""
+    if depth > _WALK_DEPTH:
+        return 0
+    flags = TOO_DEEP if depth > deep else 0
+    if type(node) is dict:
+        for k, v in node.items():  # values replaced in place, never keys added
+            t = type(v)
+            if t is str:
+                if k in text_keys:
+                    new = redact_text(v)
+                    if new != v:
+                        node[k] = new
+                        flags |= CHANGED
+            elif t is dict or t is list:
+                if not v:
+                    if depth >= deep:
+                        flags |= TOO_DEEP
+                elif k in text_keys:
+                    flags |= _redact_inside(v, depth + 1, deep)
+                else:
+                    flags |= _redact_outside(v, text_keys, depth + 1, deep)
+    else:
+        for v in node:  # a list's strings have no name: only its containers are looked into
+            t = type(v)
+            if t is dict or t is list:
+                flags |= _redact_outside(v, text_keys, depth + 1, deep)
+    return flags
+
+
+def _redact_inside(node: Any, depth: int, deep: int) -> int:
+    """Redact every string in ``node`` (a container under a text name); flags."""
+    if depth > _WALK_DEPTH:
+        return 0
+    flags = TOO_DEEP if depth > deep else 0
+    items: Iterable[tuple[Any, Any]] = node.items() if type(node) is dict else enumerate(node)
+    for k, v in items:
+        t = type(v)
+        if t is str:
+            new = redact_text(v)
+            if new != v:
+                node[k] = new
+                flags |= CHANGED
+        elif t is dict or t is list:
+            flags |= _redact_inside(v, depth + 1, deep)
+    return flags
 
 
 def _unescape(text: str) -> str:

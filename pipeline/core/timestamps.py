@@ -83,9 +83,11 @@ _ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 def to_epoch_ms(value: object) -> int:
     """Any accepted timestamp form → UTC epoch milliseconds, or ``TimestampError``."""
-    if isinstance(value, bool):
+    if type(value) is str and value[4:5] == "-" and not value[0].isspace():
+        ms = iso_to_ms(value)  # the common form first: ISO text as sent (no type chain)
+    elif isinstance(value, bool):
         raise TimestampError("a boolean is not a timestamp")
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         ms = epoch_to_ms(value)
     elif isinstance(value, str):
         stripped = value.strip()

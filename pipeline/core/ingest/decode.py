@@ -29,7 +29,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.core.ingest.strict import ENVELOPE, PAYLOAD_MIRRORS
-from pipeline.core.privacy import Privacy
+from pipeline.core.privacy import CHANGED, TOO_DEEP, UNMEASURED, Privacy
 from pipeline.core.timestamps import TimestampError, ms_to_datetime, to_epoch_ms
 from pipeline.events import (
     PAYLOADS,
@@ -181,9 +181,15 @@ class Decoder:
     ) -> NormalizedEvent | Rejected:
         """The fast path when it decides, else the pydantic path (``_one``); privacy first."""
         redacted = None
+        within = shallow
         if self.privacy is not None and type(doc) is dict:  # privacy hook: before validation
-            redacted = self.privacy.apply(doc)
-        return self._fast(doc, now_ms, shallow) or self._one(doc, src, raw, now_ms, shallow, redacted)
+            flags = self.privacy.apply_measured(doc, self.limits.max_depth)
+            redacted = bool(flags & CHANGED)
+            if not flags & (TOO_DEEP | UNMEASURED):
+                within = True  # its walk saw every container: no depth walk needed
+            elif flags & TOO_DEEP:
+                return self._one(doc, src, raw, now_ms, shallow, redacted)
+        return self._fast(doc, now_ms, within) or self._one(doc, src, raw, now_ms, shallow, redacted)
 
     def _one(
         self, doc: Any, src: _Src, raw: bytes | None, now_ms: int, shallow: bool, redacted: bool | None = None
