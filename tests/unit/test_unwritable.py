@@ -18,6 +18,7 @@ from pipeline.core.ingest.decode import Decoder, Limits
 from pipeline.core.ingest.dedup import SeenIds
 from pipeline.core.ingest.dimcap import OTHER, DimensionCap
 from pipeline.core.ingest.rows import MARKER_GRANULARITY, ROLLUP_COLUMNS, rollup_rows, rows_without
+from pipeline.core.ingest.windows import GRANULARITIES
 from pipeline.core.isolate import isolate
 from pipeline.events import RejectReason
 from tests.unit.helpers import DAY0_MS, TOPIC, dumps, iso, make_event
@@ -218,6 +219,39 @@ def test_rollup_totals_stay_exact_under_the_cap(events: list[tuple[int, int]], m
     assert sum(capped.folded.values()) == sum(
         m.count for (_, _, dims), m in capped.rollups.items() if dims[2] == OTHER
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 6), st.integers(0, 2)), min_size=1, max_size=150),
+    st.integers(1, 4),
+    st.integers(1, 12),
+)
+def test_rollups_under_the_cap_equal_asking_the_cap_for_every_event(
+    events: list[tuple[int, int, int]], max_values: int, max_windows: int
+) -> None:
+    """The batch loop asks the cap only for dimensions new to a window (while the cap forgets
+    no window); the rollups must equal asking it for every event and granularity, also when
+    few windows are remembered (windows forgotten and seen again mid-batch)."""
+    docs = [make_event(f"e{i}", "task.completed", iso(DAY0_MS + minute * 60_000),
+                       state={"agent_id": f"agent-{agent}", "task_type": f"t{kind}"})
+            for i, (minute, agent, kind) in enumerate(events)]  # fmt: skip
+    msgs = [RawMessage(TOPIC, 0, i, dumps(d)) for i, d in enumerate(docs)]
+    caps = DimensionCap(max_values, max_windows)
+    out = BatchProcessor(Decoder(), SeenIds(10_000), SketchMapping(), caps=caps).process(msgs, NOW)
+
+    ref_caps = DimensionCap(max_values, max_windows)
+    expected: dict[tuple[str, int, tuple[str, ...]], int] = {}
+    for minute, agent, kind in events:
+        ts = DAY0_MS + minute * 60_000
+        for gran, size in GRANULARITIES.items():
+            ws = ts - ts % size
+            a, t = ref_caps.fold(gran, ws, f"agent-{agent}", f"t{kind}")
+            rk = (gran, ws, ("task", "task.completed", a, t, "success"))
+            expected[rk] = expected.get(rk, 0) + 1
+    assert {rk: m.count for rk, m in out.rollups.items()} == expected
+    assert caps.folded == ref_caps.folded
+    assert caps.evicted == ref_caps.evicted
 
 
 # --------------------------------------------------------------------------- alert groups

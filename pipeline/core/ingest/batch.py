@@ -196,7 +196,8 @@ class BatchProcessor:
         mapping_key = self.mapping.key
         first_delivery = self.seen.first_delivery
         decode = self.decoder.decode
-        fold = self.caps.fold
+        caps = self.caps
+        fold, evicted = caps.fold, caps.evicted
         folded_before = dict(self.caps.folded)
         max_rows, max_bytes, max_event_bytes = self.max_rows, self.max_bytes, self.max_event_bytes
         dumps = jsonbytes.dumps  # kept for the batch's life: right-sized
@@ -266,20 +267,25 @@ class BatchProcessor:
                     seg_bytes += len(payload)
                     seg_offsets["events"][tp] = off
                 if new_rollups:
-                    agent, task_type = item.agent, item.task_type
-                    base: Dims = (item.entity_type.value, item.event_type, agent, task_type, item.outcome)
+                    agent, task_type, outcome = item.agent, item.task_type, item.outcome
+                    base: Dims = (item.entity_type.value, item.event_type, agent, task_type, outcome)
                     dur = item.duration_ms
                     key = mapping_key(dur) if dur is not None else None
+                    # A window already holding these dimensions unfolded kept both values:
+                    # asking the cap again gives the same answer while it forgets no window.
                     for gran, size in grans:
                         ws = ts - ts % size
-                        a, t = fold(gran, ws, agent, task_type)
-                        dims = base if (a is agent and t is task_type) else (base[0], base[1], a, t, base[4])
-                        rk = (gran, ws, dims)
-                        m = rollups.get(rk)
+                        rk = (gran, ws, base)
+                        m = rollups.get(rk) if caps.evicted == evicted else None
                         if m is None:
-                            m = rollups[rk] = Measures()
-                            origins[rk] = (msg.topic, msg.partition, off, index, item.id)
-                        m.add(item.outcome, dur, key)
+                            a, t = fold(gran, ws, agent, task_type)
+                            if a is not agent or t is not task_type:
+                                rk = (gran, ws, (base[0], base[1], a, t, outcome))
+                            m = rollups.get(rk)
+                            if m is None:
+                                m = rollups[rk] = Measures()
+                                origins[rk] = (msg.topic, msg.partition, off, index, item.id)
+                        m.add(outcome, dur, key)
                     seg_offsets["rollups"][tp] = off
         seg.offsets = {name: tps for name, tps in seg_offsets.items() if tps}
         segments.append(seg)

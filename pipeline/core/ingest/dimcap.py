@@ -27,6 +27,9 @@ class DimensionCap:
         self._windows: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
         #: values folded into ``other``, per dimension (event × granularity updates)
         self.folded = dict.fromkeys(DIMENSIONS, 0)
+        #: windows forgotten so far: while it stands still, a value once kept in a window
+        #: stays kept there (the batch loop then need not ask again)
+        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -38,6 +41,7 @@ class DimensionCap:
         if seen is None:
             if len(self._windows) >= self.max_windows:
                 del self._windows[min(self._windows, key=lambda k: (k[1], k[0]))]
+                self.evicted += 1
             seen = self._windows[key] = (set(), set())
         agents, types = seen
         cap = self.max_values
