@@ -155,10 +155,12 @@ class Privacy:
     redact: bool = True
     _names_raw: frozenset[str] = field(init=False, repr=False, default=frozenset())
     _text_keys: frozenset[str] = field(init=False, repr=False, default=frozenset())
+    _active: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_names_raw", frozenset(f"{n}_raw" for n in self.id_names))
         object.__setattr__(self, "_text_keys", self.text_names | {f"{n}_raw" for n in self.text_names})
+        object.__setattr__(self, "_active", self.active)  # asked for every event
 
     @classmethod
     def build(
@@ -204,7 +206,7 @@ class Privacy:
         when its walks did not visit every container (redaction off, a container under an
         envelope id), so the depth is not known.  One walk does both (the decoder's fast path
         then needs no depth walk of its own)."""
-        if type(doc) is not dict or not self.active:
+        if type(doc) is not dict or not self._active:
             return UNMEASURED
         changed = False
         if self.drop_paths:

@@ -150,8 +150,8 @@ class Decoder:
         # Depth: a message with no more brackets than the limit cannot nest deeper (a count
         # in C, no walk); in the others each event's free-form parts are walked.
         shallow = raw.count(b"{") + raw.count(b"[") <= lim.max_depth
-        one = self._element if self.fast else self._one
         if isinstance(doc, dict):
+            one = self._element if self.fast else self._one
             return [one(doc, src, raw, now_ms, shallow)]
         if isinstance(doc, list):
             if not doc:
@@ -166,7 +166,24 @@ class Decoder:
                         raw,
                     )
                 ]
-            return [one(item, _Src(topic, partition, offset, i), None, now_ms, shallow) for i, item in enumerate(doc)]
+            if not self.fast:
+                return [self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow) for i, item in enumerate(doc)]  # noqa: E501
+            # the fast path inline: an element's source is only made when the models decide
+            privacy, fast, max_depth = self.privacy, self._fast, lim.max_depth
+            out: list[NormalizedEvent | Rejected] = []
+            for i, item in enumerate(doc):
+                redacted, within = None, shallow
+                if privacy is not None and type(item) is dict:  # privacy hook: before validation
+                    flags = privacy.apply_measured(item, max_depth)
+                    redacted = bool(flags & CHANGED)
+                    if not flags & (TOO_DEEP | UNMEASURED):
+                        within = True  # its walk saw every container: no depth walk needed
+                    elif flags & TOO_DEEP:
+                        out.append(self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow, redacted))
+                        continue
+                event = fast(item, now_ms, within)
+                out.append(event or self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow, redacted))
+            return out
         return [
             _reject(
                 RejectReason.schema_violation,
@@ -293,7 +310,7 @@ class Decoder:
         # own fields and metrics' typed ones nest at most 3 levels, and max_depth >= 4)
         if not shallow and not _within(doc, lim.max_depth):
             return None
-        n, prefix = lim.max_id_length, event_type.split(".", 1)[0]
+        n, prefix = lim.max_id_length, fast.prefix
         md: dict[str, Any] = doc.get("metadata") or _EMPTY
         if (
             len(env.id) > n or len(env.entity_id) > n or len(md.get("triggered_by") or "") > n
@@ -329,11 +346,19 @@ class Decoder:
         else:
             outcome = _TERMINAL_OUTCOMES.get(event_type, "")
         metrics = doc.get("metrics") or {}
-        return _event(
-            env.id, ts_ms, timestamp, event_type, _ENTITY_TYPES[prefix], env.entity_id, agent, task_type,
-            outcome, env.metrics.duration_ms if metrics else None, doc.get("previous_state") or {},
-            doc.get("current_state") or {}, doc.get("metadata") or {}, metrics, {}, now_ms,
-        )  # fmt: skip
+        obj = _NEW(NormalizedEvent)  # what _event and _built do, inline (the hot path)
+        _SET(obj, "__dict__", {
+            "id": env.id, "event_time_ms": ts_ms,
+            "timestamp_raw": timestamp if type(timestamp) is str else repr(timestamp),
+            "event_type": event_type, "entity_type": fast.entity, "entity_id": env.entity_id, "agent": agent,
+            "task_type": task_type, "outcome": outcome, "duration_ms": env.metrics.duration_ms if metrics else None,
+            "previous_state": doc.get("previous_state") or {}, "current_state": state or {}, "metadata": md or {},
+            "metrics": metrics, "extra": {}, "ingested_ms": now_ms,
+        })  # fmt: skip
+        _SET(obj, "__pydantic_fields_set__", _NORMALIZED_FIELDS)
+        _SET(obj, "__pydantic_extra__", None)
+        _SET(obj, "__pydantic_private__", None)
+        return obj
 
 
 def _exact(value: Any) -> bool:
@@ -353,7 +378,6 @@ def _text(value: Any) -> str:
 
 
 _EMPTY: dict[str, Any] = {}
-_ENTITY_TYPES = {e.value: e for e in EntityType}
 
 
 class _Rejector:
@@ -634,6 +658,9 @@ def _reject(
 
 
 _NORMALIZED_FIELDS = frozenset(NormalizedEvent.model_fields)
+
+
+_NEW, _SET = NormalizedEvent.__new__, object.__setattr__
 
 
 def _built(values: dict[str, Any]) -> NormalizedEvent:

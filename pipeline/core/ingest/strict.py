@@ -11,7 +11,7 @@ gets no mirror: its events always take the pydantic path.
 from __future__ import annotations
 
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -26,6 +26,7 @@ from pydantic.types import AllowInfNan
 from pipeline.events import (
     PAYLOADS,
     UINT32_MAX,
+    EntityType,
     Envelope,
     _count_of,
     _fits_uint32,
@@ -57,6 +58,9 @@ class Mirror:
     floats: tuple[str, ...]
     #: fields that hold ids (the model's ``id_fields``)
     id_fields: tuple[str, ...] = ()
+    #: a payload's event type's first part ("task" of "task.created") and that entity type
+    prefix: str = ""
+    entity: EntityType | None = None
 
 
 def _constrain(meta: Any, out: dict[str, Any]) -> None:
@@ -157,9 +161,11 @@ def _payload_mirrors() -> dict[str, Mirror]:
     out = {}
     for event_type, model in PAYLOADS.items():
         try:
-            out[event_type] = mirror(model, allow_extra=True)
+            found = mirror(model, allow_extra=True)
         except Unsupported:
             continue  # this type takes the pydantic path
+        prefix = event_type.split(".", 1)[0]
+        out[event_type] = replace(found, prefix=prefix, entity=EntityType(prefix))
     return out
 
 
