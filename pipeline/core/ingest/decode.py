@@ -294,7 +294,9 @@ class Decoder:
         sent_type = doc.get("event_type")
         fast = PAYLOAD_MIRRORS.get(sent_type) if type(sent_type) is str else None
         state = doc.get("current_state", _EMPTY)
-        if fast is None or type(state) is not dict or not fast.aliases.isdisjoint(state):
+        previous = doc.get("previous_state", _EMPTY)
+        # the envelope's mirror leaves the two states unchecked (ENVELOPE_DICTS): dicts here
+        if fast is None or type(state) is not dict or type(previous) is not dict or not fast.aliases.isdisjoint(state):
             return None
         try:
             env: Any = msgspec.convert(doc, ENVELOPE)
@@ -352,7 +354,7 @@ class Decoder:
             "timestamp_raw": timestamp if type(timestamp) is str else repr(timestamp),
             "event_type": event_type, "entity_type": fast.entity, "entity_id": env.entity_id, "agent": agent,
             "task_type": task_type, "outcome": outcome, "duration_ms": env.metrics.duration_ms if metrics else None,
-            "previous_state": doc.get("previous_state") or {}, "current_state": state or {}, "metadata": md or {},
+            "previous_state": previous or {}, "current_state": state or {}, "metadata": md or {},
             "metrics": metrics, "extra": {}, "ingested_ms": now_ms,
         })  # fmt: skip
         _SET(obj, "__pydantic_fields_set__", _NORMALIZED_FIELDS)

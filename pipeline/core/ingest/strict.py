@@ -118,9 +118,11 @@ def _holds_float(tp: Any) -> bool:
     return tp is float or any(_holds_float(a) for a in get_args(tp))
 
 
-def mirror(model: type[BaseModel], *, allow_extra: bool) -> Mirror:
+def mirror(model: type[BaseModel], *, allow_extra: bool, unchecked: frozenset[str] = frozenset()) -> Mirror:
     """The strict mirror of ``model``.  Unknown keys are ignored when ``allow_extra`` (the
-    model keeps them as extras), else refused (the caller has no place for them)."""
+    model keeps them as extras), else refused (the caller has no place for them).  Fields
+    named in ``unchecked`` must be ``dict[str, Any]``: the mirror takes any value there
+    without copying it, and the caller checks that it is a dict."""
     decorators = model.__pydantic_decorators__
     if set(model.model_config) - {"extra"} or model.model_config.get("extra") != "allow":
         raise Unsupported(f"{model.__name__}: model config {model.model_config}")
@@ -140,6 +142,10 @@ def mirror(model: type[BaseModel], *, allow_extra: bool) -> Mirror:
             for choice in choices.choices[1:]:
                 aliases.add(choice if isinstance(choice, str) else str(_first(choice)))
         tp = _strict(info.annotation, info.metadata)
+        if name in unchecked:
+            if tp != dict[str, Any]:
+                raise Unsupported(f"{model.__name__}.{name}: {tp!r} is not dict[str, Any]")
+            tp = Any  # msgspec would copy the dict to check it; the caller tests its type
         fields.append((name, tp) if info.is_required() else (name, tp, None))
         if _holds_float(tp):
             floats.append(name)
@@ -171,6 +177,9 @@ def _payload_mirrors() -> dict[str, Mirror]:
 
 #: the envelope's mirror: top-level keys it does not define are refused (the pydantic path
 #: keeps them as the event's ``extra``)
-ENVELOPE: type[msgspec.Struct] = mirror(Envelope, allow_extra=False).struct
+#: (its free-form states are not copied to be checked: the caller tests that each one it
+#: is given is a dict — ENVELOPE_DICTS)
+ENVELOPE_DICTS = ("previous_state", "current_state")
+ENVELOPE: type[msgspec.Struct] = mirror(Envelope, allow_extra=False, unchecked=frozenset(ENVELOPE_DICTS)).struct
 #: event_type → its payload's mirror (types without one are absent)
 PAYLOAD_MIRRORS: dict[str, Mirror] = _payload_mirrors()
