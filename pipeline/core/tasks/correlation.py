@@ -235,6 +235,7 @@ class Correlator:
                 known.add(entry.event_id)
                 slot.last_event_ms = max(slot.last_event_ms, entry.time_ms)
                 self.state_bytes += ENTRY_BYTES
+        slot.view_cache = None
         if len(slot.history) > _SCAN_MAX:
             self._ids[task_id] = {e.event_id for e in slot.history}
         while len(slot.history) > self.config.max_history:
@@ -283,6 +284,7 @@ class Correlator:
             return False  # the same event again (a replay): nothing changes
         h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
                          self.config.group_keys, ev.metrics))  # fmt: skip
+        slot.view_cache = None
         self.state_bytes += ENTRY_BYTES
         if ids is not None:
             ids.add(ev.id)
@@ -306,6 +308,7 @@ class Correlator:
         else:
             i = sorted(range(len(h)), key=lambda j: sort_key(h[j]))[1]
         entry = h.pop(i)
+        slot.view_cache = None
         slot.dropped_events += 1
         self.counters["history_dropped"] += 1
         self.state_bytes -= ENTRY_BYTES
@@ -314,9 +317,19 @@ class Correlator:
             ids.discard(entry.event_id)
 
     def _view(self, task_id: str, slot: TaskSlot, verdict: bool = True) -> TaskView:
-        """The task as its history (and the standing verdict, unless ``verdict`` is off) says."""
-        return derive(task_id, slot.history, slot.verdict_deadline_ms if verdict else None, slot.verdicts,
-                      slot.dropped_events, slot.dropped_progress)  # fmt: skip
+        """The task as its history (and the standing verdict, unless ``verdict`` is off) says.
+        A final view is kept on the slot until the task is finalized (``_finalize`` reads it
+        again after the reordering window), unless the history changes first (which clears
+        it): one replay per change of the task, not two.  Views are never modified."""
+        abandoned_at = slot.verdict_deadline_ms if verdict else None
+        key = (abandoned_at, slot.verdicts, slot.dropped_events, slot.dropped_progress, len(slot.history))
+        cached = slot.view_cache
+        if cached is not None and cached[0] == key:
+            view: TaskView = cached[1]
+            return view
+        view = derive(task_id, slot.history, abandoned_at, slot.verdicts, slot.dropped_events, slot.dropped_progress)
+        slot.view_cache = (key, view) if view.finished else None
+        return view
 
     def _review_verdict(self, task_id: str, slot: TaskSlot) -> None:
         """A standing verdict stays only while the task's own events still leave it open,
@@ -493,6 +506,7 @@ class Correlator:
 
     def _finalize(self, task_id: str, slot: TaskSlot, out: Output, wall_ms: int) -> None:
         view = self._view(task_id, slot)
+        slot.view_cache = None  # closed: a new event reopens it (and changes its history)
         slot.closed_wall_ms = wall_ms
         slot.final_since_wall_ms = None
         out.dirty_tasks[task_id] = slot
