@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
-from pipeline.core.tasks.lifecycle import TaskView, abandoned_event_id, derive
+from pipeline.core.tasks.lifecycle import TaskView, abandoned_event_id, compact, derive
 from pipeline.core.tasks.state import TaskSlot
 from pipeline.events import EntityType, NormalizedEvent
 
@@ -139,3 +139,94 @@ def test_a_finished_task_is_replayed_once_until_it_is_published(monkeypatch: Any
     assert [r.outcome for r in out.executions] == ["success"]
     assert calls == ["t"]
     assert c.tasks["t"].view_cache is None  # closed: nothing kept
+
+
+# --------------------------------------------------------------------------- compact, as it was
+
+
+def _usage_of_before(metrics: dict[str, Any] | None) -> Any:
+    """``pipeline.core.cost.usage_of`` before its shortcut for metrics without a usage key."""
+    from pipeline.core.cost import _count, _number
+
+    if not metrics:
+        return {}
+    out: dict[str, Any] = {}
+    cost = _number(metrics.get("cost"))
+    if cost is not None:
+        out["cost"] = cost
+        cur = metrics.get("currency") or metrics.get("cost_currency")
+        if isinstance(cur, str) and cur:
+            out["cur"] = cur[:16]
+    tok: dict[str, list[int]] = {}
+    model = metrics.get("model")
+    tin = _count(metrics.get("input_tokens", metrics.get("prompt_tokens")))
+    tout = _count(metrics.get("output_tokens", metrics.get("completion_tokens")))
+    if not tin and not tout and not isinstance(metrics.get("tokens"), dict):
+        tin = _count(metrics.get("tokens", metrics.get("total_tokens")))
+    if tin or tout:
+        tok[str(model or "")[:128]] = [tin, tout]
+    per_model = metrics.get("tokens")
+    if isinstance(per_model, dict):
+        for m, v in list(per_model.items())[:64]:
+            if isinstance(v, dict):
+                pair = [_count(v.get("input", v.get("prompt"))), _count(v.get("output", v.get("completion")))]
+            else:
+                pair = [_count(v), 0]
+            if pair[0] or pair[1]:
+                prev = tok.setdefault(str(m)[:128], [0, 0])
+                prev[0] += pair[0]
+                prev[1] += pair[1]
+    if tok:
+        out["tok"] = tok
+    return out
+
+
+def _compact_before(event_id: str, event_type: str, time_ms: int, state: dict[str, Any], metadata: dict[str, Any],
+                    group_keys: tuple[str, ...], metrics: dict[str, Any] | None) -> Any:  # fmt: skip
+    """``lifecycle.compact`` as it was (the reference)."""
+    from pipeline.core.tasks.lifecycle import _KEEP, _RANK, HistoryEntry
+
+    data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
+    usage = _usage_of_before(metrics)
+    if usage:
+        data["usage"] = usage
+    for k in ("task_type", "agent_id"):
+        if state.get(k):
+            data[k] = str(state[k])
+    if metadata.get("correlation_id"):
+        data["correlation_id"] = str(metadata["correlation_id"])
+    for k in group_keys:
+        v = state.get(k) or metadata.get(k)
+        if v:
+            data["group"] = str(v)
+            break
+    return HistoryEntry(time_ms, _RANK.get(event_type, 6), event_id, event_type, data)
+
+
+_FIELDS = ["task_type", "agent_id", "correlation_id", "group", "team", "request", "requester_id", "requester_type",
+           "priority", "deadline", "confidence", "evaluations", "percentage", "step", "status", "passed", "success",
+           "error", "retry_count", "will_retry", "cost", "currency", "cost_currency", "model", "input_tokens",
+           "prompt_tokens", "output_tokens", "completion_tokens", "tokens", "total_tokens", "duration_ms"]  # fmt: skip
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
+    | st.sampled_from(["", "0", "12", "1e400", "nan", "-3", "ünï \x00"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_FIELDS + ["input", "output"]), inner,
+                                                                max_size=4),
+    max_leaves=8,
+)  # fmt: skip
+_DOCS = st.dictionaries(st.sampled_from(_FIELDS), _VALUES, max_size=8)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from([et for et, _ in _TASK_STEPS] + ["task.unknown", "task.progress"]), _DOCS, _DOCS,
+       st.one_of(st.none(), _DOCS), st.sampled_from([("group", "correlation_id"), ("team",), ()]))  # fmt: skip
+def test_compact_gives_what_it_gave(
+    event_type: str, state: dict[str, Any], metadata: dict[str, Any], metrics: dict[str, Any] | None,
+    group_keys: tuple[str, ...],
+) -> None:  # fmt: skip
+    new = compact("e1", event_type, -86_400_000, state, metadata, group_keys, metrics)
+    old = _compact_before("e1", event_type, -86_400_000, state, metadata, group_keys, metrics)
+    assert repr(new) == repr(old)  # repr: NaN != NaN, and key order counts (the changelog's bytes)
+    from pipeline.core.cost import usage_of
+
+    assert repr(usage_of(metrics)) == repr(_usage_of_before(metrics))

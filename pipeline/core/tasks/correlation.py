@@ -28,12 +28,14 @@ queue, so a tick costs what is due, not what is held.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.cost import PriceTable
 from pipeline.core.tasks.lifecycle import (
+    ABANDONED_ID_PREFIX,
     ACTIVE,
     TERMINAL,
     HistoryEntry,
@@ -57,6 +59,7 @@ ENTRY_BYTES = 600
 AGENT_BYTES = 1100
 #: histories up to this length are checked for duplicates by a scan; longer ones get an id set
 _SCAN_MAX = 16
+_event_id = operator.itemgetter(2)  # of a HistoryEntry
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,11 @@ class Correlator:
         out = Output()
         touched: set[str] = set()
         for ev in events:
-            if ev.entity_type.value == "task" and ev.event_type.startswith("task."):
+            kind = ev.entity_type.value
+            if kind == "task" and ev.event_type.startswith("task."):
                 if self._apply_task(ev, wall_ms):
                     touched.add(ev.entity_id)
-            elif ev.entity_type.value == "agent" and ev.event_type != "agent.status_changed":
+            elif kind == "agent" and ev.event_type != "agent.status_changed":
                 self._saw(ev.event_time_ms, wall_ms)
                 self._apply_agent(ev, out, wall_ms)
         now = self._now(wall_ms)
@@ -268,7 +272,7 @@ class Correlator:
         self.counters["task_events"] += 1
         task_id = ev.entity_id
         slot = self.tasks.get(task_id)
-        n = verdict_number(task_id, ev.id)
+        n = verdict_number(task_id, ev.id) if ev.id.startswith(ABANDONED_ID_PREFIX) else None
         if n is not None:
             # our own verdict, back through the pipeline: it is in the slot already (or the
             # slot is gone, and a verdict alone does not make a task)
@@ -280,7 +284,7 @@ class Correlator:
             self.state_bytes += TASK_BYTES
         h = slot.history
         ids = self._ids.get(task_id)
-        if ev.id in ids if ids is not None else any(e.event_id == ev.id for e in h):
+        if ev.id in (ids if ids is not None else map(_event_id, h)):
             return False  # the same event again (a replay): nothing changes
         h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
                          self.config.group_keys, ev.metrics))  # fmt: skip
