@@ -118,10 +118,15 @@ def _count(value: Any) -> int:
     return int(n) if n is not None else 0
 
 
+#: the keys ``usage_of`` reads a usage from (the currency and model only qualify them)
+_USAGE_KEYS = frozenset({"cost", "input_tokens", "prompt_tokens", "output_tokens", "completion_tokens", "tokens",
+                         "total_tokens"})  # fmt: skip
+
+
 def usage_of(metrics: dict[str, Any] | None) -> Usage:
     """The usage one event's ``metrics`` reports (empty: none), compact: ``{"cost": float,
     "cur": str, "tok": {model: [in, out]}}``."""
-    if not metrics:
+    if not metrics or _USAGE_KEYS.isdisjoint(metrics):
         return {}
     out: Usage = {}
     cost = _number(metrics.get("cost"))

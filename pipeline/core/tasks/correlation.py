@@ -28,12 +28,14 @@ queue, so a tick costs what is due, not what is held.
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.cost import PriceTable
 from pipeline.core.tasks.lifecycle import (
+    ABANDONED_ID_PREFIX,
     ACTIVE,
     TERMINAL,
     HistoryEntry,
@@ -57,6 +59,7 @@ ENTRY_BYTES = 600
 AGENT_BYTES = 1100
 #: histories up to this length are checked for duplicates by a scan; longer ones get an id set
 _SCAN_MAX = 16
+_event_id = operator.itemgetter(2)  # of a HistoryEntry
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ class Correlator:
                 known.add(entry.event_id)
                 slot.last_event_ms = max(slot.last_event_ms, entry.time_ms)
                 self.state_bytes += ENTRY_BYTES
+        slot.view_cache = None
         if len(slot.history) > _SCAN_MAX:
             self._ids[task_id] = {e.event_id for e in slot.history}
         while len(slot.history) > self.config.max_history:
@@ -250,10 +254,11 @@ class Correlator:
         out = Output()
         touched: set[str] = set()
         for ev in events:
-            if ev.entity_type.value == "task" and ev.event_type.startswith("task."):
+            kind = ev.entity_type.value
+            if kind == "task" and ev.event_type.startswith("task."):
                 if self._apply_task(ev, wall_ms):
                     touched.add(ev.entity_id)
-            elif ev.entity_type.value == "agent" and ev.event_type != "agent.status_changed":
+            elif kind == "agent" and ev.event_type != "agent.status_changed":
                 self._saw(ev.event_time_ms, wall_ms)
                 self._apply_agent(ev, out, wall_ms)
         now = self._now(wall_ms)
@@ -267,7 +272,7 @@ class Correlator:
         self.counters["task_events"] += 1
         task_id = ev.entity_id
         slot = self.tasks.get(task_id)
-        n = verdict_number(task_id, ev.id)
+        n = verdict_number(task_id, ev.id) if ev.id.startswith(ABANDONED_ID_PREFIX) else None
         if n is not None:
             # our own verdict, back through the pipeline: it is in the slot already (or the
             # slot is gone, and a verdict alone does not make a task)
@@ -279,10 +284,11 @@ class Correlator:
             self.state_bytes += TASK_BYTES
         h = slot.history
         ids = self._ids.get(task_id)
-        if ev.id in ids if ids is not None else any(e.event_id == ev.id for e in h):
+        if ev.id in (ids if ids is not None else map(_event_id, h)):
             return False  # the same event again (a replay): nothing changes
         h.append(compact(ev.id, ev.event_type, ev.event_time_ms, ev.current_state, ev.metadata,
                          self.config.group_keys, ev.metrics))  # fmt: skip
+        slot.view_cache = None
         self.state_bytes += ENTRY_BYTES
         if ids is not None:
             ids.add(ev.id)
@@ -306,6 +312,7 @@ class Correlator:
         else:
             i = sorted(range(len(h)), key=lambda j: sort_key(h[j]))[1]
         entry = h.pop(i)
+        slot.view_cache = None
         slot.dropped_events += 1
         self.counters["history_dropped"] += 1
         self.state_bytes -= ENTRY_BYTES
@@ -314,9 +321,19 @@ class Correlator:
             ids.discard(entry.event_id)
 
     def _view(self, task_id: str, slot: TaskSlot, verdict: bool = True) -> TaskView:
-        """The task as its history (and the standing verdict, unless ``verdict`` is off) says."""
-        return derive(task_id, slot.history, slot.verdict_deadline_ms if verdict else None, slot.verdicts,
-                      slot.dropped_events, slot.dropped_progress)  # fmt: skip
+        """The task as its history (and the standing verdict, unless ``verdict`` is off) says.
+        A final view is kept on the slot until the task is finalized (``_finalize`` reads it
+        again after the reordering window), unless the history changes first (which clears
+        it): one replay per change of the task, not two.  Views are never modified."""
+        abandoned_at = slot.verdict_deadline_ms if verdict else None
+        key = (abandoned_at, slot.verdicts, slot.dropped_events, slot.dropped_progress, len(slot.history))
+        cached = slot.view_cache
+        if cached is not None and cached[0] == key:
+            view: TaskView = cached[1]
+            return view
+        view = derive(task_id, slot.history, abandoned_at, slot.verdicts, slot.dropped_events, slot.dropped_progress)
+        slot.view_cache = (key, view) if view.finished else None
+        return view
 
     def _review_verdict(self, task_id: str, slot: TaskSlot) -> None:
         """A standing verdict stays only while the task's own events still leave it open,
@@ -493,6 +510,7 @@ class Correlator:
 
     def _finalize(self, task_id: str, slot: TaskSlot, out: Output, wall_ms: int) -> None:
         view = self._view(task_id, slot)
+        slot.view_cache = None  # closed: a new event reopens it (and changes its history)
         slot.closed_wall_ms = wall_ms
         slot.final_since_wall_ms = None
         out.dirty_tasks[task_id] = slot

@@ -101,18 +101,21 @@ def compact(
 ) -> HistoryEntry:
     """The part of a task event the lifecycle needs (``usage``: the cost or tokens its
     ``metrics`` report, ``pipeline.core.cost``)."""
-    data: dict[str, Any] = {k: state[k] for k in _KEEP.get(event_type, ()) if state.get(k) is not None}
-    usage = usage_of(metrics)
-    if usage:
-        data["usage"] = usage
-    for k in ("task_type", "agent_id"):
-        if state.get(k):
-            data[k] = str(state[k])
-    if metadata.get("correlation_id"):
-        data["correlation_id"] = str(metadata["correlation_id"])
+    get = state.get
+    keep = _KEEP.get(event_type)
+    data: dict[str, Any] = {k: state[k] for k in keep if get(k) is not None} if keep else {}
+    if metrics:
+        usage = usage_of(metrics)
+        if usage:
+            data["usage"] = usage
+    if v := get("task_type"):
+        data["task_type"] = str(v)
+    if v := get("agent_id"):
+        data["agent_id"] = str(v)
+    if v := metadata.get("correlation_id"):
+        data["correlation_id"] = str(v)
     for k in group_keys:
-        v = state.get(k) or metadata.get(k)
-        if v:
+        if v := get(k) or metadata.get(k):
             data["group"] = str(v)
             break
     return HistoryEntry(time_ms, _RANK.get(event_type, 6), event_id, event_type, data)

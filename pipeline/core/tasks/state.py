@@ -45,6 +45,9 @@ class TaskSlot:
     #: task type and agent it is watched under (abandonment timeout, heartbeat index)
     watched_task_type: str = ""
     indexed_agent: str = ""
+    #: not persisted: the correlator's last derived view of the task, with what it was derived
+    #: from (``Correlator._view``); cleared whenever the history changes
+    view_cache: tuple[tuple[Any, ...], Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def alive_ms(self) -> int:
