@@ -525,6 +525,10 @@ ENGINE = MergeTree
 ORDER BY at
 TTL toDateTime(at) + toIntervalDay(365);
 
+-- step 13: events: vertical merges (one column at a time: a merge of a few 20,000-row parts no longer holds every column's buffers of every part at once, ~190 MiB in the worker)
+
+ALTER TABLE taskpulse.events MODIFY SETTING vertical_merge_algorithm_min_rows_to_activate = 1, vertical_merge_algorithm_min_columns_to_activate = 1;
+
 -- the Null-engine twins, replaced at every migration
 
 CREATE OR REPLACE TABLE taskpulse._probe_events AS taskpulse.events ENGINE = Null;

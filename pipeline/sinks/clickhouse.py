@@ -87,6 +87,9 @@ _CODE_RE = re.compile(r"\bCode:\s*(\d+)")
 _COLUMN_RE = re.compile(r"column [`'\"]?([A-Za-z_][A-Za-z0-9_]*)")
 
 
+#: JSON lines written to chDB's INSERT file at a time
+_LINES_PER_WRITE = 1024
+
 _WIRE_FORMAT = re.compile(r"\s*\bFORMAT (?:Native|Arrow|JSON\w*|TabSeparated\w*)\b")
 
 
@@ -434,14 +437,16 @@ class ClickHouseStore:
         """One INSERT … SELECT over the lines: a server gets them as the request's body
         (``input()``); chDB, which has no request body, reads them from a file (as the client
         does with Native blocks for chDB)."""
-        body = b"\n".join(lines)
         if not self.url.startswith("chdb"):
+            body = b"\n".join(lines)
             self.client.command(ingest_queries.json_insert(self.database, table, spec), data=body)
             return
         fh = tempfile.NamedTemporaryFile(prefix="taskpulse-", suffix=".jsonl", delete=False)  # noqa: SIM115
         try:  # removed whatever fails, the write included (a full disk is retried: no file per attempt)
             with fh:
-                fh.write(body)
+                # a slice at a time: the lines are not held a second time as one body (10 MiB a batch)
+                for i in range(0, len(lines), _LINES_PER_WRITE):
+                    fh.write(b"\n".join(lines[i : i + _LINES_PER_WRITE]) + b"\n")
             self.client.command(ingest_queries.json_insert(self.database, table, spec, fh.name))
         finally:
             with contextlib.suppress(OSError):

@@ -117,7 +117,7 @@ class ErasureList:
 
 
 def _payload(a: Any) -> str:
-    return (a.payload or orjson.dumps(vars(a.event))).decode("utf-8", "replace")
+    return a.payload.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------- export / erase

@@ -278,7 +278,7 @@ class BatchWriter:
         rows, items, failed = build_rows(event_lines, seg.events)
         letters = [
             unwritable("events", exc, Source(topic=a.topic, partition=a.partition, offset=a.offset, index=a.index),
-                       a.payload, a.event.id)
+                       a.payload, a.id)
             for a, exc in failed
         ]  # fmt: skip
         if letters:
@@ -288,7 +288,7 @@ class BatchWriter:
             await self.dead_letter(
                 [
                     unwritable("events", exc, Source(topic=a.topic, partition=a.partition, offset=a.offset,
-                               index=a.index), a.payload, a.event.id)
+                               index=a.index), a.payload, a.id)
                     for i, exc in found
                     for a in (items[i],)
                 ],
@@ -353,12 +353,12 @@ class BatchWriter:
             # ~5 µs a key, so each entity is hashed once a batch
             part_of: dict[str, int] = {}
             for a in out.events:
-                entity = a.event.entity_id
+                entity = a.entity_id
                 part = part_of.get(entity)
                 if part is None:
                     part = part_of[entity] = p.partition_of(entity.encode(), parts)
                 # serialized once, by the processor (an event orjson refuses never gets here)
-                grouped[part].append(a.payload or orjson.dumps(vars(a.event)))
+                grouped[part].append(a.payload)
             for part, items in grouped.items():
                 for chunk in _chunks(items, NORMALIZED_MESSAGE_BYTES):
                     await p.send(NORMALIZED, b"[" + b",".join(chunk) + b"]", partition=part)

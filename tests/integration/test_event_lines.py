@@ -26,6 +26,7 @@ from pipeline.core.ingest.dedup import SeenIds
 from pipeline.core.ingest.queries import json_insert
 from pipeline.core.ingest.rows import EVENT_COLUMNS, EVENT_JSON, event_lines
 from pipeline.core.timestamps import to_epoch_ms
+from pipeline.events import NormalizedEvent
 from pipeline.sinks.clickhouse import ClickHouseStore
 from tests.unit.helpers import DAY0_MS, iso, make_event
 
@@ -39,7 +40,11 @@ LIMITS = Limits(min_event_ms=to_epoch_ms("1900-01-01T00:00:00Z"), max_depth=200,
 MISPARSED = [7.654927133881691e-231, 4.0e-320, 5e-324, 2.2250738585072014e-308]
 
 
-def reference_rows(accepted: Sequence[Accepted]) -> list[tuple[object, ...]]:
+#: an accepted event as the writer gets it, with the normalized event it was made from
+Pair = tuple[Accepted, NormalizedEvent]
+
+
+def reference_rows(accepted: Sequence[Pair]) -> list[tuple[object, ...]]:
     """The Native row tuples the writer built before (``event_rows``), kept as the reference."""
     empty = b"{}"
 
@@ -53,8 +58,7 @@ def reference_rows(accepted: Sequence[Accepted]) -> list[tuple[object, ...]]:
             md.get("session_id") or "", md.get("tags") or [], dumps(e.previous_state), dumps(e.current_state),
             dumps(md), dumps(e.metrics), dumps(e.extra), e.ingested_ms, a.topic, a.partition, a.offset, a.index, a.log,
         )
-        for a in accepted
-        for e in (a.event,)
+        for a, e in accepted
         for md in (e.metadata,)
     ]  # fmt: skip
 
@@ -70,13 +74,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]
     s.close()
 
 
-def _accepted(docs: list[Any], topic: str = "taskpulse.events.task", log: str = "cluster-1/topic-9") -> list[Accepted]:
+def _accepted(docs: list[Any], topic: str = "taskpulse.events.task", log: str = "cluster-1/topic-9") -> list[Pair]:
+    """The processor's accepted events of ``docs``, each with its normalized event (decoded again)."""
     bp = BatchProcessor(Decoder(limits=LIMITS), SeenIds(100_000), SketchMapping())
     bp.use_logs({topic: log}, {})
     msgs = [RawMessage(topic, i % 3, 1000 + i, d if isinstance(d, bytes) else json.dumps(d).encode())
             for i, d in enumerate(docs)]  # fmt: skip
     out = bp.process(msgs, NOW)
-    return [a for seg in out.parts for a in seg.events]
+    raw = {(m.partition, m.offset): m.value for m in msgs}
+    pairs = []
+    for a in (a for seg in out.parts for a in seg.events):
+        e = Decoder(limits=LIMITS).decode(topic, a.partition, a.offset, raw[a.partition, a.offset], NOW)[a.index]
+        assert isinstance(e, NormalizedEvent) and e.id == a.id
+        pairs.append((a, e))
+    return pairs
+
+
+def _lines(pairs: Sequence[Pair]) -> list[bytes]:
+    return event_lines([a for a, _ in pairs])
 
 
 #: every column, floats as their bits and strings as their bytes (hex), so that equality is exact
@@ -90,12 +105,12 @@ _EXACT = ", ".join(
 )  # fmt: skip
 
 
-def _both_ways(store: ClickHouseStore, accepted: list[Accepted]) -> list[tuple[Any, ...]]:
+def _both_ways(store: ClickHouseStore, accepted: list[Pair]) -> list[tuple[Any, ...]]:
     """Insert ``accepted`` as lines into ``events`` and as the reference tuples into
     ``events_ref``; return the rows of ``events`` after checking both tables hold the same."""
     store.command("TRUNCATE TABLE taskpulse.events")
     store.command("TRUNCATE TABLE taskpulse.events_ref")
-    store.insert("events", event_lines(accepted), EVENT_JSON)
+    store.insert("events", _lines(accepted), EVENT_JSON)
     store.insert("events_ref", reference_rows(accepted), EVENT_COLUMNS)
     order = " ORDER BY src_partition, src_offset, src_index"
     got = store.rows(f"SELECT {_EXACT} FROM taskpulse.events{order}")
@@ -151,7 +166,7 @@ def _hostile() -> list[Any]:
 
 def test_hostile_events_are_stored_exactly_as_the_row_tuples_stored_them(store: ClickHouseStore) -> None:
     accepted = _accepted(_hostile())
-    ids = {a.event.id for a in accepted}
+    ids = {a.id for a, _ in accepted}
     assert {"huge", "deep", "long", "tags", "1969", "1900", "extra", "arr-4", f"id-{NASTY}"} <= ids
     assert len(ids) == len(_hostile()) - 1 + 5
     rows = _both_ways(store, accepted)
@@ -168,7 +183,8 @@ def test_hostile_events_are_stored_exactly_as_the_row_tuples_stored_them(store: 
 
 def test_an_event_without_its_payload_is_serialized_again(store: ClickHouseStore) -> None:
     accepted = _accepted([make_event("a", duration_ms=1.5), make_event("b")])
-    bare = [Accepted(a.event, a.topic, a.partition, a.offset, a.index, b"", a.log) for a in accepted]
+    bare = [(Accepted.of(e, a.topic, a.partition, a.offset, a.index, b"", a.log), e) for a, e in accepted]
+    assert [a for a, _ in bare] == [a for a, _ in accepted]
     _both_ways(store, bare)
 
 
@@ -215,7 +231,7 @@ def test_refused_lines_are_found_by_halves_and_named_by_column(store: ClickHouse
     s.migrate()  # the Null twins follow their table, constraints included
     s.command("ALTER TABLE refusals.events REMOVE TTL")  # the events are a year old: no merge may drop them
     docs = [make_event(f"e{i}", entity_id="poison" if i in (3, 17) else f"t{i}") for i in range(30)]
-    lines = event_lines(_accepted(docs))
+    lines = _lines(_accepted(docs))
     with pytest.raises(Exception, match="no_poison"):
         s.insert("events", lines, EVENT_JSON)
     refused = s.refused_rows("events", lines, EVENT_JSON)
@@ -242,7 +258,7 @@ def test_a_server_gets_the_same_select_over_the_request_body(monkeypatch: pytest
 
     monkeypatch.setattr(clickhouse_connect, "get_client", lambda **kwargs: Client())
     s = ClickHouseStore("http://clickhouse:8123", "taskpulse")
-    lines = event_lines(_accepted([make_event("a"), make_event("b")]))
+    lines = _lines(_accepted([make_event("a"), make_event("b")]))
     s.insert("events", lines, EVENT_JSON)
     [(sql, data)] = calls
     assert data == b"\n".join(lines)

@@ -927,7 +927,7 @@ def assert_fits(ev: NormalizedEvent) -> None:
     from pipeline.core.timestamps import ms_to_datetime
 
     orjson.dumps(vars(ev))
-    event_lines([Accepted(ev, "t", 0, 1, 0)])
+    event_lines([Accepted.of(ev, "t", 0, 1, 0)])
     assert 946_684_800_000 <= ev.event_time_ms <= NOW + SKEW
     assert len(ev.id) <= 256 and len(ev.entity_id) <= 256
     assert len(ev.agent) <= 128 and len(ev.task_type) <= 128

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline.core.ingest.aggregates import SketchMapping
@@ -96,6 +97,6 @@ def test_an_insert_frees_its_rows(tmp_path: Path, no_collector: None) -> None:
         store.insert_events(event_lines(out.events))
         assert store.rows("SELECT count(), uniqExact(id) FROM taskpulse.events") == [(100, 100)]
         stored = store.rows("SELECT id, metadata FROM taskpulse.events ORDER BY id")
-        assert stored == sorted((a.event.id, dumps(a.event.metadata).decode()) for a in out.events)
+        assert stored == sorted((a.id, dumps(orjson.loads(a.payload)["metadata"]).decode()) for a in out.events)
     finally:
         store.close()

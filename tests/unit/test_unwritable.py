@@ -127,7 +127,7 @@ def test_segments_respect_the_row_limit_at_message_boundaries() -> None:
         for (_, part), off in seg.offsets["events"].items():
             assert off > last.get(part, -1)
             last[part] = off
-    assert [a.event.id for a in out.events] == [a.event.id for a in whole.events]
+    assert [a.id for a in out.events] == [a.id for a in whole.events]
     total = {k: m.count for k, m in out.rollups.items()}
     assert total == {k: m.count for k, m in whole.rollups.items()}
     assert sum(m.count for s in out.segments for m in s.rollups.values()) == sum(total.values())
@@ -158,7 +158,7 @@ def test_an_event_orjson_cannot_write_is_unwritable_and_counted_nowhere_else() -
     poison = make_event("poison", "task.completed", iso(DAY0_MS), state={"deep": _nested(300)})
     docs = [good, poison, good | {"id": "good2"}]  # json: orjson cannot write the poison either
     out = bp.process([RawMessage(TOPIC, 0, i, json.dumps(d).encode()) for i, d in enumerate(docs)], NOW)
-    assert [a.event.id for a in out.events] == ["good", "good2"]
+    assert [a.id for a in out.events] == ["good", "good2"]
     assert [(r.reason, r.event_id, r.source.offset) for r in out.rejected] == [(RejectReason.unwritable, "poison", 1)]
     assert "current_state" in out.rejected[0].detail
     assert sum(m.count for (g, _, _), m in out.rollups.items() if g == "1m") == 2

@@ -26,6 +26,7 @@ rejection before it is counted anywhere, so events, rollups and topics stay cons
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -44,6 +45,8 @@ SINKS = ("events", "rollups", "dlq")
 MAX_EVENT_BYTES = 900_000
 #: Where a rollup row's first event came from: (topic, partition, offset, index, event id).
 Origin = tuple[str, int, int, int, str]
+#: Events decoded (and looked up in the dedup memory) at a time within a batch.
+DECODE_CHUNK = 2048
 
 
 @dataclass(slots=True)
@@ -54,17 +57,40 @@ class RawMessage:
     value: bytes | None
 
 
+#: how every normalized event's JSON begins and ends (its first and last fields)
+_PAYLOAD_HEAD = b'{"id":'
+_PAYLOAD_TAIL = b',"ingested_ms":'
+
+
 @dataclass(slots=True)
 class Accepted:
-    """A normalized event with where it came from, and its normalized-topic JSON."""
+    """An accepted event as the sinks take it: its normalized-topic JSON (``payload``, which
+    the events rows are made from), its id and entity id, and where it came from.
 
-    event: NormalizedEvent
+    The ``NormalizedEvent`` itself is not kept: with its parsed document it is about three
+    times the payload's memory, and a batch waits for its write while the next one is
+    decoded.  Make one with ``Accepted.of``."""
+
+    id: str
+    entity_id: str
     topic: str
     partition: int
     offset: int
     index: int
-    payload: bytes = b""
+    payload: bytes
     log: str = ""
+
+    @classmethod
+    def of(
+        cls, event: NormalizedEvent, topic: str, partition: int, offset: int, index: int, payload: bytes = b"",
+        log: str = "",
+    ) -> Accepted:
+        """``event`` from (topic, partition, offset, index, log), with its normalized JSON:
+        ``payload`` when it is one from its first field to its last (original bytes would
+        not be), else made here.  Raises what orjson raises for an event it cannot write."""
+        if not (payload.startswith(_PAYLOAD_HEAD) and _PAYLOAD_TAIL in payload[-40:]):
+            payload = jsonbytes.dumps(vars(event))
+        return cls(event.id, event.entity_id, topic, partition, offset, index, payload, log)
 
 
 @dataclass
@@ -129,6 +155,10 @@ def _dumps_ok(value: object) -> bool:
     return True
 
 
+#: a message to process: it, whether the events, rollups and DLQ sinks still need it, its items
+_Decoded = tuple[RawMessage, bool, bool, bool, list[NormalizedEvent | Rejected]]
+
+
 class BatchProcessor:
     """Decode, dedup and aggregate batches; tracks the sinks' watermarks."""
 
@@ -141,6 +171,7 @@ class BatchProcessor:
         max_bytes: int = 64 * 1024 * 1024,
         caps: DimensionCap | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        decode_chunk: int = DECODE_CHUNK,
     ) -> None:
         self.decoder = decoder
         self.seen = seen
@@ -149,6 +180,7 @@ class BatchProcessor:
         self.max_bytes = max_bytes
         self.caps = caps if caps is not None else DimensionCap(1000)
         self.max_event_bytes = max_event_bytes
+        self.decode_chunk = decode_chunk
         self.watermarks: Watermarks = {name: {} for name in SINKS}
         #: topic → identity of its current log (``pipeline.core.ingest.logs``), set at start and
         #: after each rebalance; written with every row and part of every id's origin
@@ -190,12 +222,8 @@ class BatchProcessor:
         seg = BatchOutput(logs=logs)
         seg_offsets: dict[str, dict[TP, int]] = {name: {} for name in SINKS}
         seg_bytes = 0
-        marks_events = self.watermarks["events"]
-        marks_rollups = self.watermarks["rollups"]
-        marks_dlq = self.watermarks["dlq"]
         mapping_key = self.mapping.key
         first_delivery = self.seen.first_delivery
-        decode = self.decoder.decode
         caps = self.caps
         fold, evicted = caps.fold, caps.evicted
         folded_before = dict(self.caps.folded)
@@ -203,22 +231,7 @@ class BatchProcessor:
         dumps = jsonbytes.dumps  # kept for the batch's life: right-sized
         grans = list(GRANULARITIES.items())
         max_ts: int | None = None
-        # First every message is decoded (those every sink already wrote are replays, not
-        # decoded), then the batch's ids are looked up in the dedup memory in one step.
-        decoded: list[tuple[RawMessage, bool, bool, bool, list[NormalizedEvent | Rejected]]] = []
-        for msg in messages:
-            tp = (msg.topic, msg.partition)
-            off = msg.offset
-            new_events = off > marks_events.get(tp, -1)
-            new_rollups = off > marks_rollups.get(tp, -1)
-            new_dlq = off > marks_dlq.get(tp, -1)
-            if not (new_events or new_rollups or new_dlq):
-                total.replayed += 1
-                continue
-            items = decode(msg.topic, msg.partition, off, msg.value, now_ms)
-            decoded.append((msg, new_events, new_rollups, new_dlq, items))
-        self.seen.prefetch(i.id for *_, items in decoded for i in items if type(i) is NormalizedEvent)
-        for msg, new_events, new_rollups, new_dlq, items in decoded:
+        for msg, new_events, new_rollups, new_dlq, items in self._decoded(messages, total, now_ms):
             if (seg.events or seg.rejected or seg.rollups) and (
                 seg_bytes >= max_bytes
                 or len(seg.events) >= max_rows
@@ -263,7 +276,8 @@ class BatchProcessor:
                 if max_ts is None or ts > max_ts:
                     max_ts = ts
                 if new_events:
-                    seg.events.append(Accepted(item, msg.topic, msg.partition, off, index, payload, log))
+                    seg.events.append(Accepted(item.id, item.entity_id, msg.topic, msg.partition, off, index,
+                                               payload, log))  # fmt: skip
                     seg_bytes += len(payload)
                     seg_offsets["events"][tp] = off
                 if new_rollups:
@@ -292,6 +306,39 @@ class BatchProcessor:
         total.max_event_time_ms = max_ts
         total.folded = {d: n - folded_before[d] for d, n in self.caps.folded.items() if n > folded_before[d]}
         return _combine(total, segments)
+
+    def _decoded(self, messages: list[RawMessage], total: BatchOutput, now_ms: int) -> Iterator[_Decoded]:
+        """Each message to process with the sinks that still need it and its decoded items
+        (one a sink already wrote is a replay, not decoded).  Messages are decoded a chunk
+        of about ``decode_chunk`` events at a time, whose ids are then looked up in the
+        dedup memory in one step: only a chunk's parsed documents and event objects are
+        alive at once, not a whole batch's (tens of MiB for 20,000 events)."""
+        marks_events = self.watermarks["events"]
+        marks_rollups = self.watermarks["rollups"]
+        marks_dlq = self.watermarks["dlq"]
+        decode, chunk_events = self.decoder.decode, self.decode_chunk
+        chunk: list[_Decoded] = []
+        n = 0
+        for msg in messages:
+            tp = (msg.topic, msg.partition)
+            off = msg.offset
+            new_events = off > marks_events.get(tp, -1)
+            new_rollups = off > marks_rollups.get(tp, -1)
+            new_dlq = off > marks_dlq.get(tp, -1)
+            if not (new_events or new_rollups or new_dlq):
+                total.replayed += 1
+                continue
+            items = decode(msg.topic, msg.partition, off, msg.value, now_ms)
+            chunk.append((msg, new_events, new_rollups, new_dlq, items))
+            n += len(items)
+            if n >= chunk_events:
+                yield from self._prefetched(chunk)
+                chunk, n = [], 0
+        yield from self._prefetched(chunk)
+
+    def _prefetched(self, chunk: list[_Decoded]) -> list[_Decoded]:
+        self.seen.prefetch(i.id for *_, items in chunk for i in items if type(i) is NormalizedEvent)
+        return chunk
 
 
 def _combine(total: BatchOutput, segments: list[BatchOutput]) -> BatchOutput:

@@ -75,10 +75,6 @@ EVENT_JSON = JsonRows(
     tuple(_EVENT_EXPRS.get(c, c) for c in EVENT_COLUMNS),
     ", ".join(f"{key} {type_}" for key, type_ in _EVENT_KEYS),
 )
-#: how every normalized event's JSON begins and ends (its first and last fields); a payload
-#: that is anything else (none, or an event's original bytes) is made again
-_PAYLOAD_HEAD = b'{"id":'
-_PAYLOAD_TAIL = b',"ingested_ms":'
 
 
 def event_lines(accepted: Iterable[Accepted]) -> list[bytes]:
@@ -89,8 +85,6 @@ def event_lines(accepted: Iterable[Accepted]) -> list[bytes]:
     lines = []
     for a in accepted:
         payload = a.payload
-        if not (payload.startswith(_PAYLOAD_HEAD) and _PAYLOAD_TAIL in payload[-40:]):
-            payload = orjson.dumps(vars(a.event))
         where = (a.topic, a.partition, a.log)
         tail = tails.get(where)
         if tail is None:
