@@ -9,6 +9,9 @@ them (8b38a33): inputs found to give another result, held to the old one.
   the settings allow): the walk did not see the levels past it and called the event
   measured, so the fast path accepted an event nested deeper than the limit.
 
+One difference is intended and held the new way: a chat token with no digit
+(``xoxa-bbbbbbbbbb``) was let through unredacted by the old guard.
+
 The reference functions below are the pre-17e6dd2 code, copied.
 """
 
@@ -225,3 +228,13 @@ def test_the_walk_never_calls_an_event_measured_and_within_when_it_is_deeper(lim
             assert not nests_deeper(doc, limit)
         if flags & TOO_DEEP:
             assert nests_deeper(doc, limit)
+
+
+# --------------------------------------------------------------------------- the guard: one intended difference
+
+
+def test_a_chat_token_without_digits_is_redacted_now() -> None:
+    """Before 17e6dd2 the guard let a 15-character chat token with no digit through unredacted
+    (no '@', ':', '=', digit or 16-character word in it); the "xox" look catches it."""
+    assert redact_text("xoxa-bbbbbbbbbb") == "[token]"
+    assert redact_text("see xoxp-abcdefghij here") == "see [token] here"
