@@ -231,7 +231,11 @@ class Privacy:
         if not self.redact:
             return flags | UNMEASURED
         # a container at walk depth d is at level d + 2 (the event object is level 1)
-        text_keys, deep = self._text_keys, max_depth - 2
+        # top-level names count as free text when they are text names (not their _raw twins,
+        # which only the decoder writes, below the top level); below, text names and twins
+        text_names, text_keys, deep = self.text_names, self._text_keys, max_depth - 2
+        if max_depth >= _WALK_LEVELS:  # the walks stop at _WALK_DEPTH: a level past it is not seen
+            flags |= UNMEASURED
         for name, node in doc.items():  # values replaced, never keys added: safe to iterate
             t = type(node)
             if t is dict or t is list:
@@ -240,11 +244,11 @@ class Privacy:
                 elif not node:  # nothing to redact in it ({} states, metrics): no call
                     if deep < 0:
                         flags |= TOO_DEEP
-                elif name in text_keys:
+                elif name in text_names:
                     flags |= _redact_inside(node, 0, deep)
                 else:
                     flags |= _redact_outside(node, text_keys, 0, deep)
-            elif t is str and name in text_keys and name not in _ENVELOPE_IDS:
+            elif t is str and name in text_names and name not in _ENVELOPE_IDS:
                 new_text = redact_text(node)
                 if new_text != node:
                     doc[name] = new_text

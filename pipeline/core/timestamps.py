@@ -83,7 +83,7 @@ _ONE_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 def to_epoch_ms(value: object) -> int:
     """Any accepted timestamp form → UTC epoch milliseconds, or ``TimestampError``."""
-    if type(value) is str and value[4:5] == "-" and not value[0].isspace():
+    if type(value) is str and value[4:5] == "-" and not value[0].isspace() and not value[-1].isspace():
         ms = iso_to_ms(value)  # the common form first: ISO text as sent (no type chain)
     elif isinstance(value, bool):
         raise TimestampError("a boolean is not a timestamp")
