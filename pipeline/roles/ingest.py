@@ -93,6 +93,8 @@ class _Ingest:
         await runtime.until_ready(self._prepare, "start-up reads", self._sink_error)
         now = time.time()
         out = self.processor.process(msgs, int(now * 1000))
+        for msg in msgs:  # memory: past here the batch needs its output, not the raw bytes
+            msg.value = None
         await self.erasures.refresh()  # privacy hook: nothing naming an erased person is written
         self.erasures.drop_erased(out)
         await self.checkpoint.commit(lambda: self._write_or_exit(out), ack, lambda: self._account(msgs, out, now))
