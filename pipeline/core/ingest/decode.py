@@ -151,8 +151,9 @@ class Decoder:
         # in C, no walk); in the others each event's free-form parts are walked.
         shallow = raw.count(b"{") + raw.count(b"[") <= lim.max_depth
         if isinstance(doc, dict):
-            one = self._element if self.fast else self._one
-            return [one(doc, src, raw, now_ms, shallow)]
+            if not self.fast:
+                return [self._one(doc, src, raw, now_ms, shallow)]
+            return [self._element(doc, topic, partition, offset, 0, raw, now_ms, shallow)]
         if isinstance(doc, list):
             if not doc:
                 return [_reject(RejectReason.schema_violation, "empty array", src, raw)]
@@ -168,22 +169,8 @@ class Decoder:
                 ]
             if not self.fast:
                 return [self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow) for i, item in enumerate(doc)]  # noqa: E501
-            # the fast path inline: an element's source is only made when the models decide
-            privacy, fast, max_depth = self.privacy, self._fast, lim.max_depth
-            out: list[NormalizedEvent | Rejected] = []
-            for i, item in enumerate(doc):
-                redacted, within = None, shallow
-                if privacy is not None and type(item) is dict:  # privacy hook: before validation
-                    flags = privacy.apply_measured(item, max_depth)
-                    redacted = bool(flags & CHANGED)
-                    if not flags & (TOO_DEEP | UNMEASURED):
-                        within = True  # its walk saw every container: no depth walk needed
-                    elif flags & TOO_DEEP:
-                        out.append(self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow, redacted))
-                        continue
-                event = fast(item, now_ms, within)
-                out.append(event or self._one(item, _Src(topic, partition, offset, i), None, now_ms, shallow, redacted))
-            return out
+            element = self._element
+            return [element(item, topic, partition, offset, i, None, now_ms, shallow) for i, item in enumerate(doc)]
         return [
             _reject(
                 RejectReason.schema_violation,
@@ -193,8 +180,9 @@ class Decoder:
             )
         ]
 
-    def _element(
-        self, doc: Any, src: _Src, raw: bytes | None, now_ms: int, shallow: bool
+    def _element(  # noqa: PLR0913 (an element's source is only made when the models decide)
+        self, doc: Any, topic: str, partition: int, offset: int, index: int, raw: bytes | None, now_ms: int,
+        shallow: bool,
     ) -> NormalizedEvent | Rejected:
         """The fast path when it decides, else the pydantic path (``_one``); privacy first."""
         redacted = None
@@ -205,8 +193,10 @@ class Decoder:
             if not flags & (TOO_DEEP | UNMEASURED):
                 within = True  # its walk saw every container: no depth walk needed
             elif flags & TOO_DEEP:
-                return self._one(doc, src, raw, now_ms, shallow, redacted)
-        return self._fast(doc, now_ms, within) or self._one(doc, src, raw, now_ms, shallow, redacted)
+                return self._one(doc, _Src(topic, partition, offset, index), raw, now_ms, shallow, redacted)
+        return self._fast(doc, now_ms, within) or self._one(
+            doc, _Src(topic, partition, offset, index), raw, now_ms, shallow, redacted
+        )
 
     def _one(
         self, doc: Any, src: _Src, raw: bytes | None, now_ms: int, shallow: bool, redacted: bool | None = None
@@ -348,8 +338,7 @@ class Decoder:
         else:
             outcome = _TERMINAL_OUTCOMES.get(event_type, "")
         metrics = doc.get("metrics") or {}
-        obj = _NEW(NormalizedEvent)  # what _event and _built do, inline (the hot path)
-        _SET(obj, "__dict__", {
+        return _built({
             "id": env.id, "event_time_ms": ts_ms,
             "timestamp_raw": timestamp if type(timestamp) is str else repr(timestamp),
             "event_type": event_type, "entity_type": fast.entity, "entity_id": env.entity_id, "agent": agent,
@@ -357,10 +346,6 @@ class Decoder:
             "previous_state": previous or {}, "current_state": state or {}, "metadata": md or {},
             "metrics": metrics, "extra": {}, "ingested_ms": now_ms,
         })  # fmt: skip
-        _SET(obj, "__pydantic_fields_set__", _NORMALIZED_FIELDS)
-        _SET(obj, "__pydantic_extra__", None)
-        _SET(obj, "__pydantic_private__", None)
-        return obj
 
 
 def _exact(value: Any) -> bool:
@@ -660,9 +645,6 @@ def _reject(
 
 
 _NORMALIZED_FIELDS = frozenset(NormalizedEvent.model_fields)
-
-
-_NEW, _SET = NormalizedEvent.__new__, object.__setattr__
 
 
 def _built(values: dict[str, Any]) -> NormalizedEvent:
