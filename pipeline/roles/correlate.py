@@ -25,7 +25,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -104,6 +106,20 @@ def stage_state(
     return records
 
 
+@dataclass
+class _Staged:
+    """One batch's writes, built (``_Role.stage``) and not yet sent (``_Role.send``)."""
+
+    #: (table, rows, columns) for ClickHouse, in the order they are written
+    rows: list[tuple[str, list[tuple[Any, ...]], list[str]]] = field(default_factory=list)
+    #: (topic, value, key) of lifecycle records and emitted events
+    messages: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    #: what could not be serialized, for the DLQ
+    letters: list[Rejected] = field(default_factory=list)
+    #: (changelog topic, records) of the tasks and agents tables
+    state: list[tuple[str, list[tuple[int, bytes, bytes | None]]]] = field(default_factory=list)
+
+
 class _Role:
     """The correlator, its tables and its sinks."""
 
@@ -130,6 +146,7 @@ class _Role:
         self.unwritable = 0  # records refused for their content (dead-lettered)
         self.erasures = ErasureList(p.store, p.settings.erasure_refresh_s)
         self._changelog_parts: dict[str, list[int]] = {}  # changelog topic → its partitions
+        self.checkpoint = runtime.Checkpoint()  # one batch sent while the next is computed
 
     async def prepare(self) -> None:
         """Once the tables are recovered: load their state into the correlator."""
@@ -137,6 +154,7 @@ class _Role:
             await self.producer.start()
         if self.ready:
             return
+        await self.checkpoint.wait()  # the tables hold what is in flight: sent before they are read
         wall = _wall_ms()
         owned = self._owned()
         tasks = {k.decode(): orjson.loads(v) for k, v in self.tasks.items() if v and owned(k)}
@@ -215,7 +233,7 @@ class _Role:
                 busy_ms=round(float(busy_s) * 1000), online_ms=round(float(online_s) * 1000),
             ))  # fmt: skip
             repaired_slots[str(agent)] = c.agents[agent]
-        await self._write_state(self.agents, "agents", repaired_slots)
+        await self.send(_Staged(state=[await self._stage_state(self.agents, "agents", repaired_slots)]))
         repaired = len(repaired_slots)
         if repaired:
             log.warning("%d agents' state was behind ClickHouse after recovery; continued from agent_status", repaired)
@@ -227,42 +245,63 @@ class _Role:
             return None
 
     async def write(self, out: Output) -> None:
-        """Steps 1–3 of the module docstring; ClickHouse outages and structural errors are
-        waited out; a row or record refused for its content is dead-lettered (``unwritable``)
-        and the rest is written: one bad value never stops the role."""
+        """Steps 1–3 of the module docstring for ``out``, after what is in flight: ``stage``
+        then ``send``."""
+        await self.checkpoint.wait()
+        await self.send(await self.stage(out))
+
+    async def stage(self, out: Output) -> _Staged:
+        """Everything ``out`` writes, built now: rows, records and state bytes are a snapshot,
+        so the correlator may go on to the next batch while this one is sent (the state slots
+        change under it).  The in-memory tables take the new state here."""
         now = datetime.now(UTC)
-        store = self.p.store
-        steps: list[tuple[str, list[tuple[Any, ...]], list[str]]] = [
-            ("tasks", task_rows(out.task_rows.values(), now), TASK_COLUMNS),
-            ("task_executions", execution_rows(out.executions, now), EXECUTION_COLUMNS),
-            ("agent_status", agent_rows(out.agent_rows, now, self.correlator.stream_ms(_wall_ms())), AGENT_COLUMNS),
-        ]
         await self.erasures.refresh()
-        for table, rows, columns in steps:
-            rows = self.erasures.keep_rows(rows)  # privacy hook: never write an erased person back
+        keep_rows = self.erasures.keep_rows  # privacy hook: never write an erased person back
+        staged = _Staged(rows=[
+            ("tasks", keep_rows(task_rows(out.task_rows.values(), now)), TASK_COLUMNS),
+            ("task_executions", keep_rows(execution_rows(out.executions, now)), EXECUTION_COLUMNS),
+            ("agent_status", keep_rows(
+                agent_rows(out.agent_rows, now, self.correlator.stream_ms(_wall_ms()))), AGENT_COLUMNS),
+        ])  # fmt: skip
+        if out.executions or out.emitted:
+            messages, staged.letters = self._serialize(out)
+            staged.messages = self.erasures.keep_messages(messages)
+        staged.state = [await self._stage_state(self.tasks, "tasks", out.dirty_tasks),
+                        await self._stage_state(self.agents, "agents", out.dirty_agents)]  # fmt: skip
+        self._export_state()
+        return staged
+
+    async def send(self, staged: _Staged) -> None:
+        """Write what ``stage`` built, in the order of the module docstring.  ClickHouse
+        outages and structural errors are waited out; a row or record refused for its content
+        is dead-lettered (``unwritable``) and the rest is written: one bad value never stops
+        the role."""
+        store = self.p.store
+        for table, rows, columns in staged.rows:
             if rows:
                 found = await write_rows(self.retry, store, table, rows, columns, self._refused(table, rows, columns))
                 self.written[table] += len(rows) - len(found)
-        if out.executions or out.emitted:
-            messages, letters = self._serialize(out)
-            messages = self.erasures.keep_messages(messages)
-            await self._dead_letter(letters)
+        await self._dead_letter(staged.letters)
+        if messages := staged.messages:
             await self.retry("kafka", lambda: self._publish(messages))
             self.written["lifecycle"] += sum(1 for topic, _, _ in messages if topic == LIFECYCLE)
             self.written["emitted"] += sum(1 for topic, _, _ in messages if topic != LIFECYCLE)
-        await self._write_state(self.tasks, "tasks", out.dirty_tasks)
-        await self._write_state(self.agents, "agents", out.dirty_agents)
-        self._export_state()
+        for topic, records in staged.state:
+            if records:
+                await self.retry("kafka", lambda: self._send_state(topic, records))  # noqa: B023 - awaited here
 
-    async def _write_state(self, faust_table: Any, name: str, slots: dict[str, Any]) -> None:
-        """Step 3: changed state slots (``None``: forgotten) into a Faust table, its changelog
-        written here in one record batch per partition and flushed before the batch is acked,
-        instead of Faust's per-key send: the same topic, partition (Kafka's default partitioner
-        on the key, as Faust's producer picks it for ``use_partitioner``), key and value bytes
-        (raw serializers), a ``None`` value deleting, so Faust's recovery reads them unchanged."""
-        if not slots:
-            return
+    async def _stage_state(
+        self, faust_table: Any, name: str, slots: dict[str, Any]
+    ) -> tuple[str, list[tuple[int, bytes, bytes | None]]]:
+        """Step 3, staged: changed state slots (``None``: forgotten) into a Faust table, and the
+        changelog records to write for them in one record batch per partition, flushed
+        before the batch is acked, instead of Faust's per-key send: the same topic, partition
+        (Kafka's default partitioner on the key, as Faust's producer picks it for
+        ``use_partitioner``), key and value bytes (raw serializers), a ``None`` value
+        deleting, so Faust's recovery reads them unchanged."""
         topic = faust_table.changelog_topic_name
+        if not slots:
+            return topic, []
         parts = self._changelog_parts.get(topic)
         if parts is None:
             parts = await self.retry("kafka", lambda: self.producer.partitions_for(topic))
@@ -271,7 +310,7 @@ class _Role:
             faust_table.data, slots, lambda key, slot: self._state_bytes(name, key, slot),
             lambda k: self.producer.partition_of(k, parts),
         )  # fmt: skip
-        await self.retry("kafka", lambda: self._send_state(topic, records))
+        return topic, records
 
     async def _send_state(self, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
         await self.producer.send_records(topic, records)
@@ -376,6 +415,14 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _no_ack() -> None:
+    """A timer's step acknowledges no message."""
+
+
+def _nothing() -> None:
+    pass
+
+
 def register(p: Pipeline) -> None:
     role = _Role(p)
     app = p.app
@@ -396,11 +443,14 @@ def register(p: Pipeline) -> None:
                     batch.extend(decode_events(e.message.value))
                 async with role.lock:
                     await role.prepare()
-                    out = role.correlator.apply(batch, _wall_ms())
-                    await role.write(out)
+                    staged = await role.stage(role.correlator.apply(batch, _wall_ms()))
                     role.batches += 1
-                await runtime.faust_acker(stream, events, p.last_offsets)()  # only now: written
+                    # sent while the next batch is read and applied; acked only once sent
+                    await role.checkpoint.commit(
+                        partial(role.send, staged), runtime.faust_acker(stream, events, p.last_offsets), _nothing
+                    )  # fmt: skip
         finally:
+            role.checkpoint.cancel()
             await role.producer.stop()
 
     app.agent(source, name="taskpulse.correlate")(correlate)
@@ -415,7 +465,8 @@ def register(p: Pipeline) -> None:
             await role.prepare()
             out = role.correlator.tick(_wall_ms())
             if out:
-                await role.write(out)
+                staged = await role.stage(out)
+                await role.checkpoint.commit(partial(role.send, staged), _no_ack, _nothing)
 
     p.status_sections["correlate"] = role.status
     p.lag_topics.add(NORMALIZED)
