@@ -17,6 +17,10 @@ Per batch, in this order, before the batch is acked:
 
 A timer runs the same step on a quiet stream: finalizing tasks after the reordering
 window, abandoning silent tasks, taking silent agents offline.
+
+One batch is in flight: what a batch writes is built (staged) when it is applied, as a
+snapshot, and sent while the next batch is read and applied; batches (the timer's too) are
+sent in order, each acked only once sent.
 """
 
 from __future__ import annotations
