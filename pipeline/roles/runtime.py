@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
-from pipeline.app import Pipeline
+from pipeline.app import FETCH_MAX_WAIT_MS, Pipeline
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkUnavailable
 
@@ -43,6 +43,7 @@ def consumer(
     s = p.settings
     if auto_commit:
         tuning["auto_commit_interval_ms"] = int(s.commit_interval_s * 1000)
+    tuning.setdefault("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
     c = AIOKafkaConsumer(
         bootstrap_servers=p.kafka_servers,
         **p.kafka_kwargs,
@@ -54,7 +55,7 @@ def consumer(
         max_poll_records=max_poll_records,
         **tuning,
     )
-    c.subscribe(list(topics), listener=listener or ConsumerRebalanceListener())
+    c.subscribe(list(topics), **({} if listener is None else {"listener": listener}))
     return c
 
 
