@@ -47,8 +47,9 @@ def _pydantic_only(value: bytes | None, entity_types: Any = None) -> Any:
 
     import pipeline.core.normalized as normalized
 
-    with mock.patch.object(normalized, "_fast", lambda items: None), mock.patch.object(
-        normalized, "_direct", lambda value, entity_types: None
+    with (
+        mock.patch.object(normalized, "_fast", lambda items: None),
+        mock.patch.object(normalized, "_direct", lambda value, entity_types: None),
     ):
         return decode_normalized(value, entity_types)
 
@@ -229,14 +230,16 @@ def test_the_direct_path_reads_as_the_orjson_path_does(items: list[Any], entity_
 
 def test_the_direct_path_declines_where_msgspec_and_orjson_read_differently() -> None:
     canary = whole("canary")
+
     def nested(depth: int, name: str) -> bytes:  # current_state {"d": [[…]]}: the message `depth` deep
         inner = b"[" * (depth - 3) + b"]" * (depth - 3)
         return orjson.dumps([whole(name, current_state={"d": 0}), canary]).replace(b'{"d":0}', b'{"d":' + inner + b"}")
 
     cases = {
         "big": b'[{"x":18446744073709551616},' + orjson.dumps([canary])[1:],  # orjson: a float
-        "negative big": orjson.dumps([whole("m", metrics={"n": -(2**63)})]).replace(b"-9223372036854775808",
-                                                                               b"-9223372036854775809"),
+        "negative big": orjson.dumps([whole("m", metrics={"n": -(2**63)})]).replace(
+            b"-9223372036854775808", b"-9223372036854775809"
+        ),
         "in range": orjson.dumps([whole("r", metrics={"n": 2**64 - 1}), canary]),
         "deep": nested(1025, "deep"),  # orjson: not JSON
         "surrogate": b'[{"id":"\\ud800"},' + orjson.dumps([canary])[1:],
@@ -245,6 +248,7 @@ def test_the_direct_path_declines_where_msgspec_and_orjson_read_differently() ->
         assert not _direct_taken(value), name
         _same(value)
     assert decode_normalized(cases["deep"]).errors[0].startswith("a message that is not JSON")
+
     def depth_of(d: Any) -> Any:  # (ids, fields set, the nesting of the deep event's "d") of a result
         x, n = d.events[0][1].current_state["d"], 0
         while x:
