@@ -90,7 +90,7 @@ def _direct(value: bytes, entity_types: Collection[str] | None) -> Decoded | Non
     limit (msgspec could read deeper).  Elsewhere the two parse the same (strings, floats,
     escapes, duplicate keys: last wins) and refuse the same (invalid UTF-8, lone surrogates,
     NaN, out-of-range floats)."""
-    if _WHOLE is None:
+    if _WHOLE is None or type(value) is not bytes:  # bytearray, memoryview: through orjson
         return None
     shape = value.translate(_SHAPE)
     if _LONG_NUMBER in shape or shape.count(b"{") > _ORJSON_DEPTH:

@@ -192,6 +192,9 @@ def test_a_message_of_whole_events_takes_the_direct_path() -> None:
     d = decode_normalized(value, ("task", "agent"))
     assert [(i, e.id) for i, e in d.events] == [(0, "a"), (1, "b"), (3, "d")] and not d.errors
     assert type(d.events[2][1].duration_ms) is float
+    assert not _direct_taken(bytearray(value))  # not bytes: through orjson, which reads it alike
+    _same(bytearray(value), frozenset({"task", "agent"}))  # type: ignore[arg-type]
+    _same(memoryview(value), {"task"})  # type: ignore[arg-type]
     for other in (orjson.dumps(whole("solo")), orjson.dumps([whole("a"), ev("b")]), b"[]", b"[" + value):
         assert not _direct_taken(other) or other == b"[]"
         _same(other)
