@@ -47,8 +47,25 @@ def _pydantic_only(value: bytes | None, entity_types: Any = None) -> Any:
 
     import pipeline.core.normalized as normalized
 
-    with mock.patch.object(normalized, "_fast", lambda items: None):
+    with (
+        mock.patch.object(normalized, "_fast", lambda items: None),
+        mock.patch.object(normalized, "_direct", lambda value, entity_types: None),
+    ):
         return decode_normalized(value, entity_types)
+
+
+def _through_orjson(value: bytes | None, entity_types: Any = None) -> Any:
+    """The path before the direct one: orjson, then msgspec's conversion (or pydantic)."""
+    from unittest import mock
+
+    import pipeline.core.normalized as normalized
+
+    with mock.patch.object(normalized, "_direct", lambda value, entity_types: None):
+        return decode_normalized(value, entity_types)
+
+
+def _read(d: Any) -> Any:
+    return [(i, repr(vars(m)), m.model_fields_set, type(m.model_fields_set)) for i, m in d.events], d.errors
 
 
 def _same(value: bytes | None, entity_types: Any = None) -> None:
@@ -57,6 +74,7 @@ def _same(value: bytes | None, entity_types: Any = None) -> None:
         (i, repr(vars(m)), m.model_fields_set) for i, m in slow.events
     ]
     assert fast.errors == slow.errors
+    assert _read(fast) == _read(_through_orjson(value, entity_types))  # the set's type too
 
 
 _scalars = st.one_of(
@@ -147,3 +165,106 @@ def test_the_fast_path_builds_what_pydantic_builds_on_a_plain_message() -> None:
     [(_, m)] = decode_normalized(orjson.dumps([full])).events
     assert m == NormalizedEvent.model_validate(full) and type(m.duration_ms) is float
     assert list(vars(m)) == list(NormalizedEvent.model_fields)
+
+
+# The direct path (msgspec reads the bytes, no orjson) against the path through orjson: taken
+# for a message of whole events (every field present), declined wherever the two parsers
+# could read differently, with the same result either way.
+
+
+def whole(i: str, entity_type: str = "task", **fields: Any) -> dict[str, Any]:
+    return {**ev(i, entity_type), "agent": "ag", "task_type": "t", "outcome": "", "duration_ms": None,
+            "previous_state": {}, "current_state": {"s": 1}, "metadata": {}, "metrics": {}, "extra": {},
+            "ingested_ms": 2, **fields}  # fmt: skip
+
+
+def _direct_taken(value: bytes, entity_types: Any = None) -> bool:
+    import pipeline.core.normalized as normalized
+
+    return normalized._direct(value, entity_types) is not None
+
+
+def test_a_message_of_whole_events_takes_the_direct_path() -> None:
+    value = orjson.dumps([whole("a"), whole("b", "agent"), whole("c", "system"), whole("d", duration_ms=3)])
+    assert _direct_taken(value) and _direct_taken(value, ("task", "agent"))
+    _same(value)
+    _same(value, ("task", "agent"))
+    d = decode_normalized(value, ("task", "agent"))
+    assert [(i, e.id) for i, e in d.events] == [(0, "a"), (1, "b"), (3, "d")] and not d.errors
+    assert type(d.events[2][1].duration_ms) is float
+    assert not _direct_taken(bytearray(value))  # not bytes: through orjson, which reads it alike
+    _same(bytearray(value), frozenset({"task", "agent"}))  # type: ignore[arg-type]
+    _same(memoryview(value), {"task"})  # type: ignore[arg-type]
+    for other in (orjson.dumps(whole("solo")), orjson.dumps([whole("a"), ev("b")]), b"[]", b"[" + value):
+        assert not _direct_taken(other) or other == b"[]"
+        _same(other)
+
+
+_long_numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).filter(lambda n: len(str(abs(n))) >= 19),
+    st.sampled_from([2**64, 2**64 - 1, -(2**63), -(2**63) - 1, 10**19, 10**30]),
+)
+
+
+@st.composite
+def _whole_items(draw: Any) -> Any:
+    base = whole(draw(st.text(max_size=6)), draw(st.sampled_from(["task", "agent", "system"])))
+    for name in draw(st.lists(st.sampled_from(sorted(_FIELD_VALUES)), max_size=4, unique=True)):
+        base[name] = draw(_FIELD_VALUES[name])
+    if draw(st.integers(0, 5)) == 0:
+        base[draw(st.sampled_from(["event_time_ms", "ingested_ms", "duration_ms"]))] = draw(_long_numbers)
+    if draw(st.integers(0, 5)) == 0:
+        base["metrics"] = {"n": draw(_long_numbers)}
+    if draw(st.integers(0, 9)) == 0:
+        del base[draw(st.sampled_from(sorted(base)))]
+    return base
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_whole_items(), max_size=5), st.sampled_from([None, ("task", "agent")]), st.data())
+def test_the_direct_path_reads_as_the_orjson_path_does(items: list[Any], entity_types: Any, data: Any) -> None:
+    value = json.dumps(items, ensure_ascii=data.draw(st.booleans())).encode("utf-8", "surrogatepass")
+    if data.draw(st.booleans()) and value:  # a byte changed: the parsers' edges
+        at = data.draw(st.integers(0, len(value) - 1))
+        byte = data.draw(st.sampled_from(b'0123456789.eE+-"\\u{}[],:ntf \x00\x7f\xc0\xed\xff'))
+        value = value[:at] + bytes([byte]) + value[at + 1 :]
+    _same(value, entity_types)
+
+
+def test_the_direct_path_declines_where_msgspec_and_orjson_read_differently() -> None:
+    canary = whole("canary")
+
+    def nested(depth: int, name: str) -> bytes:  # current_state {"d": [[…]]}: the message `depth` deep
+        inner = b"[" * (depth - 3) + b"]" * (depth - 3)
+        return orjson.dumps([whole(name, current_state={"d": 0}), canary]).replace(b'{"d":0}', b'{"d":' + inner + b"}")
+
+    cases = {
+        "big": b'[{"x":18446744073709551616},' + orjson.dumps([canary])[1:],  # orjson: a float
+        "negative big": orjson.dumps([whole("m", metrics={"n": -(2**63)})]).replace(
+            b"-9223372036854775808", b"-9223372036854775809"
+        ),
+        "in range": orjson.dumps([whole("r", metrics={"n": 2**64 - 1}), canary]),
+        "deep": nested(1025, "deep"),  # orjson: not JSON
+        "surrogate": b'[{"id":"\\ud800"},' + orjson.dumps([canary])[1:],
+    }
+    for name, value in cases.items():
+        assert not _direct_taken(value), name
+        _same(value)
+    assert decode_normalized(cases["deep"]).errors[0].startswith("a message that is not JSON")
+
+    def depth_of(d: Any) -> Any:  # (ids, fields set, the nesting of the deep event's "d") of a result
+        x, n = d.events[0][1].current_state["d"], 0
+        while x:
+            x, n = x[0], n + 1
+        return [(i, e.id, e.model_fields_set) for i, e in d.events], d.errors, n
+
+    for depth in (900, 1000, 1024):  # orjson reads these; msgspec may not (then orjson does)
+        value = nested(depth, "deep")
+        got = depth_of(decode_normalized(value))
+        assert got == depth_of(_pydantic_only(value)) == depth_of(_through_orjson(value))
+        assert [i for i, _, _ in got[0]] == [0, 1] and got[2] == depth - 4
+    [(_, m)] = decode_normalized(cases["big"].replace(b'{"x":', b'{"x":[').replace(b"16},", b"16]},"),
+                                 ("task",)).events  # fmt: skip
+    assert m.id == "canary"
+    big = decode_normalized(orjson.dumps([whole("b", metrics={"n": 1})]).replace(b'"n":1', b'"n":' + b"9" * 30))
+    assert big.events[0][1].metrics["n"] == float("9" * 30)  # as orjson reads it: not the exact integer

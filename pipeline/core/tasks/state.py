@@ -6,8 +6,12 @@ from before verdicts were kept apart is upgraded).  Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import is_
 from typing import Any
 
+import orjson
+
+from pipeline.core import jsonbytes
 from pipeline.core.tasks.lifecycle import HistoryEntry, sort_key, verdict_number
 
 
@@ -48,6 +52,9 @@ class TaskSlot:
     #: not persisted: the correlator's last derived view of the task, with what it was derived
     #: from (``Correlator._view``); cleared whenever the history changes
     view_cache: tuple[tuple[Any, ...], Any] | None = field(default=None, compare=False, repr=False)
+    #: not persisted: what ``to_bytes`` last wrote (the history entries it held, the bytes, where
+    #: in them the history's array closes), for the next write to append to
+    wire_cache: tuple[list[HistoryEntry], bytes, int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def alive_ms(self) -> int:
@@ -56,10 +63,14 @@ class TaskSlot:
 
     def to_json(self) -> dict[str, Any]:
         """The persisted form (short keys; optional ones only when set)."""
+        return {"h": [e.to_json() for e in self.history], **self._rest()}
+
+    def _rest(self) -> dict[str, Any]:
+        """The persisted form but its history (``"h"``, its first key), in its order."""
         doc: dict[str, Any] = {
-            "h": [e.to_json() for e in self.history], "v": self.version, "rv": self.record_version,
-            "sig": self.record_signature, "term": self.final_since_wall_ms, "ab": self.verdicts,
-            "closed": self.closed_wall_ms, "wall": self.changed_wall_ms, "last": self.last_event_ms,
+            "v": self.version, "rv": self.record_version, "sig": self.record_signature,
+            "term": self.final_since_wall_ms, "ab": self.verdicts, "closed": self.closed_wall_ms,
+            "wall": self.changed_wall_ms, "last": self.last_event_ms,
         }  # fmt: skip
         optional = (
             ("ad", self.verdict_deadline_ms, None), ("abandoned", self.closed_abandoned, False),
@@ -70,6 +81,32 @@ class TaskSlot:
             if value != default:
                 doc[key] = value
         return doc
+
+    def to_bytes(self) -> bytes:
+        """``jsonbytes.dumps(self.to_json())``, byte for byte (and raising what it raises), made
+        without serializing again the history entries the last call wrote: a task's history
+        grows by appending, and an entry is never modified (a tuple; ``compact`` builds its data
+        once), so what that call wrote of the entries still at the head of the history, the same
+        objects, is copied from its bytes.  Any other change of the history: written whole."""
+        h = self.history
+        doc = self._rest()
+        cache = self.wire_cache
+        if cache is not None and len(cache[0]) <= len(h) and all(map(is_, cache[0], h)):
+            entries, previous, cut = cache
+            old = memoryview(previous)
+            added = h[len(entries) :]
+            # the added entries inside the document's own nesting, as the whole one would have them
+            new = memoryview(orjson.dumps({"h": list(map(tuple, added))}))[6:-2] if added else b""
+            tail = memoryview(orjson.dumps(doc))[1:]
+            value = b"".join((old[:cut], b"," if entries and added else b"", new, b"],", tail))
+            cut += len(new) + (1 if entries and added else 0)
+        else:
+            whole = memoryview(orjson.dumps({"h": list(map(tuple, h))}))[:-1]  # '{"h":[…]'
+            tail = memoryview(orjson.dumps(doc))[1:]
+            value = b"".join((whole, b",", tail))
+            cut = len(whole) - 1
+        self.wire_cache = (h[:], value, cut)
+        return value
 
     @classmethod
     def from_json(cls, task_id: str, doc: dict[str, Any]) -> TaskSlot:
@@ -139,6 +176,10 @@ class AgentSlot:
             "active": self.active_tasks, "cpu": self.cpu_percent, "mem": self.memory_mb, "busy_ms": self.busy_ms,
             "online_ms": self.online_ms, "reported": self.reported_status, "n": self.changes, "v": self.version,
         }  # fmt: skip
+
+    def to_bytes(self) -> bytes:
+        """The persisted form's JSON (``TaskSlot.to_bytes``'s counterpart)."""
+        return jsonbytes.dumps(self.to_json())
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AgentSlot:
