@@ -38,7 +38,6 @@ import faust
 import orjson
 
 from pipeline.app import Pipeline
-from pipeline.core import jsonbytes
 from pipeline.core.normalized import decode_normalized
 from pipeline.core.tasks import queries
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator, Output
@@ -364,7 +363,7 @@ class _Role:
     def _state_bytes(self, table: str, key: str, slot: TaskSlot | AgentSlot) -> bytes | None:
         """A state slot for its Faust table; one that cannot be serialized stays in memory only."""
         try:
-            return jsonbytes.dumps(slot.to_json())  # held by the table: right-sized
+            return slot.to_bytes()  # held by the table: right-sized
         except (TypeError, ValueError) as exc:
             self.unwritable += 1
             log.error("correlation state of %s %r cannot be serialized (%s); kept in memory only", table, key, exc)
