@@ -462,9 +462,8 @@ def register(p: Pipeline) -> None:
                     staged = await role.stage(role.correlator.apply(batch, _wall_ms()))
                     role.batches += 1
                     # sent while the next batch is read and applied; acked only once sent
-                    await role.checkpoint.commit(
-                        partial(role.send_or_exit, staged), runtime.faust_acker(stream, events, p.last_offsets), _nothing
-                    )  # fmt: skip
+                    ack = runtime.faust_acker(stream, events, p.last_offsets)
+                    await role.checkpoint.commit(partial(role.send_or_exit, staged), ack, _nothing)
         finally:
             role.checkpoint.cancel()
             await role.producer.stop()

@@ -289,7 +289,6 @@ def test_a_worker_restart_in_the_middle_loses_no_task_state(make_worker, broker,
                      "progress_checkpoints": 1, "events": 6}  # fmt: skip
 
 
-
 def test_an_unexpected_error_in_a_send_loses_no_finished_task(make_worker, broker, tmp_path):
     """A send that raises what no sink retry handles (here aiokafka's full-buffer timeout, a
     client in a broken state): what it carried (rows, lifecycle records, state) and every batch
