@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -251,7 +252,22 @@ class _Role:
         """Steps 1–3 of the module docstring for ``out``, after what is in flight: ``stage``
         then ``send``."""
         await self.checkpoint.wait()
-        await self.send(await self.stage(out))
+        await self.send_or_exit(await self.stage(out))
+
+    async def send_or_exit(self, staged: _Staged) -> None:
+        """``send``; an error no sink retry handles (a bug, a client in a broken state) exits
+        the process, like the ingest role's: raised in the checkpoint's task it would surface
+        only at the next commit (a quiet stream: never), crash the agent, which Faust restarts
+        reading on, and leave this batch and the one staged after it unwritten and unacked
+        (the offsets never committed past them).  A restart replays them from the last commit."""
+        try:
+            await self.send(staged)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("cannot write a correlation batch; exiting so it is replayed", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
     async def stage(self, out: Output) -> _Staged:
         """Everything ``out`` writes, built now: rows, records and state bytes are a snapshot,
@@ -449,9 +465,8 @@ def register(p: Pipeline) -> None:
                     staged = await role.stage(role.correlator.apply(batch, _wall_ms()))
                     role.batches += 1
                     # sent while the next batch is read and applied; acked only once sent
-                    await role.checkpoint.commit(
-                        partial(role.send, staged), runtime.faust_acker(stream, events, p.last_offsets), _nothing
-                    )  # fmt: skip
+                    ack = runtime.faust_acker(stream, events, p.last_offsets)
+                    await role.checkpoint.commit(partial(role.send_or_exit, staged), ack, _nothing)
         finally:
             role.checkpoint.cancel()
             await role.producer.stop()
@@ -469,7 +484,7 @@ def register(p: Pipeline) -> None:
             out = role.correlator.tick(_wall_ms())
             if out:
                 staged = await role.stage(out)
-                await role.checkpoint.commit(partial(role.send, staged), _no_ack, _nothing)
+                await role.checkpoint.commit(partial(role.send_or_exit, staged), _no_ack, _nothing)
 
     p.status_sections["correlate"] = role.status
     p.lag_topics.add(NORMALIZED)

@@ -8,6 +8,11 @@ exactly what a real unreachable server produces.
 While the file named by TASKPULSE_TEST_CH_STRUCTURAL exists, the real engine is made to
 refuse every write for a structural reason: the ``events`` table's ``agent`` column is
 renamed (an ALTER run through the client itself) and renamed back once the file is gone.
+
+When the file named by TASKPULSE_TEST_CORRELATE_PUBLISH exists, the correlation role's next
+Kafka publish (lifecycle records, emitted events) raises what aiokafka raises when its buffer
+stays full (``KafkaTimeoutError``: not an outage the sink retry knows), once; the file is
+removed then.
 """
 
 from __future__ import annotations
@@ -49,6 +54,24 @@ def install() -> None:
             wrap(cls, name)
     if os.environ.get("TASKPULSE_TEST_CH_STRUCTURAL"):
         _install_structural(os.environ["TASKPULSE_TEST_CH_STRUCTURAL"])
+    if os.environ.get("TASKPULSE_TEST_CORRELATE_PUBLISH"):
+        _install_publish_fault(os.environ["TASKPULSE_TEST_CORRELATE_PUBLISH"])
+
+
+def _install_publish_fault(flag: str) -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    from pipeline.roles import correlate
+
+    original = correlate._Role._publish
+
+    async def publish(self: Any, messages: Any) -> None:
+        if os.path.exists(flag):  # noqa: ASYNC240 - a test's flag file
+            os.unlink(flag)
+            raise KafkaTimeoutError("Batch for TopicPartition is full [injected by test]")
+        await original(self, messages)
+
+    correlate._Role._publish = publish  # type: ignore[method-assign]
 
 
 def _install_structural(flag: str) -> None:

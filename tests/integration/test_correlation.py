@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.error
 from typing import Any
 
 import orjson
@@ -287,3 +288,48 @@ def test_a_worker_restart_in_the_middle_loses_no_task_state(make_worker, broker,
         assert r == {"task_id": f"r-{n}", "request": f"job {n}", "requester_id": "u-9", "agent": "a1",
                      "confidence": 0.75, "queue_wait_ms": 2000.0, "execution_ms": 7000.0, "cycle_ms": 10_000.0,
                      "progress_checkpoints": 1, "events": 6}  # fmt: skip
+
+
+@pytest.mark.parametrize("behind", ["quiet stream", "canaries"])
+def test_an_unexpected_error_in_a_send_loses_no_finished_task(make_worker, broker, tmp_path, behind):
+    """A send that raises what no sink retry handles (here aiokafka's full-buffer timeout, a
+    client in a broken state): what it carried (rows, lifecycle records, state) and every batch
+    after it must still be written, by this process or after it exits (a supervisor restarts
+    it and it replays from the last commit); never left unwritten while the role reads on, nor
+    held unseen in a task nobody awaits on a quiet stream."""
+    flag = tmp_path / "publish-fault"
+    env = {**EXTRA_ENV, "TASKPULSE_REORDER_WINDOW_S": "1", "TASKPULSE_TEST_CORRELATE_PUBLISH": str(flag)}
+    worker = make_worker(fault_file=tmp_path / "no-ch-fault", **env).start()
+    base = int(time.time() * 1000) - 300_000
+    st = {"task_type": "research"}
+    started = [make_event(et, f"f-{n}", st, timestamp=base + n * 100 + i * 1000)
+               for n in range(20) for i, et in enumerate(("task.created", "task.queued", "task.started"))]  # fmt: skip
+    publish(broker, started, batch_size=10)
+    wait_for(lambda: worker.scalar("SELECT countIf(state = 'EXECUTING') FROM taskpulse.tasks FINAL") == 20,
+             60, "20 executing tasks")  # fmt: skip
+    flag.touch()
+    publish(broker, [make_event("task.completed", f"f-{n}", st, timestamp=base + n * 100 + 9000) for n in range(20)],
+            batch_size=10)  # fmt: skip
+    wait_for(lambda: not flag.exists(), 30, "the injected error")
+    canaries = 5 if behind == "canaries" else 0  # new tasks, each a tasks row written by the agent's batches
+    publish(broker, [make_event("task.created", f"c-{n}", st, timestamp=base + 20_000 + n) for n in range(canaries)],
+            batch_size=1)  # fmt: skip
+    executions = "SELECT task_id, outcome, cycle_ms FROM taskpulse.task_executions FINAL ORDER BY task_id"
+    canary_rows = "SELECT task_id FROM taskpulse.tasks FINAL WHERE task_id LIKE 'c-%' ORDER BY task_id"
+
+    def written() -> bool:
+        assert worker.proc is not None
+        if worker.proc.poll() is not None:  # exited so that the batch is replayed: restarted
+            worker.start()
+        try:
+            if len(worker.sql(executions)) < 20 or len(worker.sql(canary_rows)) < canaries:
+                return False
+        except (urllib.error.URLError, ConnectionError):  # exiting now: restarted next time
+            return False
+        return len({r["task_id"] for r in lifecycle_records(broker.bootstrap, want=20, timeout=5)}) >= 20
+
+    wait_for(written, 120, f"20 finished tasks (rows, lifecycle records) and {canaries} canaries after the failure")
+    assert sorted(worker.sql(executions)) == sorted([f"f-{n}", "success", 9000.0] for n in range(20))
+    assert len(worker.sql(canary_rows)) == canaries
+    records = lifecycle_records(broker.bootstrap, want=20)
+    assert sorted((r["task_id"], r["version"]) for r in records) == sorted((f"f-{n}", 1) for n in range(20))

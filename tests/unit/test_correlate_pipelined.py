@@ -6,7 +6,9 @@ the same as what was staged when each batch waited for its write (the former pat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import functools
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +17,7 @@ from unittest import mock
 from hypothesis import given, settings
 
 from pipeline.core.tasks.correlation import CorrelationConfig, Correlator
+from pipeline.roles import runtime
 from pipeline.roles.correlate import _Role, _Staged
 from pipeline.sinks.kafka import OutputProducer
 from tests.unit.test_correlation_fast import T0, _stream
@@ -98,3 +101,47 @@ def test_a_task_changed_by_the_next_batch_keeps_its_staged_state() -> None:
     (_, task_records), _ = at_once[0][3]
     (_, task_records_2), _ = at_once[1][3]
     assert task_records and task_records_2 and task_records[0][2] != task_records_2[0][2]  # the slot did change
+
+
+class _Exited(BaseException):
+    """What the mocked ``os._exit`` raises: the process would be gone."""
+
+
+def test_a_send_that_fails_for_no_sink_reason_exits_at_once_and_is_never_acked() -> None:
+    """Raised in the checkpoint's task, the error would wait for the next commit (on a quiet
+    stream: for ever) while the batch stays unwritten and unacked: the process exits instead
+    (replayed after a restart); a cancellation (shutdown) is no such error."""
+    role = _role(CorrelationConfig())
+    acked: list[str] = []
+    exits: list[int] = []
+
+    async def ack() -> None:
+        acked.append("acked")
+
+    def exit_now(code: int) -> None:
+        exits.append(code)
+        raise _Exited
+
+    async def broken(staged: _Staged) -> None:
+        raise RuntimeError("a client in a broken state")
+
+    async def slow(staged: _Staged) -> None:
+        await asyncio.sleep(60)
+
+    async def run(send: Any) -> None:
+        role.send = send  # type: ignore[method-assign]
+        checkpoint = runtime.Checkpoint()
+        await checkpoint.commit(functools.partial(role.send_or_exit, _Staged()), ack, lambda: None)
+        task = checkpoint._task
+        assert task is not None
+        await asyncio.sleep(0.01)
+        if not task.done():  # the slow send: cancelled like at shutdown
+            checkpoint.cancel()
+        with contextlib.suppress(_Exited, asyncio.CancelledError):
+            await task  # only to collect it: nothing else awaits it on a quiet stream
+
+    with mock.patch("pipeline.roles.correlate.os._exit", exit_now), mock.patch("logging.shutdown"):
+        asyncio.run(run(broken))
+        assert (exits, acked) == ([70], [])
+        asyncio.run(run(slow))
+        assert (exits, acked) == ([70], [])
