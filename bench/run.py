@@ -413,6 +413,35 @@ def correlation_memory(tasks: int = 1_000_000) -> dict[str, Any]:
     }
 
 
+def _publish_and_time(
+    broker: EmbeddedBroker, events: list[dict[str, Any]], ingest: WorkerProc, correlate: WorkerProc, expected: int
+) -> tuple[float, float, float, int]:
+    """Publish ``events`` (SDK batches of 100) while watching the workers: (publish start,
+    last moment ``ingest``'s ClickHouse held no event, when the ``task_executions`` count of
+    ``correlate``'s last changed, that count).  Done at ``expected`` tasks or 10 s without change."""
+    sql = "SELECT count() FROM taskpulse.task_executions"
+    t0 = time.perf_counter()
+    publisher = threading.Thread(target=lambda: asyncio.run(publish(broker.url, events, 100)))
+    publisher.start()
+    last, stable, done_at, empty_at = -1, 0, t0, t0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if ingest.count() == 0:
+            empty_at = time.perf_counter()
+        n = correlate.count(sql) or 0
+        for w in {id(ingest): ingest, id(correlate): correlate}.values():
+            w.sample_rss()
+        if n != last:
+            last, stable, done_at = n, 0, time.perf_counter()
+        else:
+            stable += 1
+        if n >= expected or (n > 0 and stable >= 40):
+            break
+        time.sleep(0.25)
+    publisher.join()
+    return t0, empty_at, done_at, last
+
+
 def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks: int) -> dict[str, Any]:
     """Finished tasks/s through ingest + correlation in one worker (SDK batches of 100),
     timed like the ingest rows: from the last moment ClickHouse held no event (the worker
@@ -429,24 +458,7 @@ def correlation_e2e(events: list[dict[str, Any]], workdir: Path, expected_tasks:
             if time.monotonic() > deadline:
                 raise RuntimeError("worker did not start")
             time.sleep(0.5)
-        t0 = time.perf_counter()
-        publisher = threading.Thread(target=lambda: asyncio.run(publish(broker.url, events, 100)))
-        publisher.start()
-        last, stable, done_at, empty_at = -1, 0, t0, t0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if w.count() == 0:
-                empty_at = time.perf_counter()
-            n = w.count(sql) or 0
-            w.sample_rss()
-            if n != last:
-                last, stable, done_at = n, 0, time.perf_counter()
-            else:
-                stable += 1
-            if n >= expected_tasks or (n > 0 and stable >= 40):
-                break
-            time.sleep(0.25)
-        publisher.join()
+        t0, empty_at, done_at, last = _publish_and_time(broker, events, w, w, expected_tasks)
         w.stop()
         dt = done_at - empty_at
         return {"finished_tasks": last, "expected": expected_tasks, "seconds": round(dt, 2),
@@ -477,25 +489,7 @@ def correlation_split(events: list[dict[str, Any]], workdir: Path, expected_task
                 raise RuntimeError("workers did not start")
             time.sleep(0.5)
         time.sleep(8)  # both joined their groups (the correlation worker's Faust rebalance)
-        t0 = time.perf_counter()
-        publisher = threading.Thread(target=lambda: asyncio.run(publish(broker.url, events, 100)))
-        publisher.start()
-        last, stable, done_at, empty_at = -1, 0, t0, t0
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if ingest.count() == 0:
-                empty_at = time.perf_counter()
-            n = correlate.count(sql) or 0
-            for w in workers:
-                w.sample_rss()
-            if n != last:
-                last, stable, done_at = n, 0, time.perf_counter()
-            else:
-                stable += 1
-            if n >= expected_tasks or (n > 0 and stable >= 40):
-                break
-            time.sleep(0.25)
-        publisher.join()
+        _, empty_at, done_at, last = _publish_and_time(broker, events, ingest, correlate, expected_tasks)
         dt = done_at - empty_at
         return {"finished_tasks": last, "expected": expected_tasks, "seconds": round(dt, 2),
                 "tasks_per_s": round(last / dt) if dt > 0 else None, "events_per_s": round(len(events) / dt),
