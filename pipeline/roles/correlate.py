@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -255,19 +254,10 @@ class _Role:
         await self.send_or_exit(await self.stage(out))
 
     async def send_or_exit(self, staged: _Staged) -> None:
-        """``send``; an error no sink retry handles (a bug, a client in a broken state) exits
-        the process, like the ingest role's: raised in the checkpoint's task it would surface
-        only at the next commit (a quiet stream: never), crash the agent, which Faust restarts
-        reading on, and leave this batch and the one staged after it unwritten and unacked
-        (the offsets never committed past them).  A restart replays them from the last commit."""
-        try:
-            await self.send(staged)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.critical("cannot write a correlation batch; exiting so it is replayed", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        """``send``; any error no sink retry handles exits (``runtime.or_exit``): raised in the
+        checkpoint's task it would crash the agent, which Faust restarts reading on, this
+        batch and the one staged after it unwritten and unacked."""
+        await runtime.or_exit(lambda: self.send(staged), "a correlation batch")
 
     async def stage(self, out: Output) -> _Staged:
         """Everything ``out`` writes, built now: rows, records and state bytes are a snapshot,
@@ -434,14 +424,6 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def _no_ack() -> None:
-    """A timer's step acknowledges no message."""
-
-
-def _nothing() -> None:
-    pass
-
-
 def register(p: Pipeline) -> None:
     role = _Role(p)
     app = p.app
@@ -466,7 +448,7 @@ def register(p: Pipeline) -> None:
                     role.batches += 1
                     # sent while the next batch is read and applied; acked only once sent
                     ack = runtime.faust_acker(stream, events, p.last_offsets)
-                    await role.checkpoint.commit(partial(role.send_or_exit, staged), ack, _nothing)
+                    await role.checkpoint.commit(partial(role.send_or_exit, staged), ack)
         finally:
             role.checkpoint.cancel()
             await role.producer.stop()
@@ -484,7 +466,7 @@ def register(p: Pipeline) -> None:
             out = role.correlator.tick(_wall_ms())
             if out:
                 staged = await role.stage(out)
-                await role.checkpoint.commit(partial(role.send_or_exit, staged), _no_ack, _nothing)
+                await role.checkpoint.commit(partial(role.send_or_exit, staged))
 
     p.status_sections["correlate"] = role.status
     p.lag_topics.add(NORMALIZED)

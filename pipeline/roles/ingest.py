@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import time
 from collections import Counter
 from typing import Any
@@ -142,19 +141,9 @@ class _Ingest:
 
     async def _write_or_exit(self, out: BatchOutput) -> None:
         """Write a batch to every sink.  Outages and structural refusals are retried inside
-        until it is written; rows refused for their content are dead-lettered inside."""
-        try:
-            await self.writer.write(out)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # None of the above: a bug or a client in a broken state, which a fresh process
-            # may cure.  Stalling would hide it; skipping would lose data.  Exit, so that a
-            # restart replays the batch from the last committed offset (the watermarks keep
-            # that exact).
-            log.critical("cannot write a batch; exiting so it is replayed", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        until it is written; rows refused for their content are dead-lettered inside; any
+        other error exits (``runtime.or_exit``)."""
+        await runtime.or_exit(lambda: self.writer.write(out), "a batch")
 
     def _went_back(self, msgs: list[RawMessage]) -> bool:
         return bool(went_back(((m.topic, m.partition, m.offset) for m in msgs), self.p.last_offsets))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -66,15 +67,17 @@ class Checkpoint:
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
 
-    async def commit(self, write: Step, ack: Step, done: Callable[[], None]) -> None:
-        """Wait for the batch in flight, then start writing this one: ``write``, ``ack``,
-        then ``done`` (bookkeeping)."""
+    async def commit(self, write: Step, ack: Step | None = None, done: Callable[[], None] | None = None) -> None:
+        """Wait for the batch in flight, then start writing this one: ``write``, ``ack`` (if
+        any: a timer's batch acknowledges no message), then ``done`` (bookkeeping, if any)."""
         await self.wait()
 
         async def run() -> None:
             await write()
-            await ack()
-            done()
+            if ack is not None:
+                await ack()
+            if done is not None:
+                done()
 
         self._task = asyncio.create_task(run())
 
@@ -87,6 +90,23 @@ class Checkpoint:
     def cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+async def or_exit(step: Step, what: str) -> None:
+    """Run ``step`` (a batch's write); an error no sink retry handles (a bug, a client in a
+    broken state, which a fresh process may cure) exits the process (70).  Stalling would
+    hide it, skipping would lose data, and raised inside a ``Checkpoint``'s task it would
+    surface only at the next commit (on a quiet stream: never), the batch unacked.  A restart
+    replays from the last committed offset (the watermarks and the correlator's deterministic
+    records keep that exact)."""
+    try:
+        await step()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.critical("cannot write %s; exiting so it is replayed", what, exc_info=True)
+        logging.shutdown()
+        os._exit(70)
 
 
 def record_offsets(last: dict[tuple[str, int], int], processed: Iterable[tuple[str, int, int]]) -> None:

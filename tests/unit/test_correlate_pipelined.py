@@ -140,7 +140,7 @@ def test_a_send_that_fails_for_no_sink_reason_exits_at_once_and_is_never_acked()
         with contextlib.suppress(_Exited, asyncio.CancelledError):
             await task  # only to collect it: nothing else awaits it on a quiet stream
 
-    with mock.patch("pipeline.roles.correlate.os._exit", exit_now), mock.patch("logging.shutdown"):
+    with mock.patch("pipeline.roles.runtime.os._exit", exit_now), mock.patch("logging.shutdown"):
         asyncio.run(run(broken))
         assert (exits, acked) == ([70], [])
         asyncio.run(run(slow))
